@@ -1,0 +1,52 @@
+"""Loading TOML configuration into pydantic models with errors that name the file and the key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors (a typo must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def load_config(path: Path | str, model: type[M]) -> M:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return validate_config(data, model, str(path), base=path.parent)
+
+
+def validate_config(data: dict, model: type[M], source: str, base: Path | None = None) -> M:
+    try:
+        config = model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{source}: {key}: {msg}")
+        raise ConfigError("\n".join(problems)) from None
+    resolve = getattr(config, "resolve_paths", None)
+    if base is not None and resolve is not None:
+        config = resolve(base)
+    return config
