@@ -1,0 +1,1 @@
+"""The authority: entry store, four-eyes lifecycle, publication, HTTP API. Server side only."""

@@ -1,0 +1,83 @@
+"""authority.toml: what an authority configures, validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from blocklist.config import Section
+from blocklist.domains import ProtectedNames
+from blocklist.errors import InvalidEntry
+
+
+class AuthoritySection(Section):
+    name: Annotated[str, Field(min_length=1, max_length=200)] = "National Authority"
+    list_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "national"
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "FR"
+    state_dir: Path = Path("authority-state")
+
+
+class ApiSection(Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8440
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    max_import_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    long_poll_max_seconds: Annotated[int, Field(ge=1, le=600)] = 60
+
+
+class PublicationSection(Section):
+    expiry_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24
+    resign_minutes: Annotated[float, Field(gt=0)] = 60
+    min_poll_interval: Annotated[int, Field(ge=1, le=86400)] = 60
+    # Publish automatically this many seconds after a change that affects the list; 0 = off.
+    auto_publish_seconds: Annotated[float, Field(ge=0)] = 0
+    signing_key_days: Annotated[int, Field(ge=1, le=3650)] = 90
+
+
+class RailsSection(Section):
+    protected_names: list[str] = Field(default_factory=list)
+    bulk_share: Annotated[float, Field(gt=0, le=10)] = 0.10
+    review_days: Annotated[int, Field(ge=1, le=3650)] = 90
+
+    @field_validator("protected_names")
+    @classmethod
+    def _canonical(cls, names: list[str]) -> list[str]:
+        try:
+            ProtectedNames(names)
+        except InvalidEntry as exc:
+            raise ValueError(str(exc)) from None
+        return names
+
+
+class ComplianceSection(Section):
+    deadline_hours: Annotated[float, Field(gt=0)] = 24
+
+
+class AuthorityConfig(Section):
+    authority: AuthoritySection = AuthoritySection()
+    api: ApiSection = ApiSection()
+    publication: PublicationSection = PublicationSection()
+    rails: RailsSection = RailsSection()
+    compliance: ComplianceSection = ComplianceSection()
+
+    def resolve_paths(self, base: Path) -> AuthorityConfig:
+        state = self.authority.state_dir
+        if not state.is_absolute():
+            state = (base / state).resolve()
+        return self.model_copy(
+            update={"authority": self.authority.model_copy(update={"state_dir": state})}
+        )
+
+    @property
+    def database(self) -> Path:
+        return self.authority.state_dir / "authority.db"
+
+    @property
+    def publish_dir(self) -> Path:
+        return self.authority.state_dir / "publish"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.authority.state_dir / "keys"

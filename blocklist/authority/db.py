@@ -1,0 +1,169 @@
+"""SQLite database of the authority: connection settings and schema migrations.
+
+WAL mode lets the API read while a publish or an approval writes; every write happens in a
+`BEGIN IMMEDIATE` transaction so two officers acting at once are serialised, never interleaved.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+MIGRATIONS: list[str] = [
+    # 1: officers, ASPs, tokens, entries, batches, audit log, publications, acks
+    """
+    CREATE TABLE officers (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('officer', 'approver', 'oversight', 'admin')),
+        created INTEGER NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE asps (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        plain_allowed INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        token_hash BLOB NOT NULL UNIQUE,
+        officer_id INTEGER REFERENCES officers(id),
+        asp_id INTEGER REFERENCES asps(id),
+        label TEXT NOT NULL DEFAULT '',
+        created INTEGER NOT NULL,
+        revoked INTEGER,
+        CHECK ((officer_id IS NULL) <> (asp_id IS NULL))
+    );
+    CREATE TABLE batches (
+        id INTEGER PRIMARY KEY,
+        created_by INTEGER NOT NULL REFERENCES officers(id),
+        created INTEGER NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        size INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
+        decided_by INTEGER REFERENCES officers(id),
+        decided INTEGER,
+        reason TEXT
+    );
+    CREATE TABLE entries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        digest BLOB NOT NULL,
+        category TEXT NOT NULL,
+        hosting_country TEXT NOT NULL,
+        evidence TEXT NOT NULL,
+        notes TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        added_by INTEGER NOT NULL REFERENCES officers(id),
+        approved_by INTEGER REFERENCES officers(id),
+        batch_id INTEGER REFERENCES batches(id),
+        created INTEGER NOT NULL,
+        approved INTEGER,
+        review_date INTEGER,
+        delisted INTEGER,
+        delisted_by INTEGER REFERENCES officers(id),
+        status_reason TEXT,
+        listed_serial INTEGER,
+        delisted_serial INTEGER
+    );
+    -- One live entry per canonical expression; history keeps the dead ones.
+    CREATE UNIQUE INDEX entries_live_digest ON entries(digest)
+        WHERE status IN ('pending', 'active');
+    CREATE INDEX entries_status ON entries(status);
+    CREATE INDEX entries_batch ON entries(batch_id);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        entry_id INTEGER,
+        detail TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        prev_hash BLOB NOT NULL,
+        hash BLOB NOT NULL
+    );
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TABLE publications (
+        serial INTEGER PRIMARY KEY,
+        session TEXT NOT NULL,
+        time INTEGER NOT NULL,
+        checksum BLOB NOT NULL,
+        entry_count INTEGER NOT NULL,
+        added INTEGER NOT NULL,
+        removed INTEGER NOT NULL,
+        actor TEXT NOT NULL
+    );
+    -- Set when an accepted batch was a deliberate bulk change; cleared by the next publication.
+    CREATE TABLE meta_flags (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE acks (
+        asp_id INTEGER NOT NULL REFERENCES asps(id),
+        instance TEXT NOT NULL,
+        serial INTEGER NOT NULL,
+        checksum BLOB NOT NULL,
+        time INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (asp_id, instance)
+    );
+    """,
+]
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # an approval acknowledged must survive power loss
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; each migration and its version bump commit together."""
+    version = schema_version(conn)
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this program ({len(MIGRATIONS)})"
+        )
+    for number in range(version, len(MIGRATIONS)):
+        with transaction(conn):
+            for statement in _split(MIGRATIONS[number]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+    return schema_version(conn)
+
+
+def _split(script: str) -> Iterator[str]:
+    # executescript() would commit implicitly; run statements one by one inside our transaction.
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf.strip()
+            buf = ""
+    if buf.strip():
+        yield buf.strip()
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

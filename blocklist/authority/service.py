@@ -1,0 +1,247 @@
+"""The running authority: store, publisher and signer together, plus the background work
+(re-signing before expiry, automatic publication, waking long-polling ASPs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from blocklist.authority.config import AuthorityConfig
+from blocklist.authority.keyring import Signer, load_signer
+from blocklist.authority.publisher import Publisher
+from blocklist.authority.store import SYSTEM, PendingChanges, Principal, Store
+from blocklist.domains import ProtectedNames
+from blocklist.state import ListState
+
+log = logging.getLogger("cordon.authority")
+AUTO = Principal("system", 0, "auto-publish", "admin")
+
+
+def unpublished(changes: PendingChanges, state: ListState) -> tuple[list, list[bytes]]:
+    """The part of the pending changes the published state does not have yet.
+
+    After a crash between writing a serial and recording it in the database, the database still
+    calls those changes pending; filtering against the state makes the next publish idempotent.
+    """
+
+    def id_at(d: bytes) -> int | None:
+        i = state.index_of(d)
+        return None if i < 0 else state.entry(i).entry_id
+
+    added = [e for e in changes.added if id_at(e.digest) != e.entry_id]
+    removed = [
+        d for d, i in zip(changes.removed, changes.removed_ids, strict=True) if id_at(d) == i
+    ]
+    return added, removed
+
+
+def lock_state_dir(state_dir: Path) -> IO[bytes]:
+    """Hold an exclusive lock on the state directory: one authority process may write it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / ".lock", "wb")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(
+            f"another authority process is using {state_dir}; stop it first"
+        ) from None
+    return handle
+
+
+class Authority:
+    def __init__(
+        self,
+        config: AuthorityConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        signer: Signer | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self._lock_file = lock_state_dir(config.authority.state_dir)
+        self.store = Store(
+            config.database,
+            protected=ProtectedNames(config.rails.protected_names),
+            clock=clock,
+            review_days=config.rails.review_days,
+            bulk_share=config.rails.bulk_share,
+        )
+        self.signer = signer or load_signer(config.keys_dir)
+        self.publish_dir: Path = config.publish_dir
+        self.publisher = Publisher(
+            self.publish_dir,
+            config.authority.list_id,
+            config.authority.name,
+            self.signer.key,
+            self.signer.chain,
+            expiry=int(config.publication.expiry_hours * 3600),
+            min_poll_interval=config.publication.min_poll_interval,
+            clock=clock,
+            pinned_root=self.signer.root,
+        )
+        self.long_poll_max = config.api.long_poll_max_seconds
+        self.deadline = int(config.compliance.deadline_hours * 3600)
+        self._newer: asyncio.Event | None = None
+        self._publish_lock: asyncio.Lock | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._auto_task: asyncio.Task | None = None
+        self._notification_cache: dict[str, tuple[int, bytes]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._newer = asyncio.Event()
+        self._publish_lock = asyncio.Lock()
+        self._tasks.append(asyncio.create_task(self._resign_loop()))
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, self._auto_task]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._tasks.clear()
+        self.store.close()
+        self._lock_file.close()
+
+    async def _resign_loop(self) -> None:
+        interval = self.config.publication.resign_minutes * 60
+        while True:
+            try:
+                if self.current_serial():
+                    await asyncio.to_thread(self.publisher.resign)
+                    self._notification_cache.clear()
+            except Exception:
+                log.exception("re-signing the notification failed")
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------ publication
+
+    def current_serial(self) -> int:
+        published = self.publisher.current()
+        return published.serial if published else 0
+
+    def publish_sync(self, actor: Principal = SYSTEM) -> dict:
+        changes = self.store.pending_changes()
+        added, removed = unpublished(changes, self.publisher.hashed_state)
+        current = self.publisher.current()
+        if current is not None and not added and not removed:
+            # Still record what the database thought pending (crash recovery), but no new serial.
+            if changes.added or changes.removed:
+                self.store.mark_published(
+                    actor,
+                    changes,
+                    serial=current.serial,
+                    session=str(current.session),
+                    checksum=current.checksum,
+                    entry_count=current.entry_count,
+                )
+            return {"serial": current.serial, "changed": False, "entries": current.entry_count}
+        published = self.publisher.publish(removed, added, bulk_change=changes.bulk)
+        self.store.mark_published(
+            actor,
+            changes,
+            serial=published.serial,
+            session=str(published.session),
+            checksum=published.checksum,
+            entry_count=published.entry_count,
+        )
+        self._notification_cache.clear()
+        return {
+            "serial": published.serial,
+            "changed": True,
+            "added": len(added),
+            "removed": len(removed),
+            "entries": published.entry_count,
+            "checksum": published.checksum.hex(),
+            "bulk_change": changes.bulk,
+        }
+
+    async def publish(self, actor: Principal) -> dict:
+        assert self._publish_lock is not None
+        async with self._publish_lock:
+            result = await asyncio.to_thread(self.publish_sync, actor)
+        self._wake()
+        if self.publisher.needs_compact:
+            # The serial went out with deltas only (fast path); write its snapshots now.
+            self._tasks = [t for t in self._tasks if not t.done()]
+            self._tasks.append(asyncio.create_task(self._compact()))
+        return result
+
+    async def _compact(self) -> None:
+        # Not under the publish lock: the publisher lets a publication overtake a compaction.
+        try:
+            await asyncio.to_thread(self.publisher.compact)
+            self._notification_cache.clear()
+        except Exception:
+            log.exception("writing the snapshot failed; the next publication retries")
+
+    def list_changed(self) -> None:
+        """Called after a change that affects the list: publish soon, if configured to."""
+        delay = self.config.publication.auto_publish_seconds
+        if delay <= 0 or (self._auto_task is not None and not self._auto_task.done()):
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            try:
+                await self.publish(AUTO)
+            except Exception:
+                log.exception("automatic publication failed")
+
+        self._auto_task = asyncio.create_task(later())
+
+    # ------------------------------------------------------------------ long-poll
+
+    def _wake(self) -> None:
+        if self._newer is not None:
+            event, self._newer = self._newer, asyncio.Event()
+            event.set()
+
+    async def wait_for_newer(self, after: int, wait: float) -> None:
+        deadline = asyncio.get_running_loop().time() + wait
+        while self.current_serial() <= after and self._newer is not None:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._newer.wait(), remaining)
+
+    def notification_bytes(self, edition: str) -> bytes | None:
+        path = self.publish_dir / edition / "notification.bin"
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        cached = self._notification_cache.get(edition)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        data = path.read_bytes()
+        self._notification_cache[edition] = (stamp, data)
+        return data
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict:
+        current = self.publisher.current()
+        changes = self.store.pending_changes()
+        trusted = self.signer.verify(int(self.clock()))
+        return {
+            "list_id": self.config.authority.list_id,
+            "authority": self.config.authority.name,
+            "serial": current.serial if current else 0,
+            "session": str(current.session) if current else None,
+            "entries_published": current.entry_count if current else 0,
+            "published_at": current.created if current else None,
+            "checksum": current.checksum.hex() if current else None,
+            "entries_by_status": self.store.counts(),
+            "pending_publication": {"added": len(changes.added), "removed": len(changes.removed)},
+            "signing_key_expires": trusted.expires_soonest(),
+        }

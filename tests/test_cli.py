@@ -1,0 +1,654 @@
+"""The `blocklist` command end to end: real processes, a real authority API on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from blocklist import cli
+
+REPO = Path(__file__).resolve().parent.parent
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CORDON_") and k not in PROXY_VARS
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def write_config(directory: Path, port: int, extra: str = "") -> Path:
+    path = directory / "authority.toml"
+    path.write_text(
+        f"""
+[authority]
+name = "Demo Authority"
+list_id = "demo"
+state_dir = "state"
+
+[api]
+host = "127.0.0.1"
+port = {port}
+
+[rails]
+protected_names = ["www.protected.example"]
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def blocklist(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "blocklist.cli", *map(str, args)],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@dataclass
+class Authority:
+    directory: Path
+    config: Path
+    url: str
+    root_key: str
+    admin: str
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def run(
+        self, *args: str | Path, token: str | None = None, who: str | None = None
+    ) -> subprocess.CompletedProcess:
+        token = token or self.tokens[who or "admin"]
+        env = clean_env(CORDON_URL=self.url, CORDON_TOKEN=token)
+        return blocklist(*args, cwd=self.directory, env=env)
+
+    def json(self, *args: str | Path, who: str | None = None) -> dict:
+        out = self.run("--json", *args, who=who)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"blocklist serve exited with {proc.returncode}: {log.read_text()}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url + "/healthz", timeout=2) as resp,
+        ):
+            if resp.status == 200:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"blocklist serve did not answer /healthz: {log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory):
+    directory = tmp_path_factory.mktemp("authority")
+    port = free_port()
+    config = write_config(directory, port)
+    token_file = directory / "admin.token"
+    init = blocklist(
+        "init", "--config", config, "--admin", "root", "--token-out", token_file, cwd=directory
+    )
+    assert init.returncode == 0, init.stderr
+    root_key = next(w for w in init.stdout.split() if w.startswith("ed25519:"))
+    admin = token_file.read_text().strip()
+    log = directory / "serve.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "blocklist.cli", "serve", "--config", str(config)],
+            cwd=directory,
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        auth = Authority(directory, config, url, root_key, admin, {"admin": admin})
+        for name, role in [("alice", "officer"), ("bob", "approver"), ("olga", "oversight")]:
+            created = auth.json("officer", "add", name, "--role", role)
+            assert created["name"] == name and created["role"] == role
+            auth.tokens[name] = created["token"]
+        yield auth
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def add_entry(auth: Authority, value: str, who: str = "alice", country: str = "NL") -> int:
+    out = auth.json("add", value, "--country", country, "--evidence", "case-1", who=who)
+    assert out["status"] == "pending"
+    return out["id"]
+
+
+# ---------------------------------------------------------------- init
+
+
+def test_init_prints_root_key_and_writes_token_0600(authority: Authority) -> None:
+    assert authority.root_key.startswith("ed25519:")
+    token_file = authority.directory / "admin.token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert authority.admin.startswith("cdn_")
+    keys = authority.directory / "state" / "keys"
+    assert (keys / "root.pub").read_text().strip() == authority.root_key
+
+
+def test_init_refuses_when_already_initialised(authority: Authority) -> None:
+    again = blocklist(
+        "init", "--config", authority.config, "--admin", "other", cwd=authority.directory
+    )
+    assert again.returncode == 1
+    assert "already initialised" in again.stderr
+    assert "cdn_" not in again.stdout
+
+
+def test_init_shows_token_once_and_refuses_existing_officers(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_port())
+    out = blocklist("--json", "init", "--config", config, "--admin", "root", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["token"].startswith("cdn_") and data["root_public_key"].startswith("ed25519:")
+    # Keys gone but officers still there: still refused, nothing overwritten.
+    for key in (tmp_path / "state" / "keys").iterdir():
+        key.unlink()
+    again = blocklist("init", "--config", config, "--admin", "root2", cwd=tmp_path)
+    assert again.returncode == 1 and "officers exist" in again.stderr
+    assert not (tmp_path / "state" / "keys" / "root.pub").exists()
+
+
+def test_init_refuses_a_bad_admin_name_without_leaving_keys(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_port())
+    out = blocklist("init", "--config", config, "--admin", "bad name!", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "officer name" in out.stderr
+    assert not (tmp_path / "state" / "keys").exists()
+
+
+# ---------------------------------------------------------------- the officers' flow
+
+
+def test_add_approve_publish_status_list_show(authority: Authority) -> None:
+    added = authority.run(
+        "add", "blocked-demo.test", "--country", "nl", "--evidence", "case-42", who="alice"
+    )
+    assert added.returncode == 0, added.stderr
+    assert "blocked-demo.test" in added.stdout and "pending" in added.stdout
+    entry = authority.json("list", "--search", "blocked-demo.test", who="alice")["entries"]
+    assert len(entry) == 1
+    entry_id = entry[0]["id"]
+
+    # An officer may not approve at all; the approver may.
+    refused = authority.run("approve", str(entry_id), who="alice")
+    assert refused.returncode == 1 and "may not approve" in refused.stderr
+    approved = authority.run("approve", str(entry_id), who="bob")
+    assert approved.returncode == 0, approved.stderr
+    assert "approved" in approved.stdout and "active" in approved.stdout
+
+    published = authority.run("publish", who="alice")
+    assert published.returncode == 0, published.stderr
+    assert "Published serial 1" in published.stdout
+    again = authority.json("publish", who="alice")
+    assert again["serial"] == 1 and again["changed"] is False
+
+    status = authority.run("status", who="olga")
+    assert status.returncode == 0, status.stderr
+    assert any(line.split() == ["serial", "1"] for line in status.stdout.splitlines())
+    assert any(line.split() == ["list", "id", "demo"] for line in status.stdout.splitlines())
+    assert authority.json("status", who="olga")["serial"] == 1
+
+    listing = authority.run("list", "--status", "active", who="olga")
+    assert listing.returncode == 0, listing.stderr
+    header, rule, *rows = listing.stdout.splitlines()
+    assert header.split()[:4] == ["id", "status", "kind", "value"]
+    assert set(rule.replace(" ", "")) == {"-"}
+    row = next(r for r in rows if "blocked-demo.test" in r)
+    assert row.split()[:5] == [str(entry_id), "active", "domain", "blocked-demo.test", "NL"]
+    # Columns line up under their headers.
+    assert header.index("value") == row.index("blocked-demo.test")
+
+    shown = authority.run("show", str(entry_id), who="olga")
+    assert shown.returncode == 0, shown.stderr
+    fields = {
+        k.strip(): v.strip() for k, v in (line.split("  ", 1) for line in shown.stdout.splitlines())
+    }
+    assert fields["value"] == "blocked-demo.test"
+    assert fields["evidence"] == "case-42"
+    assert fields["approved by"] == "bob"
+    assert fields["listed in serial"] == "1"
+    assert fields["created"].endswith("Z")
+
+    # An ASP applies serial 1 and acknowledges it; compliance shows it.
+    asp = authority.json("asp", "add", "isp-one.example")
+    status_json = authority.json("status", who="olga")
+    ack = urllib.request.Request(
+        authority.url + "/v1/acks",
+        data=json.dumps(
+            {"instance": "resolver-1", "serial": 1, "checksum": status_json["checksum"]}
+        ).encode(),
+        headers={"Authorization": f"Bearer {asp['token']}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(ack, timeout=10) as resp:
+        assert resp.status == 200
+    compliance = authority.run("compliance", who="olga")
+    assert compliance.returncode == 0, compliance.stderr
+    header = compliance.stdout.splitlines()[1]
+    assert header.split() == [
+        "asp",
+        "instance",
+        "serial",
+        "lag",
+        "divergent",
+        "overdue",
+        "last",
+        "seen",
+    ]
+    row = next(r for r in compliance.stdout.splitlines() if "resolver-1" in r).split()
+    assert row[:6] == ["isp-one.example", "resolver-1", "1", "0", "no", "no"]
+    assert row[6].endswith("Z") and "T" in row[6]
+
+
+def test_self_approval_is_refused(authority: Authority) -> None:
+    entry_id = add_entry(authority, "self-approved.example", who="bob")
+    out = authority.run("approve", str(entry_id), who="bob")
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: ")
+    assert "another approver" in out.stderr
+    shown = authority.json("show", str(entry_id), who="olga")
+    assert shown["status"] == "pending"
+
+
+def test_reject_and_delist_need_reasons_and_are_logged(authority: Authority) -> None:
+    rejected_id = add_entry(authority, "rejected-demo.example")
+    out = authority.run("reject", str(rejected_id), "--reason", "not CSAM", who="bob")
+    assert out.returncode == 0, out.stderr
+    assert "rejected" in out.stdout
+    missing = authority.run("reject", str(rejected_id), who="bob")
+    assert missing.returncode == 2 and "--reason" in missing.stderr
+
+    delisted_id = add_entry(authority, "delisted-demo.example")
+    assert authority.run("approve", str(delisted_id), who="bob").returncode == 0
+    out = authority.run("delist", str(delisted_id), "--reason", "removed at source", who="alice")
+    assert out.returncode == 0, out.stderr
+    assert authority.json("show", str(delisted_id), who="olga")["status"] == "delisted"
+
+    log = authority.run("audit", "log", "--entry", str(delisted_id), who="olga")
+    assert log.returncode == 0, log.stderr
+    assert "entry.delist" in log.stdout and "removed at source" in log.stdout
+    assert "entry.approve" in log.stdout
+
+
+def test_errors_from_the_api_are_one_line(authority: Authority) -> None:
+    missing = authority.run("show", "999999", who="olga")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: entry 999999 does not exist"
+    as_json = authority.run("--json", "show", "999999", who="olga")
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["error"] == "not_found"
+
+    bad = authority.run("add", "co.uk", "--country", "GB", "--evidence", "x", who="alice")
+    assert bad.returncode == 1 and "public suffix" in bad.stderr
+    bad_country = authority.run(
+        "add", "country-demo.example", "--country", "ZZ", "--evidence", "x", who="alice"
+    )
+    assert bad_country.returncode == 1 and "ISO 3166-1" in bad_country.stderr
+    forbidden = authority.run("officer", "add", "mallory", "--role", "admin", who="olga")
+    assert forbidden.returncode == 1 and "may not manage" in forbidden.stderr
+
+
+def test_wrong_or_missing_token_gives_the_hint(authority: Authority) -> None:
+    out = authority.run("status", token="cdn_wrong")
+    assert out.returncode == 1
+    assert "error: a valid bearer token is required" in out.stderr
+    assert "CORDON_TOKEN" in out.stderr
+    none = blocklist("--url", authority.url, "list", cwd=authority.directory)
+    assert none.returncode == 1 and "CORDON_TOKEN" in none.stderr
+
+
+def test_token_file_and_options_after_the_command(authority: Authority) -> None:
+    token_file = authority.directory / "olga.token"
+    token_file.write_text("\n  " + authority.tokens["olga"] + "  \n")
+    env = clean_env(CORDON_TOKEN_FILE=str(token_file))
+    out = blocklist("status", "--url", authority.url, "--json", cwd=authority.directory, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["list_id"] == "demo"
+    empty = authority.directory / "empty.token"
+    empty.write_text("\n")
+    out = blocklist(
+        "--url", authority.url, "--token-file", empty, "status", cwd=authority.directory
+    )
+    assert out.returncode == 2 and "empty" in out.stderr
+
+
+def test_unreachable_authority(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    out = blocklist("--url", url, "--token", "cdn_x", "status", cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"error: cannot reach the authority at {url}: ")
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_officers_and_asps(authority: Authority) -> None:
+    listing = authority.run("officer", "list", who="olga")
+    assert listing.returncode == 0, listing.stderr
+    rows = [line.split() for line in listing.stdout.splitlines()[2:]]
+    assert ["root", "admin"] in [r[1:3] for r in rows]
+    assert ["bob", "approver"] in [r[1:3] for r in rows]
+
+    token_out = authority.directory / "isp-plain.token"
+    out = authority.run("asp", "add", "isp-plain.example", "--plain", "--token-out", token_out)
+    assert out.returncode == 0, out.stderr
+    assert "cdn_" not in out.stdout and str(token_out) in out.stdout
+    assert stat.S_IMODE(token_out.stat().st_mode) == 0o600
+    shown = authority.run("asp", "add", "isp-shown.example")
+    assert shown.returncode == 0 and "cdn_" in shown.stdout
+    asps = authority.run("asp", "list", who="olga")
+    assert asps.returncode == 0, asps.stderr
+    editions = {r.split()[1]: r.split()[2] for r in asps.stdout.splitlines()[2:]}
+    assert editions["isp-plain.example"] == "plain"
+    assert editions["isp-shown.example"] == "hashed"
+    dup = authority.run("asp", "add", "isp-shown.example")
+    assert dup.returncode == 1 and "already exists" in dup.stderr
+
+
+# ---------------------------------------------------------------- import and batches
+
+
+def refused_rows(stdout: str) -> dict[int, list[str]]:
+    """line number -> [input, reason] from the refused-lines table."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["line", "input"])
+    out = {}
+    for line in lines[start + 2 :]:
+        parts = line.split()
+        out[int(parts[0])] = parts[1:3]
+    return out
+
+
+def test_import_csv_reports_bad_lines_and_batch_needs_confirmation(
+    authority: Authority,
+) -> None:
+    csv_file = authority.directory / "import.csv"
+    csv_file.write_text(
+        "value,kind,hosting_country,evidence,category,notes\n"  # 1
+        "csv-one.example,,NL,ev-1,,\n"  # 2
+        "co.uk,,GB,ev-2,,\n"  # 3 public suffix
+        "192.0.2.1,,NL,ev-3,,\n"  # 4 IP
+        "csv-two.example,,ZZ,ev-4,,\n"  # 5 not a country (API)
+        "csv-three.example,,France,ev-5,,\n"  # 6 not a code (local)
+        ",,NL,ev-6,,\n"  # 7 no value
+        "\n"  # 8 blank
+        'https://share.example/csv/path,url,US,ev-7,csam,"a note, with a comma"\n'  # 9
+        "csv-one.example,,NL,ev-8,,\n"  # 10 repeats line 2
+        "csv-four.example,,,,,\n"  # 11 country and evidence from the options
+        "www.protected.example,,NL,ev-9,,\n"  # 12 protected
+        "csv-five.example,,NL,ev-10,,,extra\n",  # 13 too many fields
+        encoding="utf-8",
+    )
+    out = authority.run(
+        "import", csv_file, "--country", "DE", "--evidence", "ev-default", who="alice"
+    )
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("Batch ") and "3 of 11 lines accepted" in first
+    batch_id = int(first.split()[1].rstrip(":"))
+    rows = refused_rows(out.stdout)
+    assert rows == {
+        3: ["co.uk", "public_suffix"],
+        4: ["192.0.2.1", "ip_literal"],
+        5: ["csv-two.example", "invalid_country"],
+        6: ["csv-three.example", "invalid_country"],
+        7: [",,NL,ev-6,,", "missing_value"],
+        10: ["csv-one.example", "duplicate"],
+        12: ["www.protected.example", "protected_name"],
+        13: ["csv-five.example", "extra_fields"],
+    }
+
+    batch = authority.json("batch", "show", str(batch_id), who="olga")
+    assert batch["status"] == "pending" and batch["size"] == 3
+    four = authority.json("list", "--search", "csv-four", who="olga")["entries"][0]
+    assert four["hosting_country"] == "DE" and four["evidence"] == "ev-default"
+    url = authority.json("list", "--search", "share.example", who="olga")["entries"][0]
+    assert url["kind"] == "url" and url["notes"] == "a note, with a comma"
+
+    # The importer may not accept its own batch; a large batch needs confirmation.
+    own = authority.run("batch", "accept", str(batch_id), who="alice")
+    assert own.returncode == 1
+    large = authority.run("batch", "accept", str(batch_id), who="bob")
+    assert large.returncode == 1
+    assert "confirm" in large.stderr and "--confirm-large" in large.stderr
+    accepted = authority.run("batch", "accept", str(batch_id), "--confirm-large", who="bob")
+    assert accepted.returncode == 0, accepted.stderr
+    assert f"Batch {batch_id} accepted: 3 entries" in accepted.stdout
+    shown = authority.run("batch", "show", str(batch_id), who="olga")
+    assert shown.returncode == 0 and "accepted" in shown.stdout
+    assert authority.json("show", str(four["id"]), who="olga")["status"] == "active"
+
+
+def test_import_text_with_comments_and_reject_the_batch(authority: Authority) -> None:
+    text_file = authority.directory / "list.txt"
+    text_file.write_bytes(
+        b"# exported from the case system\n"  # 1
+        b"\n"  # 2
+        b"text-one.example\n"  # 3
+        b"  *.text-two.example  \n"  # 4
+        b"co.uk\n"  # 5
+        b"192.0.2.1\n"  # 6
+        b"\xff\xfe-bad.example\n"  # 7
+        b"https://share.example/text/path\n"  # 8
+    )
+    no_defaults = authority.run("import", text_file, who="alice")
+    assert no_defaults.returncode == 2
+    assert "--country" in no_defaults.stderr and "--evidence" in no_defaults.stderr
+
+    out = authority.run(
+        "--json",
+        "import",
+        text_file,
+        "--country",
+        "NL",
+        "--evidence",
+        "ev-text",
+        "--source",
+        "case-system",
+        who="alice",
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["accepted"] == 3
+    assert {r["line"]: r["reason"] for r in report["refused"]} == {
+        5: "public_suffix",
+        6: "ip_literal",
+        7: "not_utf8",
+    }
+    batch = authority.json("batch", "show", str(report["batch_id"]), who="olga")
+    assert batch["source"] == "case-system"
+
+    # Importing the same file again: every line is a duplicate, nothing accepted.
+    again = authority.run(
+        "import", text_file, "--country", "NL", "--evidence", "ev-text", who="alice"
+    )
+    assert again.returncode == 1
+    assert "nothing was accepted" in again.stderr
+    assert refused_rows(again.stdout)[3] == ["text-one.example", "duplicate"]
+
+    rejected = authority.run(
+        "batch", "reject", str(report["batch_id"]), "--reason", "wrong case", who="bob"
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    assert "rejected" in rejected.stdout
+    entries = authority.json("list", "--search", "text-one", who="olga")["entries"]
+    assert [e["status"] for e in entries] == ["rejected"]
+
+
+def test_import_file_problems(authority: Authority) -> None:
+    bad_header = authority.directory / "bad.csv"
+    bad_header.write_text("value,country,evidance\nx.example,NL,e\n")
+    out = authority.run("import", bad_header, who="alice")
+    assert out.returncode == 2
+    assert "line 1" in out.stderr and "'country'" in out.stderr and "'evidance'" in out.stderr
+    missing = authority.run("import", authority.directory / "nope.csv", who="alice")
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    only_bad = authority.directory / "only-bad.csv"
+    only_bad.write_text("value,hosting_country,evidence\nonly-bad.example,,e\n")
+    out = authority.run("import", only_bad, who="alice")
+    assert out.returncode == 1 and "nothing was accepted" in out.stderr
+    assert refused_rows(out.stdout) == {2: ["only-bad.example", "missing_country"]}
+
+
+# ---------------------------------------------------------------- audit
+
+
+def test_audit_verify_offline_and_through_the_api(authority: Authority) -> None:
+    offline = blocklist("audit", "verify", "--config", authority.config, cwd=authority.directory)
+    assert offline.returncode == 0, offline.stderr
+    assert offline.stdout.startswith("audit chain ok: ")
+    online = authority.json("audit", "verify", who="olga")
+    assert online["ok"] is True and online["records"] >= 4
+
+
+def test_audit_verify_finds_an_altered_record(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_port())
+    init = blocklist("init", "--config", config, "--admin", "root", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    conn = sqlite3.connect(tmp_path / "state" / "authority.db")
+    conn.execute("DROP TRIGGER audit_no_update")
+    conn.execute("UPDATE audit SET actor = 'someone-else' WHERE seq = 1")
+    conn.commit()
+    conn.close()
+    out = blocklist("audit", "verify", "--config", config, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "record 1 was altered" in out.stderr
+
+
+def test_audit_verify_offline_needs_an_initialised_state(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_port())
+    out = blocklist("audit", "verify", "--config", config, cwd=tmp_path)
+    assert out.returncode == 2 and "not initialised" in out.stderr
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "authority.db").write_bytes(b"not a database, just text" * 100)
+    out = blocklist("audit", "verify", "--config", config, cwd=tmp_path)
+    assert out.returncode == 1 and "cannot open the database" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------- configuration and help
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('[compliance]\ndeadline_hours = "soon"\n', "compliance.deadline_hours"),
+        ("bogus = 1\n", "rails.bogus: unknown key"),  # lands in the [rails] table
+        ("[apii]\nport = 1\n", "apii: unknown key"),
+    ],
+)
+def test_config_errors_name_file_and_key(tmp_path: Path, extra: str, expected: str) -> None:
+    config = write_config(tmp_path, free_port(), extra)
+    for command in (["init", "--admin", "root"], ["serve"], ["audit", "verify"]):
+        out = blocklist(*command, "--config", config, cwd=tmp_path)
+        assert out.returncode == 2, (command, out.stderr)
+        assert str(config) in out.stderr and expected in out.stderr
+        assert "Traceback" not in out.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def test_config_error_on_a_bad_port(tmp_path: Path) -> None:
+    config = tmp_path / "authority.toml"
+    config.write_text('[api]\nport = "x"\n')
+    out = blocklist("init", "--config", config, "--admin", "root", cwd=tmp_path)
+    assert out.returncode == 2
+    assert f"{config}: api.port:" in out.stderr
+    assert not (tmp_path / "authority-state").exists()
+    missing = blocklist("serve", "--config", tmp_path / "nope.toml", cwd=tmp_path)
+    assert missing.returncode == 2 and "no such configuration file" in missing.stderr
+
+
+def test_serve_refuses_an_uninitialised_state(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_port())
+    out = blocklist("serve", "--config", config, cwd=tmp_path)
+    assert out.returncode == 2 and "blocklist init" in out.stderr
+
+
+def command_paths(parser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for action in parser._actions:
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict):
+            for name, sub in choices.items():
+                paths += command_paths(sub, (*prefix, name))
+    return paths
+
+
+def test_help_for_every_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    paths = command_paths(cli.build_parser())
+    assert ("batch", "accept") in paths and ("audit", "verify") in paths
+    assert len(paths) > 25
+    for path in paths:
+        with pytest.raises(SystemExit) as exc:
+            cli.main([*path, "--help"])
+        assert exc.value.code == 0, path
+        out = capsys.readouterr().out
+        assert out.startswith("usage: blocklist"), path
+        # The one-line description follows the usage.
+        description = out.split("\n\n")[1].strip()
+        assert description and "\n" not in description, (path, description)
+
+
+def test_help_as_a_process(tmp_path: Path) -> None:
+    out = blocklist("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for command in ("init", "serve", "import", "batch", "compliance", "audit"):
+        assert command in out.stdout
+    usage = blocklist("frobnicate", cwd=tmp_path)
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr
+
+
+def test_table_widths_come_from_content() -> None:
+    text = cli.table(["a", "long header"], [[1, None], ["wider value", True]])
+    assert text.splitlines() == [
+        "a            long header",
+        "-----------  -----------",
+        "1            -",
+        "wider value  yes",
+    ]
+
+
+def test_token_never_in_the_serve_log(authority: Authority) -> None:
+    log = (authority.directory / "serve.log").read_text()
+    for token in authority.tokens.values():
+        assert token not in log
+        assert hashlib.sha256(token.encode()).hexdigest() not in log
