@@ -315,9 +315,11 @@ def test_non_text_input_is_an_invalid_entry() -> None:
 # Text built from URL pieces, so that most examples get past the parser into the host and path
 # rules; plain text() covers the rest.
 _URL_ALPHABET = st.sampled_from(
-    list("aZ09.-_/?#%:@[]~ !\t\x00\x01\x7f")
-    + ["%25", "%2e", "%2F", "%3F", "%23", "%80", "%C3%A9"]
-    + ["..", "/./", "/../", "//", "é", "。", "ü", "\u0080", "0x", "07", "255", "xn--"]
+    [
+        *"aZ09.-_/?#%:@[]~ !\t\x00\x01\x7f",
+        *("%25", "%2e", "%2F", "%3F", "%23", "%80", "%C3%A9"),
+        *("..", "/./", "/../", "//", "é", "。", "ü", "\u0080", "0x", "07", "255", "xn--"),
+    ]
 )
 _URL_TEXT = st.builds(
     "".join,

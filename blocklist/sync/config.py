@@ -1,0 +1,108 @@
+"""The [sync] and [rails] sections an ASP configures (shared by the resolver and the stop page)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from blocklist.config import Section
+from blocklist.domains import ProtectedNames
+from blocklist.errors import InvalidEntry
+from signing import SigningError, parse_public_key
+
+
+class SyncSection(Section):
+    authority_url: Annotated[str, Field(pattern=r"^https?://")] = "http://127.0.0.1:8440"
+    # Where the notification lives; defaults to the authority API. Any static host works too:
+    # snapshot and delta URIs are resolved relative to this URL.
+    notification_url: str = ""
+    token: str = ""
+    token_file: Path | None = None
+    # The root public key(s) pinned from the authority's key ceremony ("ed25519:…").
+    root_keys: Annotated[list[str], Field(min_length=1)]
+    list_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "national"
+    edition: Literal["hashed", "plain"] = "hashed"
+    state_dir: Path = Path("sync-state")
+    instance: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")] = (
+        socket.gethostname().split(".")[0][:64] or "resolver"
+    )
+    long_poll_seconds: Annotated[int, Field(ge=0, le=600)] = 30
+    request_timeout: Annotated[float, Field(gt=0, le=600)] = 30
+    max_backoff_seconds: Annotated[float, Field(ge=1)] = 300
+    # Alarm when no notification has been verified for this long (the list keeps being enforced).
+    max_age_hours: Annotated[float, Field(gt=0)] = 26
+    max_entries: Annotated[int, Field(ge=1)] = 20_000_000
+
+    @field_validator("root_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            try:
+                parse_public_key(key)
+            except SigningError as exc:
+                raise ValueError(str(exc)) from None
+        return keys
+
+    @property
+    def pinned_roots(self) -> list[bytes]:
+        return [parse_public_key(k) for k in self.root_keys]
+
+    def resolved_notification_url(self) -> str:
+        if self.notification_url:
+            return self.notification_url
+        return f"{self.authority_url.rstrip('/')}/v1/list/{self.edition}/notification"
+
+    def bearer_token(self) -> str:
+        if self.token:
+            return self.token
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        return ""
+
+
+class RailsSection(Section):
+    # Names the ASP never blocks: its own domains and major sites. An update that would block one
+    # (the name or any name above it) is held, and the previous list stays in force.
+    protected_names: list[str] = Field(default_factory=list)
+    # Growth or shrink beyond this share of the list is held unless the authority marked the
+    # publication as a deliberate bulk change; changes below `min_change` entries always pass.
+    max_growth: Annotated[float, Field(ge=0)] = 0.25
+    max_shrink: Annotated[float, Field(ge=0, le=1)] = 0.25
+    min_change: Annotated[int, Field(ge=0)] = 1000
+
+    @field_validator("protected_names")
+    @classmethod
+    def _canonical(cls, names: list[str]) -> list[str]:
+        try:
+            ProtectedNames(names)
+        except InvalidEntry as exc:
+            raise ValueError(str(exc)) from None
+        return names
+
+
+class SyncConfig(Section):
+    """What `resolver sync` reads: the [sync] and [rails] sections."""
+
+    sync: SyncSection
+    rails: RailsSection = RailsSection()
+
+    @model_validator(mode="after")
+    def _token_source(self) -> SyncConfig:
+        if self.sync.token and self.sync.token_file:
+            raise ValueError("set sync.token or sync.token_file, not both")
+        return self
+
+    def resolve_paths(self, base: Path) -> SyncConfig:
+        def fix(p: Path | None) -> Path | None:
+            return None if p is None or p.is_absolute() else (base / p).resolve()
+
+        sync = self.sync.model_copy(
+            update={
+                "state_dir": fix(self.sync.state_dir) or self.sync.state_dir,
+                "token_file": fix(self.sync.token_file) or self.sync.token_file,
+            }
+        )
+        return self.model_copy(update={"sync": sync})

@@ -1,0 +1,383 @@
+"""The sync follower: keep the latest list that can be proven genuine in force, and say so.
+
+Start-up loads the persisted list before any network access. Then the follower long-polls the
+notification (falling back to jittered polling against static hosts and exponential backoff on
+errors), runs each update through the engine, persists, swaps, notifies consumers and acks.
+An expired notification or a long silence never drops the list: it raises an alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from blocklist.crash import checkpoint
+from blocklist.errors import ArtefactError
+from blocklist.sync import verified as persist
+from blocklist.sync.config import SyncConfig
+from blocklist.sync.engine import Outcome, Result, Settings, update
+from blocklist.sync.http import FetchError, HttpSource
+from blocklist.sync.rails import Rails
+from blocklist.sync.verified import VerifiedList, write_atomic
+from signing import FreshnessError, SigningError
+
+log = logging.getLogger("cordon.sync")
+STATUS_FILE = "status.json"
+RELEASE_FILE = "release"
+Subscriber = Callable[[VerifiedList], Awaitable[None]]
+
+
+def _event(message: str, level: int = logging.INFO, **fields: Any) -> None:
+    log.log(level, message, extra={"fields": fields})
+
+
+class SyncMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.serial = Gauge("cordon_list_serial", "Serial of the list in force", registry=registry)
+        self.entries = Gauge(
+            "cordon_list_entries", "Entries in the list in force", registry=registry
+        )
+        self.verified_at = Gauge(
+            "cordon_list_verified_timestamp_seconds",
+            "When the notification in force was verified",
+            registry=registry,
+        )
+        self.expires = Gauge(
+            "cordon_list_expires_timestamp_seconds",
+            "When the notification in force expires",
+            registry=registry,
+        )
+        self.updates = Counter(
+            "cordon_sync_updates", "Update steps by result", ["result"], registry=registry
+        )
+        self.errors = Counter(
+            "cordon_sync_errors", "Failed update steps by kind", ["kind"], registry=registry
+        )
+        self.held = Gauge(
+            "cordon_sync_held_updates", "Updates held by the rails", registry=registry
+        )
+        self.alarm = Gauge(
+            "cordon_sync_alarm", "1 while an alarm is raised", ["alarm"], registry=registry
+        )
+
+
+class Follower:
+    def __init__(
+        self,
+        config: SyncConfig,
+        *,
+        source: HttpSource | None = None,
+        clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        sync = config.sync
+        self.state_dir: Path = sync.state_dir
+        self.source = source or HttpSource(
+            sync.resolved_notification_url(),
+            sync.bearer_token(),
+            sync.request_timeout,
+            sync.authority_url,
+        )
+        self.clock = clock
+        self.settings = Settings(sync.pinned_roots, sync.list_id, sync.edition, sync.max_entries)
+        self.rails = Rails(config.rails)
+        self.registry = registry or CollectorRegistry()
+        self.metrics = SyncMetrics(self.registry)
+        self.current: VerifiedList | None = None
+        self.subscribers: list[Subscriber] = []
+        self.held: dict | None = None
+        self.last_error: dict | None = None
+        self.alarms: dict[str, str] = {}
+        self._ack_task: asyncio.Task | None = None
+        self._pending_ack: dict | None = None
+        self._stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ consumers
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """`callback` receives each new verified list; build lookups off the loop, then swap."""
+        self.subscribers.append(callback)
+
+    async def _publish(self, verified: VerifiedList) -> None:
+        for callback in self.subscribers:
+            try:
+                await callback(verified)
+            except Exception:
+                log.exception("a consumer failed to take the new list")
+
+    # ------------------------------------------------------------------ start-up
+
+    async def load(self) -> VerifiedList | None:
+        """Load the persisted list (no network). A damaged file is reported, never trusted."""
+        try:
+            loaded = await asyncio.to_thread(
+                persist.load, self.state_dir, self.settings.pinned_roots, self.settings.max_entries
+            )
+        except (ArtefactError, SigningError) as exc:
+            self._error("state_file", f"the persisted list cannot be used: {exc}")
+            loaded = None
+        if loaded is not None:
+            self._set_current(loaded)
+            _event("loaded persisted list", serial=loaded.serial, entries=len(loaded.state))
+            await self._publish(loaded)
+        self.check_freshness()
+        self._write_status()
+        return loaded
+
+    # ------------------------------------------------------------------ one step
+
+    def _release(self) -> bytes | None:
+        try:
+            return bytes.fromhex((self.state_dir / RELEASE_FILE).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    async def step(self, data: bytes) -> Outcome:
+        """Process one notification. Errors are recorded and re-raised; the list in force stays."""
+        now = int(self.clock())
+        try:
+            outcome = await update(
+                self.current,
+                data,
+                self.source.fetch,
+                settings=self.settings,
+                rails=self.rails,
+                now=now,
+                release=self._release(),
+            )
+        except FreshnessError as exc:
+            self._error("expired", str(exc))
+            self.check_freshness()
+            self._write_status()
+            raise
+        except (SigningError, ArtefactError, FetchError) as exc:
+            kind = getattr(exc, "reason", None) or "fetch"
+            self._error(kind, str(exc))
+            self._write_status()
+            raise
+        self.metrics.updates.labels(outcome.result.value).inc()
+        if outcome.result is Result.APPLIED:
+            assert outcome.verified is not None
+            await self._install(outcome.verified)
+            self.held = None
+            with contextlib.suppress(FileNotFoundError):
+                (self.state_dir / RELEASE_FILE).unlink()
+            _event(
+                "applied list",
+                serial=outcome.verified.serial,
+                entries=len(outcome.verified.state),
+                path=outcome.path,
+            )
+        elif outcome.result is Result.REFRESHED:
+            assert outcome.verified is not None
+            await asyncio.to_thread(persist.save, self.state_dir, outcome.verified)
+            self._set_current(outcome.verified)
+        elif outcome.result is Result.HELD:
+            assert outcome.hold is not None
+            if self.held is None or self.held.get("serial") != outcome.candidate_serial:
+                _event(
+                    "update held by the rails",
+                    logging.WARNING,
+                    serial=outcome.candidate_serial,
+                    reason=outcome.hold.reason,
+                    detail=outcome.hold.message,
+                )
+            self.held = {
+                "serial": outcome.candidate_serial,
+                "checksum": (outcome.candidate_checksum or b"").hex(),
+                "reason": outcome.hold.reason,
+                "message": outcome.hold.message,
+                "since": (self.held or {}).get("since", now),
+            }
+        self.last_error = None if outcome.result is not Result.HELD else self.last_error
+        self.metrics.held.set(1 if self.held else 0)
+        self.check_freshness()
+        self._write_status()
+        if outcome.result in (Result.APPLIED, Result.HELD) or self._pending_ack is None:
+            self._queue_ack()
+        return outcome
+
+    async def _install(self, verified: VerifiedList) -> None:
+        # Persist before the swap: what is enforced is always what a restart would load.
+        try:
+            await asyncio.to_thread(persist.save, self.state_dir, verified)
+        except OSError as exc:
+            self._error("persist", f"cannot persist serial {verified.serial}: {exc}")
+            self._write_status()
+            raise
+        checkpoint("state/saved")
+        self._set_current(verified)
+        await self._publish(verified)
+
+    def _set_current(self, verified: VerifiedList) -> None:
+        self.current = verified
+        self.metrics.serial.set(verified.serial)
+        self.metrics.entries.set(len(verified.state))
+        self.metrics.verified_at.set(verified.verified_at)
+        self.metrics.expires.set(verified.expires)
+
+    # ------------------------------------------------------------------ alarms and status
+
+    def _error(self, kind: str, message: str) -> None:
+        self.metrics.errors.labels(kind).inc()
+        self.last_error = {"kind": kind, "message": message, "time": int(self.clock())}
+        _event("sync error", logging.WARNING, kind=kind, detail=message)
+
+    def check_freshness(self) -> dict[str, str]:
+        now = int(self.clock())
+        alarms: dict[str, str] = {}
+        cur = self.current
+        if cur is None:
+            alarms["no_list"] = "no verified list: nothing is being blocked"
+        else:
+            if now >= cur.expires:
+                alarms["frozen"] = (
+                    f"the notification for serial {cur.serial} expired; still enforcing it"
+                )
+            age = now - cur.verified_at
+            if age > self.config.sync.max_age_hours * 3600:
+                alarms["stale"] = f"no notification verified for {age // 3600} h"
+        for name in set(alarms) - set(self.alarms):
+            _event("alarm raised", logging.ERROR, alarm=name, detail=alarms[name])
+        for name in set(self.alarms) - set(alarms):
+            _event("alarm cleared", alarm=name)
+        for name in ("no_list", "frozen", "stale"):
+            self.metrics.alarm.labels(name).set(1 if name in alarms else 0)
+        changed = set(alarms) != set(self.alarms)
+        self.alarms = alarms
+        if changed and self.current is not None:
+            self._queue_ack()  # the authority's compliance view shows the alarm too
+        return alarms
+
+    def status(self) -> dict:
+        cur = self.current
+        now = int(self.clock())
+        return {
+            "instance": self.config.sync.instance,
+            "list_id": self.config.sync.list_id,
+            "edition": self.config.sync.edition,
+            "serial": cur.serial if cur else None,
+            "checksum": cur.checksum.hex() if cur else None,
+            "entries": len(cur.state) if cur else 0,
+            "verified_at": cur.verified_at if cur else None,
+            "age_seconds": now - cur.verified_at if cur else None,
+            "expires": cur.expires if cur else None,
+            "held": self.held,
+            "alarms": self.alarms,
+            "last_error": self.last_error,
+            "updated": now,
+        }
+
+    def _write_status(self) -> None:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            data = json.dumps(self.status(), indent=2, sort_keys=True).encode()
+            write_atomic(self.state_dir / STATUS_FILE, [data])
+        except OSError as exc:
+            log.warning("cannot write status file: %s", exc)
+
+    # ------------------------------------------------------------------ acks
+
+    def _queue_ack(self) -> None:
+        cur = self.current
+        if cur is None:
+            return
+        self._pending_ack = {
+            "instance": self.config.sync.instance,
+            "serial": cur.serial,
+            "checksum": cur.checksum.hex(),
+            "status": {
+                "held": self.held,
+                "alarms": sorted(self.alarms),
+                "last_error": (self.last_error or {}).get("kind"),
+            },
+        }
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.create_task(self._ack_loop())
+
+    async def _ack_loop(self) -> None:
+        delay = 1.0
+        while self._pending_ack is not None:
+            body = self._pending_ack
+            try:
+                await self.source.ack(body)
+                if self._pending_ack is body:
+                    self._pending_ack = None
+                delay = 1.0
+            except FetchError as exc:
+                log.warning("ack failed, retrying: %s", exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, self.config.sync.max_backoff_seconds)
+
+    async def flush_acks(self, timeout: float = 10) -> None:
+        if self._ack_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._ack_task), timeout)
+
+    # ------------------------------------------------------------------ loop
+
+    async def poll_once(self, wait: int = 0) -> Outcome:
+        try:
+            data = await self.source.notification(
+                self.current.serial if self.current else None, wait
+            )
+        except FetchError as exc:
+            self._error("fetch", str(exc))
+            self._write_status()
+            raise
+        return await self.step(data)
+
+    async def run(self) -> None:
+        """Follow until `stop()`: long-poll, with polling and backoff as fallbacks."""
+        if self.current is None:
+            await self.load()
+        backoff = 1.0
+        loop = asyncio.get_running_loop()
+        wait = self.config.sync.long_poll_seconds
+        while not self._stopping.is_set():
+            started = loop.time()
+            pause = 0.0
+            try:
+                outcome = await self.poll_once(wait)
+                backoff = 1.0
+                quick = loop.time() - started < min(wait / 2, 5)
+                min_poll = (
+                    outcome.verified.notification.min_poll_interval if outcome.verified else 60
+                )
+                idle = outcome.result in (Result.UNCHANGED, Result.REFRESHED)
+                if outcome.result is Result.HELD or (idle and (quick or wait == 0)):
+                    # A static host (or a held update) answers at once: poll at the pace asked.
+                    pause = min_poll * random.uniform(0.8, 1.2)
+            except (FetchError, SigningError, ArtefactError, OSError):
+                # Already recorded by poll_once/step; the list in force stays in force.
+                pause = backoff * random.uniform(0.5, 1.5)
+                backoff = min(backoff * 2, self.config.sync.max_backoff_seconds)
+            except Exception:
+                log.exception("unexpected error in the sync loop")
+                pause = backoff
+                backoff = min(backoff * 2, self.config.sync.max_backoff_seconds)
+            self.check_freshness()
+            if pause:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        self.stop()
+        if self._ack_task is not None:
+            self._ack_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ack_task
+        await self.source.close()

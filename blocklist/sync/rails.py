@@ -1,0 +1,62 @@
+"""Safety rails an ASP applies before a new verified list replaces the one in force.
+
+A signed list can still be wrong: an operator error at the authority (Denmark 2012, Orange
+2016) is correctly signed. The rails hold such an update — the previous list stays in force, an
+alarm is raised — instead of sending an ASP's customers away from major sites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blocklist.digests import query_digests
+from blocklist.domains import canonical_domain
+from blocklist.state import Kind, ListState
+from blocklist.sync.config import RailsSection
+
+
+@dataclass(frozen=True)
+class Hold:
+    reason: str  # "protected_name" | "growth" | "shrink"
+    message: str
+
+
+class Rails:
+    def __init__(self, config: RailsSection) -> None:
+        self.config = config
+        # For each protected name, the digests of the name and every name above it: a domain
+        # entry on any of them would block the protected name.
+        self._protected = [
+            (name, query_digests(name))
+            for name in (canonical_domain(n) for n in config.protected_names)
+        ]
+
+    def check(self, old: ListState | None, new: ListState, bulk_change: bool) -> Hold | None:
+        for name, digests in self._protected:
+            for d in digests:
+                i = new.index_of(d)
+                if i >= 0 and new.kinds[i] == Kind.DOMAIN:
+                    return Hold(
+                        "protected_name",
+                        f"the update would block the protected name {name!r} (entry "
+                        f"{new.entry(i).entry_id})",
+                    )
+        if old is None or bulk_change:
+            return None
+        before, after = len(old), len(new)
+        change = after - before
+        if abs(change) <= self.config.min_change:
+            return None
+        if change > 0 and change > self.config.max_growth * before:
+            return Hold(
+                "growth",
+                f"the update grows the list from {before} to {after} entries, more than "
+                f"{self.config.max_growth:.0%}, and is not marked as a bulk change",
+            )
+        if change < 0 and -change > self.config.max_shrink * before:
+            return Hold(
+                "shrink",
+                f"the update shrinks the list from {before} to {after} entries, more than "
+                f"{self.config.max_shrink:.0%}, and is not marked as a bulk change",
+            )
+        return None

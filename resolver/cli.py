@@ -1,0 +1,127 @@
+"""`resolver`: the ASP's commands — follow the list (`sync`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from blocklist.config import ConfigError, load_config
+from blocklist.logs import setup_logging
+from blocklist.sync.follower import RELEASE_FILE, STATUS_FILE, Follower
+from resolver.config import ResolverConfig
+
+
+def _iso(ts: int | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
+
+
+def print_status(status: dict) -> None:
+    print(f"list        {status['list_id']} ({status['edition']} edition)")
+    print(f"instance    {status['instance']}")
+    if status["serial"] is None:
+        print("serial      none: no verified list yet")
+    else:
+        print(f"serial      {status['serial']}  ({status['entries']} entries)")
+        print(f"checksum    {status['checksum']}")
+        print(f"verified    {_iso(status['verified_at'])}  ({status['age_seconds']} s ago)")
+        print(f"expires     {_iso(status['expires'])}")
+    held = status.get("held")
+    held_text = "none" if not held else f"serial {held['serial']}: {held['message']}"
+    print(f"held        {held_text}")
+    alarms = status.get("alarms") or {}
+    print(f"alarms      {'none' if not alarms else '; '.join(alarms.values())}")
+    err = status.get("last_error")
+    err_text = "none" if not err else f"{_iso(err['time'])} {err['kind']}: {err['message']}"
+    print(f"last error  {err_text}")
+
+
+def cmd_sync(args: argparse.Namespace, config: ResolverConfig) -> int:
+    state_dir = config.sync.state_dir
+    if args.status:
+        try:
+            status = json.loads((state_dir / STATUS_FILE).read_text())
+        except FileNotFoundError:
+            print(f"no status yet in {state_dir}: has `resolver sync` run?", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            print_status(status)
+        return 0
+    if args.release_held:
+        try:
+            held = json.loads((state_dir / STATUS_FILE).read_text()).get("held")
+        except FileNotFoundError:
+            held = None
+        if not held:
+            print("no held update to release", file=sys.stderr)
+            return 1
+        (state_dir / RELEASE_FILE).write_text(held["checksum"] + "\n")
+        print(
+            f"serial {held['serial']} will be applied at the next update despite: {held['message']}"
+        )
+        return 0
+    setup_logging(args.log_level)
+    return asyncio.run(_run_sync(config, once=args.once))
+
+
+async def _run_sync(config: ResolverConfig, once: bool) -> int:
+    follower = Follower(config)
+    try:
+        await follower.load()
+        if once:
+            try:
+                outcome = await follower.poll_once(0)
+            except Exception as exc:
+                print(f"sync failed: {exc}", file=sys.stderr)
+                return 1
+            await follower.flush_acks(5)
+            serial = follower.current.serial if follower.current else "-"
+            print(f"{outcome.result.value}: serial {serial}")
+            return 3 if outcome.hold else 0
+        await follower.run()
+        return 0
+    finally:
+        await follower.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resolver", description="Cordon's ASP-side commands.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sync = sub.add_parser(
+        "sync",
+        help="follow the authority's list: verify, apply, persist, ack",
+        description="Follow the authority's signed list (long-poll), keep the last verified "
+        "list on disk, apply safety rails, and ack each applied serial.",
+    )
+    sync.add_argument("--config", type=Path, required=True, help="resolver.toml")
+    sync.add_argument("--once", action="store_true", help="one update pass, then exit")
+    sync.add_argument("--status", action="store_true", help="print the follower's status and exit")
+    sync.add_argument(
+        "--release-held",
+        action="store_true",
+        help="accept the update the rails are holding, at the next pass",
+    )
+    sync.add_argument("--json", action="store_true", help="machine-readable --status")
+    sync.add_argument("--log-level", default="info", help="log level (JSON logs on stderr)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, ResolverConfig)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "sync":
+        return cmd_sync(args, config)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
