@@ -946,6 +946,72 @@ def cmd_audit_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_complaints_list(args: argparse.Namespace) -> int:
+    data = client(args).call(
+        "GET", "/v1/complaints", query={"status": args.status, "limit": args.limit}
+    )
+    if args.json:
+        print_json(data)
+        return 0
+    items = data.get("complaints") or []
+    if not items:
+        print("No complaints.")
+        return 0
+    rows = [
+        [
+            c["complaint_id"],
+            c.get("status"),
+            c.get("entry_id"),
+            c.get("host"),
+            c.get("role"),
+            c.get("asp"),
+            iso(c.get("created")),
+            shorten(c.get("reason") or "", 40),
+        ]
+        for c in items
+    ]
+    print(table(["id", "status", "entry", "host", "role", "asp", "received", "reason"], rows))
+    return 0
+
+
+def _complaint_fields(c: dict) -> str:
+    return fields(
+        [
+            ("complaint", c.get("complaint_id")),
+            ("status", c.get("status")),
+            ("entry", c.get("entry_id")),
+            ("host", c.get("host")),
+            ("role", c.get("role")),
+            ("from ASP", c.get("asp")),
+            ("language", c.get("language")),
+            ("contact", c.get("contact") or "-"),
+            ("received", iso(c.get("received"))),
+            ("reason", c.get("reason")),
+            ("decided by", c.get("decided_by") or "-"),
+            ("decided", iso(c.get("decided"))),
+            ("decision reasons", c.get("decision_reasons") or "-"),
+        ]
+    )
+
+
+def cmd_complaints_show(args: argparse.Namespace) -> int:
+    data = client(args).call("GET", f"/v1/complaints/{args.id}")
+    print_json(data) if args.json else print(_complaint_fields(data))
+    return 0
+
+
+def cmd_complaints_decide(args: argparse.Namespace) -> int:
+    body = {"decision": args.decision, "reasons": args.reasons}
+    data = client(args).call("POST", f"/v1/complaints/{args.id}/decide", body)
+    if args.json:
+        print_json(data)
+    else:
+        print(f"Complaint {data['complaint_id']} {data['status']}.")
+        if data["status"] == "upheld" and data.get("entry_id") is not None:
+            print(f"Entry {data['entry_id']} is delisted; the next publication lifts the block.")
+    return 0
+
+
 # ---------------------------------------------------------------- argument parsing
 
 
@@ -1092,6 +1158,23 @@ def build_parser() -> argparse.ArgumentParser:
     cmds.add("publish", "Publish the approved changes as the next serial.", cmd_publish)
     cmds.add("status", "Show the serial, entry counts and signing key expiry.", cmd_status)
     cmds.add("compliance", "Show which serial each ASP instance has applied.", cmd_compliance)
+
+    complaints = _Commands(
+        cmds.add("complaints", "Read and decide complaints from stop pages."), "complaints"
+    )
+    p = complaints.add("list", "List complaints, newest first.", cmd_complaints_list)
+    p.add_argument("--status", choices=("received", "upheld", "rejected"))
+    p.add_argument("--limit", type=_positive, default=100)
+    p = complaints.add("show", "Show one complaint.", cmd_complaints_show)
+    p.add_argument("id", help="complaint id (C-…)")
+    p = complaints.add(
+        "decide",
+        "Decide a complaint with written reasons (never on your own entries).",
+        cmd_complaints_decide,
+    )
+    p.add_argument("id", help="complaint id (C-…)")
+    p.add_argument("decision", choices=("upheld", "rejected"))
+    p.add_argument("--reasons", required=True, help="shown to the person who complained")
 
     audit = _Commands(cmds.add("audit", "Read and verify the audit log."), "audit commands")
     p = audit.add("log", "Show audit records, newest first.", cmd_audit_log)

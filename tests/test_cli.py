@@ -652,3 +652,38 @@ def test_token_never_in_the_serve_log(authority: Authority) -> None:
     for token in authority.tokens.values():
         assert token not in log
         assert hashlib.sha256(token.encode()).hexdigest() not in log
+
+
+def test_complaints_list_show_decide(authority: Authority) -> None:
+    entry = add_entry(authority, "complained-about.example")
+    assert authority.run("approve", str(entry), who="bob").returncode == 0
+    asp = authority.json("asp", "add", "isp-complaints.example")
+    body = json.dumps(
+        {
+            "idempotency_key": "cli-test-key-0001",
+            "entry_id": entry,
+            "host": "complained-about.example",
+            "role": "site_owner",
+            "reason": "The site changed hands.",
+            "received": int(time.time()),
+        }
+    ).encode()
+    request = urllib.request.Request(
+        authority.url + "/v1/complaints",
+        data=body,
+        headers={"Authorization": f"Bearer {asp['token']}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        cid = json.loads(resp.read())["complaint_id"]
+    listing = authority.run("complaints", "list", "--status", "received", who="olga")
+    assert listing.returncode == 0 and cid in listing.stdout
+    shown = authority.run("complaints", "show", cid, who="olga")
+    assert "The site changed hands." in shown.stdout
+    # alice added the entry and bob approved it: neither may decide.
+    for who in ("alice", "bob"):
+        out = authority.run("complaints", "decide", cid, "upheld", "--reasons", "x", who=who)
+        assert out.returncode == 1 and "another officer must decide" in out.stderr
+    out = authority.run("complaints", "decide", cid, "upheld", "--reasons", "Checked: gone.")
+    assert out.returncode == 0, out.stderr
+    assert f"Entry {entry} is delisted" in out.stdout
+    assert authority.json("show", str(entry), who="olga")["status"] == "delisted"

@@ -80,6 +80,22 @@ class AspIn(Body):
     plain_allowed: bool = False
 
 
+class ComplaintIn(Body):
+    idempotency_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+    entry_id: int | None = None
+    host: Annotated[str, Field(min_length=1, max_length=253)]
+    role: Literal["site_owner", "hosting_provider", "visitor", "other"]
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    contact: Annotated[str, Field(max_length=200)] = ""
+    language: Annotated[str, Field(max_length=16)] = ""
+    received: Annotated[int, Field(ge=0)]
+
+
+class DecisionIn(Body):
+    decision: Literal["upheld", "rejected"]
+    reasons: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
 class AckIn(Body):
     instance: Annotated[str, Field(min_length=1, max_length=64)]
     serial: Annotated[int, Field(ge=0)]
@@ -428,6 +444,50 @@ async def ack(request: web.Request) -> web.Response:
         principal(request), body.instance, body.serial, bytes.fromhex(body.checksum), body.status
     )
     return web.json_response({"ok": True})
+
+
+# ---------------------------------------------------------------- complaints
+
+
+@routes.post("/v1/complaints")
+async def submit_complaint(request: web.Request) -> web.Response:
+    body = await parse_body(request, ComplaintIn)
+    result, created = authority(request).complaints.submit(principal(request), **body.model_dump())
+    return web.json_response(result, status=201 if created else 200)
+
+
+@routes.get("/v1/complaints")
+async def list_complaints(request: web.Request) -> web.Response:
+    who = principal(request)
+    book = authority(request).complaints
+    if who.kind == "asp":
+        since = _int_query(request, "since", 0)
+        return web.json_response({"complaints": book.decided_since(who, since)})
+    status = request.query.get("status")
+    limit = _int_query(request, "limit", 100)
+    return web.json_response({"complaints": book.list(who, status, limit)})
+
+
+@routes.get("/v1/complaints/{complaint_id}")
+async def get_complaint(request: web.Request) -> web.Response:
+    who = principal(request)
+    book = authority(request).complaints
+    cid = request.match_info["complaint_id"]
+    if who.kind == "asp":
+        return web.json_response(book.status_for_asp(who, cid))
+    return web.json_response(book.get(who, cid))
+
+
+@routes.post("/v1/complaints/{complaint_id}/decide")
+async def decide_complaint(request: web.Request) -> web.Response:
+    body = await parse_body(request, DecisionIn)
+    auth = authority(request)
+    result = auth.complaints.decide(
+        principal(request), request.match_info["complaint_id"], body.decision, body.reasons
+    )
+    if body.decision == "upheld":
+        auth.list_changed()
+    return web.json_response(result)
 
 
 def make_app(auth: Authority) -> web.Application:

@@ -113,6 +113,30 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (asp_id, instance)
     );
     """,
+    # 2: complaints forwarded by ASPs' stop pages, and their decisions
+    """
+    CREATE TABLE complaints (
+        id INTEGER PRIMARY KEY,
+        public_id TEXT NOT NULL UNIQUE,
+        asp_id INTEGER NOT NULL REFERENCES asps(id),
+        idempotency_key TEXT NOT NULL,
+        entry_id INTEGER REFERENCES entries(id),
+        host TEXT NOT NULL,
+        role TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        contact TEXT NOT NULL DEFAULT '',
+        language TEXT NOT NULL DEFAULT '',
+        received INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('received', 'upheld', 'rejected')),
+        decided_by INTEGER REFERENCES officers(id),
+        decided INTEGER,
+        decision_reasons TEXT,
+        UNIQUE (asp_id, idempotency_key)
+    );
+    CREATE INDEX complaints_status ON complaints(status);
+    CREATE INDEX complaints_decided ON complaints(asp_id, decided);
+    """,
 ]
 
 

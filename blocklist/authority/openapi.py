@@ -16,6 +16,8 @@ from blocklist.authority.api import (
     AspIn,
     BatchAcceptIn,
     BatchIn,
+    ComplaintIn,
+    DecisionIn,
     EntryIn,
     OfficerIn,
     ReasonIn,
@@ -47,6 +49,10 @@ OPERATIONS: list[tuple[str, str, str, str, type[BaseModel] | None]] = [
     ("get", "/v1/list/{edition}/notification", "Signed notification; long-poll with after=<serial>&wait=<seconds>", "ASP (plain edition only if allowed), any officer", None),
     ("get", "/v1/list/{edition}/{name}", "Immutable snapshot or delta file (ETag, conditional GET)", "ASP (plain edition only if allowed), any officer", None),
     ("post", "/v1/acks", "Acknowledge an applied serial and its state checksum", "ASP", AckIn),
+    ("post", "/v1/complaints", "File a complaint from a stop page (idempotent per key: 201 new, 200 repeat)", "ASP", ComplaintIn),
+    ("get", "/v1/complaints", "Officers: list (query: status, limit). ASPs: decisions on their complaints since a time (query: since)", "any officer, ASP", None),
+    ("get", "/v1/complaints/{complaint_id}", "Officers: the full complaint. ASPs: status and reasons of their own", "any officer, ASP", None),
+    ("post", "/v1/complaints/{complaint_id}/decide", "Decide with written reasons (not by who added or approved the entry); upheld delists", "officer, approver, admin", DecisionIn),
 ]  # fmt: skip
 
 ERRORS = {

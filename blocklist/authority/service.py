@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from blocklist.authority.complaints import Complaints
 from blocklist.authority.config import AuthorityConfig
 from blocklist.authority.keyring import Signer, load_signer
 from blocklist.authority.publisher import Publisher
@@ -73,6 +74,7 @@ class Authority:
             review_days=config.rails.review_days,
             bulk_share=config.rails.bulk_share,
         )
+        self.complaints = Complaints(self.store)
         self.signer = signer or load_signer(config.keys_dir)
         self.publish_dir: Path = config.publish_dir
         self.publisher = Publisher(

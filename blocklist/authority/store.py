@@ -144,7 +144,7 @@ def check_country(code: str) -> str:
     return code
 
 
-def _text(value: str, what: str, required: bool = False) -> str:
+def clean_text(value: str, what: str, required: bool = False) -> str:
     value = value.strip()
     if required and not value:
         raise AuthorityError(422, "missing_field", f"{what} is required")
@@ -433,9 +433,9 @@ class Store:
         self.require(actor, "add")
         kind, value, digest = self._canonical(raw, kind)
         country = check_country(hosting_country)
-        evidence = _text(evidence, "evidence reference", required=True)
-        notes = _text(notes, "notes")
-        category = _text(category, "category", required=True)
+        evidence = clean_text(evidence, "evidence reference", required=True)
+        notes = clean_text(notes, "notes")
+        category = clean_text(category, "category", required=True)
         with self._lock, transaction(self.conn):
             entry_id = self._insert_entry(
                 actor,
@@ -494,7 +494,7 @@ class Store:
 
     def reject(self, actor: Principal, entry_id: int, reason: str) -> EntryRecord:
         self.require(actor, "approve")
-        reason = _text(reason, "reason", required=True)
+        reason = clean_text(reason, "reason", required=True)
         with self._lock, transaction(self.conn):
             row = self._row(entry_id)
             self._decide_check(actor, row, "reject")
@@ -516,27 +516,31 @@ class Store:
     def delist(self, actor: Principal, entry_id: int, reason: str) -> EntryRecord:
         """Take an entry off the list (the next publication removes it). A reason is required."""
         self.require(actor, "delist")
-        reason = _text(reason, "reason", required=True)
+        reason = clean_text(reason, "reason", required=True)
         with self._lock, transaction(self.conn):
-            row = self._row(entry_id)
-            if row["status"] not in ("active", "pending"):
-                raise AuthorityError(
-                    409, "not_listed", f"entry {entry_id} is {row['status']}; nothing to delist"
-                )
-            self.conn.execute(
-                "UPDATE entries SET status = 'delisted', delisted = ?, delisted_by = ?,"
-                " status_reason = ? WHERE id = ?",
-                (self.now(), actor.id, reason, entry_id),
-            )
-            audit.append(
-                self.conn,
-                time=self.now(),
-                actor=actor.label,
-                action="entry.delist",
-                entry_id=entry_id,
-                reason=reason,
-            )
+            self.delist_in_transaction(actor, entry_id, reason)
             return self._record(self._row(entry_id))
+
+    def delist_in_transaction(self, actor: Principal, entry_id: int, reason: str) -> None:
+        """The delisting itself, for callers that already hold the lock and a transaction."""
+        row = self._row(entry_id)
+        if row["status"] not in ("active", "pending"):
+            raise AuthorityError(
+                409, "not_listed", f"entry {entry_id} is {row['status']}; nothing to delist"
+            )
+        self.conn.execute(
+            "UPDATE entries SET status = 'delisted', delisted = ?, delisted_by = ?,"
+            " status_reason = ? WHERE id = ?",
+            (self.now(), actor.id if actor.kind == "officer" else None, reason, entry_id),
+        )
+        audit.append(
+            self.conn,
+            time=self.now(),
+            actor=actor.label,
+            action="entry.delist",
+            entry_id=entry_id,
+            reason=reason,
+        )
 
     # ------------------------------------------------------------------ batches
 
@@ -571,9 +575,9 @@ class Store:
                     raise AuthorityError(422, "too_long", "value is longer than 8192 characters")
                 kind, value, digest = self._canonical(line.raw, kind)
                 country = check_country(line.hosting_country)
-                _text(line.evidence, "evidence reference", required=True)
-                _text(line.notes, "notes")
-                _text(line.category or "csam", "category")
+                clean_text(line.evidence, "evidence reference", required=True)
+                clean_text(line.notes, "notes")
+                clean_text(line.category or "csam", "category")
                 if digest in seen:
                     raise AuthorityError(
                         409, "duplicate", f"{value!r} repeats line {seen[digest]} of this import"
@@ -718,7 +722,7 @@ class Store:
                         "INSERT OR REPLACE INTO meta_flags (name, value) VALUES ('bulk', 1)"
                     )
             else:
-                reason = _text(reason, "reason", required=True)
+                reason = clean_text(reason, "reason", required=True)
                 self.conn.execute(
                     "UPDATE entries SET status = 'rejected', approved_by = ?, approved = ?,"
                     " status_reason = ? WHERE batch_id = ? AND status = 'pending'",
