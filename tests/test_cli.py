@@ -687,3 +687,26 @@ def test_complaints_list_show_decide(authority: Authority) -> None:
     assert out.returncode == 0, out.stderr
     assert f"Entry {entry} is delisted" in out.stdout
     assert authority.json("show", str(entry), who="olga")["status"] == "delisted"
+
+
+def test_lifecycle_commands(authority: Authority) -> None:
+    added = authority.json(
+        "add", "hosted-at-home.example", "--country", "FR", "--evidence", "c-2", who="alice"
+    )
+    home = added["id"]
+    assert added["status"] == "takedown"  # hosted in the authority's country: taken down
+    out = authority.run("takedown", str(home), "--recipient", "abuse@host.example")
+    assert out.returncode == 0 and "deadline" in out.stdout, out.stderr
+    out = authority.run("escalate", str(home), "--reason", "still up")
+    assert out.returncode == 1 and "deadline" in out.stderr
+    abroad = add_entry(authority, "hosted-abroad.example")
+    assert authority.run("approve", str(abroad), who="bob").returncode == 0
+    out = authority.run("partner-notice", str(abroad), "--partner", "Hotline NL", who="alice")
+    assert out.returncode == 0, out.stderr
+    out = authority.run("reverify", str(abroad), "--note", "checked", who="alice")
+    assert out.returncode == 0 and "next review" in out.stdout
+    assert "No checks yet." in authority.run("checks", str(abroad), who="olga").stdout
+    assert "No entry is past its review date." in authority.run("review", who="olga").stdout
+    report = authority.run("report", who="olga")
+    assert report.returncode == 0 and "Entries by status" in report.stdout
+    assert "hosted-abroad.example" not in report.stdout

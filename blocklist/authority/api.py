@@ -96,6 +96,20 @@ class DecisionIn(Body):
     reasons: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
+class TakedownIn(Body):
+    recipient: Annotated[str, Field(min_length=1, max_length=500)]
+    sent: Annotated[int, Field(ge=0)] | None = None
+
+
+class PartnerNoticeIn(Body):
+    partner: Annotated[str, Field(min_length=1, max_length=200)]
+    reference: Annotated[str, Field(max_length=200)] = ""
+
+
+class NoteIn(Body):
+    note: Annotated[str, Field(max_length=500)] = ""
+
+
 class AckIn(Body):
     instance: Annotated[str, Field(min_length=1, max_length=64)]
     serial: Annotated[int, Field(ge=0)]
@@ -444,6 +458,77 @@ async def ack(request: web.Request) -> web.Response:
         principal(request), body.instance, body.serial, bytes.fromhex(body.checksum), body.status
     )
     return web.json_response({"ok": True})
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+@routes.post("/v1/entries/{entry_id}/takedown")
+async def record_takedown(request: web.Request) -> web.Response:
+    body = await parse_body(request, TakedownIn)
+    notice = authority(request).lifecycle.record_takedown(
+        principal(request), entry_id(request), body.recipient, body.sent
+    )
+    return web.json_response(notice)
+
+
+@routes.post("/v1/entries/{entry_id}/escalate")
+async def escalate(request: web.Request) -> web.Response:
+    body = await parse_body(request, ReasonIn)
+    auth = authority(request)
+    auth.lifecycle.escalate(principal(request), entry_id(request), body.reason)
+    return web.json_response(auth.store.get(principal(request), entry_id(request)).to_dict())
+
+
+@routes.post("/v1/entries/{entry_id}/partner-notice")
+async def partner_notice(request: web.Request) -> web.Response:
+    body = await parse_body(request, PartnerNoticeIn)
+    authority(request).lifecycle.record_partner_notice(
+        principal(request), entry_id(request), body.partner, body.reference
+    )
+    return web.json_response({"ok": True})
+
+
+@routes.post("/v1/entries/{entry_id}/confirm-removal")
+async def confirm_removal(request: web.Request) -> web.Response:
+    auth = authority(request)
+    auth.lifecycle.confirm_removal(principal(request), entry_id(request))
+    auth.list_changed()
+    return web.json_response(auth.store.get(principal(request), entry_id(request)).to_dict())
+
+
+@routes.post("/v1/entries/{entry_id}/reverify")
+async def reverify(request: web.Request) -> web.Response:
+    body = await parse_body(request, NoteIn)
+    review = authority(request).lifecycle.reverify(principal(request), entry_id(request), body.note)
+    return web.json_response({"review_date": review})
+
+
+@routes.get("/v1/entries/{entry_id}/checks")
+async def entry_checks(request: web.Request) -> web.Response:
+    checks = authority(request).lifecycle.checks(
+        principal(request), entry_id(request), _int_query(request, "limit", 50)
+    )
+    return web.json_response({"checks": checks})
+
+
+@routes.post("/v1/lifecycle/run")
+async def lifecycle_run(request: web.Request) -> web.Response:
+    auth = authority(request)
+    auth.store.require(principal(request), "publish")
+    return web.json_response(await auth.lifecycle_pass())
+
+
+@routes.get("/v1/review")
+async def review(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"entries": authority(request).lifecycle.review_due(principal(request))}
+    )
+
+
+@routes.get("/v1/report")
+async def report(request: web.Request) -> web.Response:
+    return web.json_response(authority(request).lifecycle.report(principal(request)))
 
 
 # ---------------------------------------------------------------- complaints

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -51,6 +51,30 @@ class RailsSection(Section):
         return names
 
 
+class LifecycleSection(Section):
+    takedown_hours: Annotated[float, Field(gt=0)] = 24
+    check_interval_hours: Annotated[float, Field(ge=0)] = 24
+    gone_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+    gone_min_interval_hours: Annotated[float, Field(ge=0)] = 12
+    removal_policy: Literal["auto", "confirm"] = "auto"
+    review_grace_days: Annotated[float, Field(ge=0)] = 14
+    # How often the service runs due liveness checks and lapses overdue entries; 0 = never
+    # (then `blocklist lifecycle run` does it on demand).
+    scheduler_minutes: Annotated[float, Field(ge=0)] = 10
+
+
+class LivenessSection(Section):
+    resolver_host: str = "127.0.0.1"
+    resolver_port: Annotated[int, Field(ge=1, le=65535)] = 53
+    timeout: Annotated[float, Field(gt=0, le=120)] = 10
+    user_agent: Annotated[str, Field(min_length=1, max_length=200)] = "Cordon-liveness/1"
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 20
+    http_port: Annotated[int, Field(ge=1, le=65535)] = 80
+    https_port: Annotated[int, Field(ge=1, le=65535)] = 443
+    # Contact listed hosts whose addresses are private or loopback (tests and labs only).
+    allow_private_addresses: bool = False
+
+
 class ComplianceSection(Section):
     deadline_hours: Annotated[float, Field(gt=0)] = 24
 
@@ -61,6 +85,8 @@ class AuthorityConfig(Section):
     publication: PublicationSection = PublicationSection()
     rails: RailsSection = RailsSection()
     compliance: ComplianceSection = ComplianceSection()
+    lifecycle: LifecycleSection = LifecycleSection()
+    liveness: LivenessSection = LivenessSection()
 
     def resolve_paths(self, base: Path) -> AuthorityConfig:
         state = self.authority.state_dir

@@ -137,6 +137,47 @@ MIGRATIONS: list[str] = [
     CREATE INDEX complaints_status ON complaints(status);
     CREATE INDEX complaints_decided ON complaints(asp_id, decided);
     """,
+    # 3: lifecycle — takedowns at home, liveness checks, removal at source, lapsing
+    """
+    ALTER TABLE entries ADD COLUMN delist_cause TEXT;
+    ALTER TABLE entries ADD COLUMN gone_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE entries ADD COLUMN last_gone INTEGER;
+    ALTER TABLE entries ADD COLUMN last_check INTEGER;
+    ALTER TABLE entries ADD COLUMN last_outcome TEXT;
+    ALTER TABLE entries ADD COLUMN removed_at INTEGER;
+    DROP INDEX entries_live_digest;
+    CREATE UNIQUE INDEX entries_live_digest ON entries(digest)
+        WHERE status IN ('pending', 'active', 'removal_pending', 'takedown');
+    CREATE INDEX entries_check_due ON entries(status, last_check);
+    CREATE TABLE checks (
+        id INTEGER PRIMARY KEY,
+        entry_id INTEGER NOT NULL REFERENCES entries(id),
+        time INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('online', 'gone', 'unknown')),
+        detail TEXT NOT NULL,
+        http_status INTEGER,
+        redirect TEXT,
+        address TEXT
+    );
+    CREATE INDEX checks_entry ON checks(entry_id, time);
+    CREATE TABLE takedowns (
+        entry_id INTEGER PRIMARY KEY REFERENCES entries(id),
+        recipient TEXT NOT NULL,
+        sent INTEGER NOT NULL,
+        deadline INTEGER NOT NULL,
+        recorded_by INTEGER NOT NULL REFERENCES officers(id),
+        escalated INTEGER,
+        escalated_by INTEGER REFERENCES officers(id)
+    );
+    CREATE TABLE partner_notices (
+        id INTEGER PRIMARY KEY,
+        entry_id INTEGER NOT NULL REFERENCES entries(id),
+        partner TEXT NOT NULL,
+        reference TEXT NOT NULL DEFAULT '',
+        sent INTEGER NOT NULL,
+        recorded_by INTEGER NOT NULL REFERENCES officers(id)
+    );
+    """,
 ]
 
 

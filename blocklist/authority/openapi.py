@@ -19,8 +19,11 @@ from blocklist.authority.api import (
     ComplaintIn,
     DecisionIn,
     EntryIn,
+    NoteIn,
     OfficerIn,
+    PartnerNoticeIn,
     ReasonIn,
+    TakedownIn,
 )
 
 # method, path, summary, who may call, request model
@@ -37,6 +40,15 @@ OPERATIONS: list[tuple[str, str, str, str, type[BaseModel] | None]] = [
     ("get", "/v1/batches/{batch_id}", "Show a batch", "any officer", None),
     ("post", "/v1/batches/{batch_id}/accept", "Accept a batch (not its importer); large batches need confirm_large", "approver, admin", BatchAcceptIn),
     ("post", "/v1/batches/{batch_id}/reject", "Reject a batch, with reasons", "approver, admin", ReasonIn),
+    ("post", "/v1/entries/{entry_id}/takedown", "Record the takedown notice of an entry hosted at home (deadline from the config)", "officer, approver, admin", TakedownIn),
+    ("post", "/v1/entries/{entry_id}/escalate", "Send a home-hosted entry still online after its deadline to approval for blocking", "officer, approver, admin", ReasonIn),
+    ("post", "/v1/entries/{entry_id}/partner-notice", "Record a notice to a partner (e.g. the hosting country's hotline)", "officer, approver, admin", PartnerNoticeIn),
+    ("post", "/v1/entries/{entry_id}/confirm-removal", "Confirm removal at source of an entry whose checks found it gone (delists)", "officer, approver, admin", None),
+    ("post", "/v1/entries/{entry_id}/reverify", "Record a re-verification: a new review date", "officer, approver, admin", NoteIn),
+    ("get", "/v1/entries/{entry_id}/checks", "Liveness check history of an entry, newest first", "any officer", None),
+    ("post", "/v1/lifecycle/run", "Run due liveness checks and lapse overdue entries now", "officer, approver, admin", None),
+    ("get", "/v1/review", "Listed entries past their review date, with the date they lapse", "any officer", None),
+    ("get", "/v1/report", "Counts by status, country, age; time to removal per month; complaints", "any officer", None),
     ("post", "/v1/publish", "Publish the pending changes as the next serial", "officer, approver, admin", None),
     ("get", "/v1/status", "Serial, counts, pending changes, signing key expiry", "any officer", None),
     ("get", "/v1/compliance", "Per ASP instance: serial and checksum acked, lag, divergence, overdue", "any officer", None),

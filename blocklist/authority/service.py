@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -15,10 +16,12 @@ from typing import IO
 from blocklist.authority.complaints import Complaints
 from blocklist.authority.config import AuthorityConfig
 from blocklist.authority.keyring import Signer, load_signer
+from blocklist.authority.lifecycle import Check, Lifecycle, LifecyclePolicy
+from blocklist.authority.liveness import LivenessSettings, check_many
 from blocklist.authority.publisher import Publisher
 from blocklist.authority.store import SYSTEM, PendingChanges, Principal, Store
 from blocklist.domains import ProtectedNames
-from blocklist.state import ListState
+from blocklist.state import Kind, ListState
 
 log = logging.getLogger("cordon.authority")
 AUTO = Principal("system", 0, "auto-publish", "admin")
@@ -73,6 +76,30 @@ class Authority:
             clock=clock,
             review_days=config.rails.review_days,
             bulk_share=config.rails.bulk_share,
+            home_country=config.authority.country,
+        )
+        lc = config.lifecycle
+        self.lifecycle = Lifecycle(
+            self.store,
+            LifecyclePolicy(
+                takedown_hours=lc.takedown_hours,
+                check_interval_hours=lc.check_interval_hours,
+                gone_threshold=lc.gone_threshold,
+                gone_min_interval_hours=lc.gone_min_interval_hours,
+                removal_policy=lc.removal_policy,
+                review_grace_days=lc.review_grace_days,
+            ),
+        )
+        lv = config.liveness
+        self.liveness = LivenessSettings(
+            resolver_host=lv.resolver_host,
+            resolver_port=lv.resolver_port,
+            timeout=lv.timeout,
+            user_agent=lv.user_agent,
+            concurrency=lv.concurrency,
+            http_port=lv.http_port,
+            https_port=lv.https_port,
+            allow_private_addresses=lv.allow_private_addresses,
         )
         self.complaints = Complaints(self.store)
         self.signer = signer or load_signer(config.keys_dir)
@@ -102,6 +129,8 @@ class Authority:
         self._newer = asyncio.Event()
         self._publish_lock = asyncio.Lock()
         self._tasks.append(asyncio.create_task(self._resign_loop()))
+        if self.config.lifecycle.scheduler_minutes > 0:
+            self._tasks.append(asyncio.create_task(self._lifecycle_loop()))
 
     async def stop(self) -> None:
         for task in [*self._tasks, self._auto_task]:
@@ -123,6 +152,42 @@ class Authority:
             except Exception:
                 log.exception("re-signing the notification failed")
             await asyncio.sleep(interval)
+
+    async def _lifecycle_loop(self) -> None:
+        interval = self.config.lifecycle.scheduler_minutes * 60
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.lifecycle_pass()
+            except Exception:
+                log.exception("lifecycle pass failed")
+
+    async def lifecycle_pass(self) -> dict:
+        """Check what is due, record outcomes, lapse overdue entries; publish if the list moved."""
+        due = await asyncio.to_thread(self.lifecycle.due_for_check)
+        results = await check_many(((i, Kind(k), v) for i, k, v in due), self.liveness)
+        transitions: Counter[str] = Counter()
+        outcomes: Counter[str] = Counter()
+        for entry_id, result in results.items():
+            outcomes[result.outcome] += 1
+            check = Check(
+                result.outcome, result.detail, result.http_status, result.redirect, result.address
+            )
+            moved = await asyncio.to_thread(self.lifecycle.record_check, entry_id, check)
+            if moved:
+                transitions[moved] += 1
+        lapsed = await asyncio.to_thread(self.lifecycle.lapse_overdue)
+        if lapsed:
+            transitions["lapsed"] += len(lapsed)
+        if transitions["removed_at_source"] or lapsed:
+            self.list_changed()
+        summary = {
+            "checked": len(results),
+            "outcomes": dict(outcomes),
+            "transitions": dict(transitions),
+        }
+        log.info("lifecycle pass", extra={"fields": summary})
+        return summary
 
     # ------------------------------------------------------------------ publication
 

@@ -37,7 +37,13 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "approve": frozenset({"approver", "admin"}),
     "manage": frozenset({"admin"}),
 }
-ENTRY_STATUSES = ("pending", "active", "rejected", "delisted")
+ENTRY_STATUSES = ("pending", "active", "removal_pending", "takedown", "rejected", "delisted")
+# Statuses that hold the entry's canonical value (one live entry per value).
+LIVE_STATUSES = ("pending", "active", "removal_pending", "takedown")
+# Statuses whose entries are on the published list.
+LISTED_STATUSES = ("active", "removal_pending")
+LIVE_SQL = "(" + ", ".join(f"'{s}'" for s in LIVE_STATUSES) + ")"
+LISTED_SQL = "(" + ", ".join(f"'{s}'" for s in LISTED_STATUSES) + ")"
 MAX_TEXT = 2000
 TOKEN_PREFIX = "cdn_"
 DAY = 86400
@@ -96,6 +102,11 @@ class EntryRecord:
     status_reason: str | None
     listed_serial: int | None
     delisted_serial: int | None
+    delist_cause: str | None = None
+    gone_count: int = 0
+    last_check: int | None = None
+    last_outcome: str | None = None
+    removed_at: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,6 +173,7 @@ class Store:
         clock: Callable[[], float] = time.time,
         review_days: int = 90,
         bulk_share: float = 0.10,
+        home_country: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.conn = connect(self.path)
@@ -170,8 +182,13 @@ class Store:
         self.clock = clock
         self.review_days = review_days
         self.bulk_share = bulk_share
+        self.home_country = home_country
         # sqlite3 connections are not safe for concurrent use from several threads.
         self._lock = threading.RLock()
+
+    def initial_status(self, country: str) -> str:
+        """Content hosted at home is taken down, not blocked: it starts as a tracked takedown."""
+        return "takedown" if country == self.home_country else "pending"
 
     def close(self) -> None:
         # Under the lock: a publication still running in a worker thread finishes first.
@@ -318,6 +335,11 @@ class Store:
             status_reason=row["status_reason"],
             listed_serial=row["listed_serial"],
             delisted_serial=row["delisted_serial"],
+            delist_cause=row["delist_cause"],
+            gone_count=row["gone_count"],
+            last_check=row["last_check"],
+            last_outcome=row["last_outcome"],
+            removed_at=row["removed_at"],
         )
 
     _SELECT = (
@@ -391,7 +413,7 @@ class Store:
             cur = self.conn.execute(
                 "INSERT INTO entries (kind, value, digest, category, hosting_country, evidence,"
                 " notes, status, added_by, batch_id, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     int(kind),
                     value,
@@ -400,6 +422,7 @@ class Store:
                     country,
                     evidence,
                     notes,
+                    self.initial_status(country),
                     actor.id,
                     batch_id,
                     self.now(),
@@ -407,8 +430,7 @@ class Store:
             )
         except sqlite3.IntegrityError:
             other = self.conn.execute(
-                "SELECT id, status FROM entries"
-                " WHERE digest = ? AND status IN ('pending', 'active')",
+                f"SELECT id, status FROM entries WHERE digest = ? AND status IN {LIVE_SQL}",
                 (digest,),
             ).fetchone()
             raise AuthorityError(
@@ -521,17 +543,19 @@ class Store:
             self.delist_in_transaction(actor, entry_id, reason)
             return self._record(self._row(entry_id))
 
-    def delist_in_transaction(self, actor: Principal, entry_id: int, reason: str) -> None:
+    def delist_in_transaction(
+        self, actor: Principal, entry_id: int, reason: str, cause: str = "officer"
+    ) -> None:
         """The delisting itself, for callers that already hold the lock and a transaction."""
         row = self._row(entry_id)
-        if row["status"] not in ("active", "pending"):
+        if row["status"] not in LIVE_STATUSES:
             raise AuthorityError(
                 409, "not_listed", f"entry {entry_id} is {row['status']}; nothing to delist"
             )
         self.conn.execute(
             "UPDATE entries SET status = 'delisted', delisted = ?, delisted_by = ?,"
-            " status_reason = ? WHERE id = ?",
-            (self.now(), actor.id if actor.kind == "officer" else None, reason, entry_id),
+            " status_reason = ?, delist_cause = ? WHERE id = ?",
+            (self.now(), actor.id if actor.kind == "officer" else None, reason, cause, entry_id),
         )
         audit.append(
             self.conn,
@@ -598,7 +622,7 @@ class Store:
             live = {
                 bytes(r[0]): r[1]
                 for r in self.conn.execute(
-                    "SELECT digest, id FROM entries WHERE status IN ('pending', 'active')"
+                    f"SELECT digest, id FROM entries WHERE status IN {LIVE_SQL}"
                 )
             }
             fresh = []
@@ -628,7 +652,7 @@ class Store:
             self.conn.executemany(
                 "INSERT INTO entries (kind, value, digest, category, hosting_country, evidence,"
                 " notes, status, added_by, batch_id, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         int(kind),
@@ -638,6 +662,7 @@ class Store:
                         country,
                         line.evidence.strip()[:MAX_TEXT],
                         line.notes.strip()[:MAX_TEXT],
+                        self.initial_status(country),
                         actor.id,
                         batch_id,
                         now,
@@ -699,7 +724,7 @@ class Store:
             now = self.now()
             if accept:
                 active = self.conn.execute(
-                    "SELECT count(*) FROM entries WHERE status = 'active'"
+                    f"SELECT count(*) FROM entries WHERE status IN {LISTED_SQL}"
                 ).fetchone()[0]
                 share = row["size"] / max(active, 1)
                 if share > self.bulk_share and not confirm_large:
@@ -753,11 +778,11 @@ class Store:
         with self._lock:
             added_rows = self.conn.execute(
                 "SELECT id, kind, value, digest FROM entries"
-                " WHERE status = 'active' AND listed_serial IS NULL"
+                f" WHERE status IN {LISTED_SQL} AND listed_serial IS NULL"
             ).fetchall()
             removed_rows = self.conn.execute(
                 "SELECT id, digest FROM entries WHERE listed_serial IS NOT NULL"
-                " AND delisted_serial IS NULL AND status <> 'active'"
+                f" AND delisted_serial IS NULL AND status NOT IN {LISTED_SQL}"
             ).fetchall()
             bulk = (
                 self.conn.execute("SELECT value FROM meta_flags WHERE name = 'bulk'").fetchone()
@@ -935,6 +960,6 @@ class Store:
     def active_entries(self) -> Sequence[Entry]:
         with self._lock:
             rows = self.conn.execute(
-                "SELECT id, kind, value, digest FROM entries WHERE status = 'active'"
+                f"SELECT id, kind, value, digest FROM entries WHERE status IN {LISTED_SQL}"
             ).fetchall()
         return [Entry(bytes(r["digest"]), r["id"], Kind(r["kind"]), r["value"]) for r in rows]
