@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from blocklist import crash as crash_mod
 from blocklist.artefacts import apply_delta, check_file, decode_delta, decode_snapshot
-from blocklist.authority import publisher as publisher_mod
 from blocklist.authority.publisher import (
     CRASH_POINTS,
     NOTIFICATION_FILE,
@@ -437,7 +437,7 @@ def crash_in_child(pubdir: Path, op: str, point: str, limit: int) -> int:
     if pid == 0:  # child: never return into pytest
         code = 1
         try:
-            publisher_mod._CRASH_AT = point
+            crash_mod._CRASH_AT = point
             run_op(make(pubdir, sync_snapshot_limit=limit), op)
             code = 0
         finally:

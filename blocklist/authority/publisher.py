@@ -57,7 +57,6 @@ import operator
 import os
 import re
 import secrets
-import signal
 import threading
 import time
 import uuid
@@ -77,6 +76,7 @@ from blocklist.artefacts import (
     encode_snapshot,
     make_delta,
 )
+from blocklist.crash import checkpoint
 from blocklist.digests import DIGEST_SIZE
 from blocklist.errors import ArtefactError
 from blocklist.notification import (
@@ -111,8 +111,7 @@ _ARTEFACT_NAME = re.compile(
 _TEMP_NAME = re.compile(r"^\.(?:notification|snapshot-.+|delta-.+)\.bin\.[0-9a-f]{16}\.tmp$")
 _LIST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
-# Crash tests set CORDON_TEST_CRASH_AT to one of CRASH_POINTS: the process SIGKILLs itself there.
-_CRASH_AT = os.environ.get("CORDON_TEST_CRASH_AT")
+# Crash tests set CORDON_TEST_CRASH_AT to one of CRASH_POINTS (see blocklist/crash.py).
 # In the order a synchronous publish passes them (the fast path skips the snapshots).
 CRASH_POINTS = (
     "hashed/delta.tmp", "hashed/delta", "hashed/snapshot.tmp", "hashed/snapshot",
@@ -120,11 +119,6 @@ CRASH_POINTS = (
     "hashed/notification.tmp", "hashed/notification",  # the commit point
     "plain/notification.tmp", "plain/notification", "gc",
 )  # fmt: skip
-
-
-def _checkpoint(name: str) -> None:
-    if name == _CRASH_AT:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class PublisherError(Exception):
@@ -174,14 +168,14 @@ def _write_atomic(path: Path, data: bytes, label: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _checkpoint(label + ".tmp")
+        checkpoint(label + ".tmp")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-    _checkpoint(label)
+    checkpoint(label)
 
 
 def _refs(note: Notification) -> set[str]:
@@ -673,7 +667,7 @@ class Publisher:
                 log.warning("garbage collection in %s failed: %s", directory, exc)
             if deleted:
                 _fsync_dir(directory)
-            _checkpoint("gc")
+            checkpoint("gc")
 
     # ------------------------------------------------------------------ reading back
 
