@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+from blocklist.domains import validate_protected_names
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(Exception):
     """A configuration file that cannot be used; the message names the file and the key."""
+
+
+# A list of names never to block; each must be a valid domain.
+ProtectedNameList = Annotated[list[str], AfterValidator(validate_protected_names)]
 
 
 class Section(BaseModel):

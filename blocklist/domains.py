@@ -163,6 +163,15 @@ class ProtectedNames:
         return None
 
 
+def validate_protected_names(names: list[str]) -> list[str]:
+    """For config validators: a protected name must itself be a valid domain."""
+    try:
+        ProtectedNames(names)
+    except InvalidEntry as exc:
+        raise ValueError(str(exc)) from None
+    return names
+
+
 def check_domain_policy(name: str, protected: ProtectedNames | None = None) -> None:
     """Refuse a canonical domain that would block more than the site it names."""
     if is_public_suffix(name):

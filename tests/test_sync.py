@@ -592,7 +592,7 @@ def _write_toml(path: Path, config: SyncConfig) -> None:
     )
 
 
-CRASH_POINTS = ["state/partial", "state/written", "state/renamed", "state/saved"]
+CRASH_POINTS = ["state.partial", "state.tmp", "state", "state.applied"]
 
 
 async def test_sigkill_at_every_step_of_an_apply(api, host, tmp_path) -> None:
@@ -627,7 +627,7 @@ async def test_sigkill_at_every_step_of_an_apply(api, host, tmp_path) -> None:
         assert result.returncode == -9, (point, result.stderr[-2000:])
         loaded = persist.load(state_dir, [api.root], 1000)
         # Before the rename the old list is whole; after it the new one is. Never empty or mixed.
-        expected = serial if point in ("state/partial", "state/written") else serial + 1
+        expected = serial if point in ("state.partial", "state.tmp") else serial + 1
         assert loaded is not None and loaded.serial == expected, point
         assert loaded.checksum.hex() == (
             open_notification(

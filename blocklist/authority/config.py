@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from blocklist.config import Section
-from blocklist.domains import ProtectedNames
-from blocklist.errors import InvalidEntry
+from blocklist.config import ProtectedNameList, Section
 
 
 class AuthoritySection(Section):
@@ -37,18 +35,9 @@ class PublicationSection(Section):
 
 
 class RailsSection(Section):
-    protected_names: list[str] = Field(default_factory=list)
+    protected_names: ProtectedNameList = Field(default_factory=list)
     bulk_share: Annotated[float, Field(gt=0, le=10)] = 0.10
     review_days: Annotated[int, Field(ge=1, le=3650)] = 90
-
-    @field_validator("protected_names")
-    @classmethod
-    def _canonical(cls, names: list[str]) -> list[str]:
-        try:
-            ProtectedNames(names)
-        except InvalidEntry as exc:
-            raise ValueError(str(exc)) from None
-        return names
 
 
 class LifecycleSection(Section):

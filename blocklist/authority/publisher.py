@@ -56,7 +56,6 @@ import logging
 import operator
 import os
 import re
-import secrets
 import threading
 import time
 import uuid
@@ -79,6 +78,7 @@ from blocklist.artefacts import (
 from blocklist.crash import checkpoint
 from blocklist.digests import DIGEST_SIZE
 from blocklist.errors import ArtefactError
+from blocklist.files import fsync_dir, write_atomic
 from blocklist.notification import (
     MAX_NOTIFICATION_SIZE,
     DeltaRef,
@@ -144,38 +144,6 @@ def snapshot_name(session: uuid.UUID | str, serial: int) -> str:
 
 def delta_name(session: uuid.UUID | str, from_serial: int, to_serial: int) -> str:
     return f"delta-{session}-{from_serial}-{to_serial}.bin"
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable; some filesystems cannot fsync a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, label: str) -> None:
-    """Temp file in the same directory, write, fsync, rename over `path`, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        checkpoint(label + ".tmp")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    checkpoint(label)
 
 
 def _refs(note: Notification) -> set[str]:
@@ -559,13 +527,13 @@ class Publisher:
     ) -> SnapshotRef:
         data = encode_snapshot(state, self._list_id, edition, session, serial)
         name = snapshot_name(session, serial)
-        _write_atomic(self._dir / edition.label / name, data, f"{edition.label}/snapshot")
+        write_atomic(self._dir / edition.label / name, data, f"{edition.label}/snapshot")
         return SnapshotRef(uri=name, size=len(data), sha256=_sha256(data), serial=serial)
 
     def _write_delta(self, edition: Edition, delta: Delta) -> DeltaRef:
         data = encode_delta(delta)
         name = delta_name(delta.session, delta.from_serial, delta.to_serial)
-        _write_atomic(self._dir / edition.label / name, data, f"{edition.label}/delta")
+        write_atomic(self._dir / edition.label / name, data, f"{edition.label}/delta")
         return self._delta_ref(name, data, delta)
 
     @staticmethod
@@ -639,7 +607,7 @@ class Publisher:
             if edition not in notes:
                 continue
             path = self._dir / edition.label / NOTIFICATION_FILE
-            _write_atomic(path, blobs[edition], f"{edition.label}/notification")
+            write_atomic(path, blobs[edition], f"{edition.label}/notification")
             note, old = notes[edition], self._notes.get(edition)
             if old is None or old.serial != note.serial:
                 self._keep_prev[edition] = self._keep_cur[edition]
@@ -666,7 +634,7 @@ class Publisher:
             except OSError as exc:  # the publication is committed; a failed cleanup is not fatal
                 log.warning("garbage collection in %s failed: %s", directory, exc)
             if deleted:
-                _fsync_dir(directory)
+                fsync_dir(directory)
             checkpoint("gc")
 
     # ------------------------------------------------------------------ reading back

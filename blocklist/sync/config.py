@@ -8,9 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from blocklist.config import Section
-from blocklist.domains import ProtectedNames
-from blocklist.errors import InvalidEntry
+from blocklist.config import ProtectedNameList, Section
 from signing import SigningError, parse_public_key
 
 
@@ -66,21 +64,12 @@ class SyncSection(Section):
 class RailsSection(Section):
     # Names the ASP never blocks: its own domains and major sites. An update that would block one
     # (the name or any name above it) is held, and the previous list stays in force.
-    protected_names: list[str] = Field(default_factory=list)
+    protected_names: ProtectedNameList = Field(default_factory=list)
     # Growth or shrink beyond this share of the list is held unless the authority marked the
     # publication as a deliberate bulk change; changes below `min_change` entries always pass.
     max_growth: Annotated[float, Field(ge=0)] = 0.25
     max_shrink: Annotated[float, Field(ge=0, le=1)] = 0.25
     min_change: Annotated[int, Field(ge=0)] = 1000
-
-    @field_validator("protected_names")
-    @classmethod
-    def _canonical(cls, names: list[str]) -> list[str]:
-        try:
-            ProtectedNames(names)
-        except InvalidEntry as exc:
-            raise ValueError(str(exc)) from None
-        return names
 
 
 class SyncConfig(Section):

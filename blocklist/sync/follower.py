@@ -22,12 +22,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from blocklist.crash import checkpoint
 from blocklist.errors import ArtefactError
+from blocklist.files import write_atomic
 from blocklist.sync import verified as persist
 from blocklist.sync.config import SyncConfig
 from blocklist.sync.engine import Outcome, Result, Settings, update
 from blocklist.sync.http import FetchError, HttpSource
 from blocklist.sync.rails import Rails
-from blocklist.sync.verified import VerifiedList, write_atomic
+from blocklist.sync.verified import VerifiedList
 from signing import FreshnessError, SigningError
 
 log = logging.getLogger("cordon.sync")
@@ -215,9 +216,9 @@ class Follower:
             self._error("persist", f"cannot persist serial {verified.serial}: {exc}")
             self._write_status()
             raise
-        checkpoint("state/saved")
         self._set_current(verified)
         await self._publish(verified)
+        checkpoint("state.applied")  # in force and persisted, not yet acked
 
     def _set_current(self, verified: VerifiedList) -> None:
         self.current = verified

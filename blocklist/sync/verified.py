@@ -13,16 +13,14 @@ it was verified) and the snapshot's checksum must equal the notification's.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import struct
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from blocklist.artefacts import decode_snapshot, encode_snapshot
-from blocklist.crash import checkpoint
 from blocklist.errors import ArtefactError
+from blocklist.files import write_atomic
 from blocklist.notification import Notification, open_notification
 from blocklist.state import Edition, ListState
 
@@ -56,34 +54,6 @@ class VerifiedList:
         return replace(self, notification=notification, notification_bytes=data, verified_at=now)
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, chunks: list[bytes], crash_prefix: str = "") -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            for i, chunk in enumerate(chunks):
-                f.write(chunk)
-                if i == 0:
-                    checkpoint(f"{crash_prefix}partial")
-            f.flush()
-            os.fsync(f.fileno())
-        checkpoint(f"{crash_prefix}written")
-        os.replace(tmp, path)
-        checkpoint(f"{crash_prefix}renamed")
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
 def save(directory: Path, verified: VerifiedList) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     note = verified.notification
@@ -97,7 +67,7 @@ def save(directory: Path, verified: VerifiedList) -> None:
         level=0,
     )
     head = _HEAD.pack(_MAGIC, 1, verified.verified_at, len(verified.notification_bytes))
-    write_atomic(directory / STATE_FILE, [head, verified.notification_bytes, snapshot], "state/")
+    write_atomic(directory / STATE_FILE, [head, verified.notification_bytes, snapshot], "state")
 
 
 def load(directory: Path, pinned_roots: list[bytes], max_entries: int) -> VerifiedList | None:

@@ -1,0 +1,61 @@
+"""Durable file replacement: what the publisher and the sync client write must survive a crash.
+
+A new file is written under a temporary name in the same directory, fsynced, renamed over the
+old one, and the directory is fsynced so the rename itself is durable. A crash at any moment
+leaves either the old file or the new one, never a mix. Named crash checkpoints let SIGKILL tests
+stop the process between the steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+from blocklist.crash import checkpoint
+
+
+def fsync_dir(directory: Path) -> None:
+    # Some filesystems cannot fsync a directory; the rename is then as durable as they allow.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(
+    path: Path, data: bytes | Sequence[bytes], label: str = "", mode: int = 0o644
+) -> None:
+    """Replace `path` with `data` (one buffer or several, written in order).
+
+    Crash checkpoints: `<label>.partial` after the first of several buffers, `<label>.tmp` when
+    the temporary file is complete, `<label>` once the rename is durable.
+    """
+    chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            for i, chunk in enumerate(chunks):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if i == 0 and len(chunks) > 1 and label:
+                    checkpoint(f"{label}.partial")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if label:
+            checkpoint(f"{label}.tmp")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+    if label:
+        checkpoint(label)
