@@ -589,4 +589,9 @@ def make_app(auth: Authority) -> web.Application:
         await auth.stop()
 
     app.cleanup_ctx.append(lifecycle)
+
+    async def on_shutdown(app: web.Application) -> None:
+        auth.wake_all()
+
+    app.on_shutdown.append(on_shutdown)
     return app

@@ -115,6 +115,9 @@ class Authority:
             clock=clock,
             pinned_root=self.signer.root,
         )
+        current = self.publisher.current()
+        self._serial = current.serial if current else 0
+        self._closing = False
         self.long_poll_max = config.api.long_poll_max_seconds
         self.deadline = int(config.compliance.deadline_hours * 3600)
         self._newer: asyncio.Event | None = None
@@ -131,6 +134,11 @@ class Authority:
         self._tasks.append(asyncio.create_task(self._resign_loop()))
         if self.config.lifecycle.scheduler_minutes > 0:
             self._tasks.append(asyncio.create_task(self._lifecycle_loop()))
+
+    def wake_all(self) -> None:
+        """Answer every pending long-poll now (shutdown must not wait for their timeouts)."""
+        self._closing = True
+        self._wake()
 
     async def stop(self) -> None:
         for task in [*self._tasks, self._auto_task]:
@@ -192,8 +200,8 @@ class Authority:
     # ------------------------------------------------------------------ publication
 
     def current_serial(self) -> int:
-        published = self.publisher.current()
-        return published.serial if published else 0
+        # Read without the publisher's lock: long-polls and /healthz must not wait for a publish.
+        return self._serial
 
     def publish_sync(self, actor: Principal = SYSTEM) -> dict:
         changes = self.store.pending_changes()
@@ -212,6 +220,7 @@ class Authority:
                 )
             return {"serial": current.serial, "changed": False, "entries": current.entry_count}
         published = self.publisher.publish(removed, added, bulk_change=changes.bulk)
+        self._serial = published.serial
         self.store.mark_published(
             actor,
             changes,
@@ -274,7 +283,7 @@ class Authority:
 
     async def wait_for_newer(self, after: int, wait: float) -> None:
         deadline = asyncio.get_running_loop().time() + wait
-        while self.current_serial() <= after and self._newer is not None:
+        while self.current_serial() <= after and self._newer is not None and not self._closing:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return

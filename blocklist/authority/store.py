@@ -185,6 +185,10 @@ class Store:
         self.home_country = home_country
         # sqlite3 connections are not safe for concurrent use from several threads.
         self._lock = threading.RLock()
+        # Token checks run on every request: a reader of their own (WAL lets it read while a
+        # publication or an import writes), so authentication never waits for the writer.
+        self._auth_conn = connect(self.path)
+        self._auth_lock = threading.Lock()
 
     def initial_status(self, country: str) -> str:
         """Content hosted at home is taken down, not blocked: it starts as a tracked takedown."""
@@ -194,6 +198,8 @@ class Store:
         # Under the lock: a publication still running in a worker thread finishes first.
         with self._lock:
             self.conn.close()
+        with self._auth_lock:
+            self._auth_conn.close()
 
     def now(self) -> int:
         return int(self.clock())
@@ -210,8 +216,8 @@ class Store:
             )
 
     def authenticate(self, token: str) -> Principal | None:
-        with self._lock:
-            row = self.conn.execute(
+        with self._auth_lock:
+            row = self._auth_conn.execute(
                 "SELECT t.officer_id, t.asp_id, o.name AS oname, o.role, o.active AS oactive,"
                 " a.name AS aname, a.plain_allowed, a.active AS aactive"
                 " FROM tokens t LEFT JOIN officers o ON o.id = t.officer_id"

@@ -102,6 +102,7 @@ class Follower:
         self._ack_task: asyncio.Task | None = None
         self._pending_ack: dict | None = None
         self._stopping = asyncio.Event()
+        self._poll: asyncio.Future | None = None
 
     # ------------------------------------------------------------------ consumers
 
@@ -349,7 +350,13 @@ class Follower:
             started = loop.time()
             pause = 0.0
             try:
-                outcome = await self.poll_once(wait)
+                self._poll = asyncio.ensure_future(self.poll_once(wait))
+                try:
+                    outcome = await self._poll
+                except asyncio.CancelledError:
+                    if self._stopping.is_set():
+                        break  # stop() ends a long-poll in flight
+                    raise
                 backoff = 1.0
                 quick = loop.time() - started < min(wait / 2, 5)
                 min_poll = (
@@ -374,6 +381,8 @@ class Follower:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._poll is not None and not self._poll.done():
+            self._poll.cancel()
 
     async def close(self) -> None:
         self.stop()
