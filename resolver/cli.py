@@ -1,4 +1,4 @@
-"""`resolver`: the ASP's commands — follow the list (`sync`)."""
+"""`resolver`: the ASP's commands — follow the list (`sync`), answer DNS (`serve`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from blocklist.config import ConfigError, load_config
+from blocklist.config import ConfigError, load_config, validate_config
 from blocklist.logs import setup_logging
 from blocklist.sync.follower import RELEASE_FILE, STATUS_FILE, Follower
 from resolver.config import ResolverConfig
@@ -89,6 +89,45 @@ async def _run_sync(config: ResolverConfig, once: bool) -> int:
         await follower.close()
 
 
+def apply_serve_flags(args: argparse.Namespace, config: ResolverConfig) -> ResolverConfig:
+    """The configuration with the command-line overrides of `serve` applied (and validated)."""
+    data = config.model_dump()
+    server, upstream, metrics = data["server"], data["upstream"], data["metrics"]
+    if args.listen:
+        server["listen"] = [a for item in args.listen for a in item.split(",") if a]
+    if args.port is not None:
+        server["port"] = args.port
+    if args.workers is not None:
+        server["workers"] = args.workers
+    if args.upstream:
+        upstream["servers"] = [a for item in args.upstream for a in item.split(",") if a]
+    if args.metrics_port is not None:
+        metrics["port"] = args.metrics_port
+    config = validate_config(data, ResolverConfig, "command line")
+    if not config.upstream.servers:
+        raise ConfigError(
+            f"{args.config}: upstream.servers: set at least one recursive resolver "
+            "(or pass --upstream)"
+        )
+    return config
+
+
+def cmd_serve(args: argparse.Namespace, config: ResolverConfig) -> int:
+    from resolver.supervisor import serve
+
+    try:
+        config = apply_serve_flags(args, config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_logging(args.log_level)
+    try:
+        return serve(config, args.log_level)
+    except OSError as exc:
+        print(f"cannot serve: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resolver", description="Cordon's ASP-side commands.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--json", action="store_true", help="machine-readable --status")
     sync.add_argument("--log-level", default="info", help="log level (JSON logs on stderr)")
+    serve = sub.add_parser(
+        "serve",
+        help="answer DNS: block listed names, forward the rest",
+        description="Answer DNS on UDP and TCP for the clients in the ACL: listed names get the "
+        "stop page, everything else is forwarded to the upstream resolvers and cached. Reads the "
+        "list that `resolver sync` keeps in sync.state_dir.",
+    )
+    serve.add_argument("--config", type=Path, required=True, help="resolver.toml")
+    serve.add_argument(
+        "--listen", action="append", help="address to bind (repeat or comma-separate)"
+    )
+    serve.add_argument("--port", type=int, help="DNS port (server.port)")
+    serve.add_argument(
+        "--upstream", action="append", help="upstream resolver addr[:port] (repeatable)"
+    )
+    serve.add_argument("--workers", type=int, help="worker processes (server.workers)")
+    serve.add_argument("--metrics-port", type=int, help="metrics and /healthz port")
+    serve.add_argument("--log-level", default="info", help="log level (JSON logs on stderr)")
     return parser
 
 
@@ -120,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "sync":
         return cmd_sync(args, config)
+    if args.command == "serve":
+        return cmd_serve(args, config)
     return 2
 
 

@@ -1,9 +1,225 @@
-"""resolver.toml: the ASP's resolver configuration. [sync] and [rails] drive the list follower."""
+"""resolver.toml: the ASP's resolver configuration.
+
+[sync] and [rails] drive the list follower (`resolver sync`); [server], [acl], [upstream],
+[cache], [blocking] and [metrics] drive the DNS service (`resolver serve`). Every key is
+documented in docs/resolver.md; unknown sections and keys are refused.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from blocklist.config import Section
 from blocklist.sync.config import SyncConfig
+from resolver.dnswire import MAX_EDE_TEXT, name_to_wire
+
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+Ttl = Annotated[int, Field(ge=0, le=604800)]
+
+# Networks broader than these make the resolver answer a large part of the Internet: an open
+# resolver is an amplification weapon, so such an ACL is refused rather than obeyed.
+MIN_PREFIX = {4: 8, 6: 16}
+
+
+def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
+    """'192.0.2.1', '192.0.2.1:5353', '2001:db8::1', '[2001:db8::1]:5353' -> (host, port)."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{text!r}: expected ':port' after ']'")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = int(port_text)
+    ipaddress.ip_address(host)  # upstreams are addresses: resolving a name needs a resolver
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r}: port out of range")
+    return host, port
+
+
+class ServerSection(Section):
+    # Addresses to bind, UDP and TCP. Loopback by default: an ASP adds its service addresses.
+    listen: Annotated[list[str], Field(min_length=1)] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"]
+    )
+    port: Annotated[int, Field(ge=0, le=65535)] = 53
+    # Worker processes sharing the port (SO_REUSEPORT); each loads the list itself.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    tcp: bool = True
+    # A TCP connection is closed when no complete query arrives for this long (RFC 7766 §6.2.3).
+    tcp_idle_timeout: Seconds = 10.0
+    tcp_max_connections: Annotated[int, Field(ge=1)] = 1024
+    # Queries of one TCP connection answered concurrently (pipelining); reading pauses beyond.
+    tcp_max_pipelined: Annotated[int, Field(ge=1, le=1024)] = 32
+    # Client queries waiting for an upstream at once, per worker; beyond, SERVFAIL at once.
+    max_pending: Annotated[int, Field(ge=1)] = 20000
+    # Kernel receive buffer asked for on the UDP sockets (absorbs bursts).
+    udp_receive_buffer: Annotated[int, Field(ge=65536, le=1 << 30)] = 4 << 20
+    # How often each worker looks for a new state.bin written by `resolver sync`.
+    list_poll_interval: Annotated[float, Field(gt=0, le=300)] = 1.0
+    # Before any verified list exists: forward every query (and alarm), or refuse to resolve.
+    without_list: Literal["forward", "servfail"] = "forward"
+
+    @field_validator("listen")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for v in values:
+            ipaddress.ip_address(v)
+        return values
+
+
+class AclSection(Section):
+    # Client networks allowed to query; loopback is always allowed. Everyone else is refused.
+    allow: list[str] = Field(default_factory=list)
+    # What a client outside the ACL gets: REFUSED (with EDE 18), or silence.
+    refused: Literal["refuse", "drop"] = "refuse"
+    # Also allow loopback clients (127.0.0.0/8, ::1); turn off only to test a refusal.
+    allow_loopback: bool = True
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for v in values:
+            net = ipaddress.ip_network(v, strict=False)
+            if net.prefixlen < MIN_PREFIX[net.version]:
+                raise ValueError(
+                    f"{v} is broader than /{MIN_PREFIX[net.version]}: that would be an open "
+                    "resolver; list the ASP's client networks instead"
+                )
+        return values
+
+
+class UpstreamSection(Section):
+    # The recursive resolvers Cordon forwards to, tried in this order ("addr" or "addr:port").
+    # Required by `resolver serve` (here or as --upstream).
+    servers: list[str] = Field(default_factory=list)
+    # Seconds to wait for one upstream's answer before trying the next one.
+    timeout: Annotated[float, Field(gt=0, le=30)] = 1.5
+    # Upstream attempts per client query, across servers; 0 = one per server.
+    attempts: Annotated[int, Field(ge=0, le=16)] = 0
+    # An upstream that failed this many times in a row is skipped for `retry_after` seconds,
+    # then a real query probes it again (skipped ones are still tried when all are down).
+    max_failures: Annotated[int, Field(ge=1)] = 3
+    retry_after: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # Queries sent from one UDP socket (one random source port) before it is replaced by a new
+    # one; 1 = a fresh port for every query (slower: several system calls per query).
+    socket_queries: Annotated[int, Field(ge=1, le=65536)] = 64
+    # Timeout for the TCP retry of a truncated upstream answer.
+    tcp_timeout: Annotated[float, Field(gt=0, le=60)] = 4.0
+    # EDNS payload size advertised upstream.
+    edns_payload: Annotated[int, Field(ge=512, le=4096)] = 1232
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, values: list[str]) -> list[str]:
+        for v in values:
+            parse_hostport(v)
+        return values
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [parse_hostport(v) for v in self.servers]
+
+
+class CacheSection(Section):
+    max_entries: Annotated[int, Field(ge=0)] = 200_000
+    max_bytes: Annotated[int, Field(ge=0)] = 64 << 20
+    min_ttl: Ttl = 0
+    max_ttl: Ttl = 86400
+    negative_max_ttl: Ttl = 3600  # RFC 2308 §5 suggests at most 3 hours
+    servfail_ttl: Annotated[int, Field(ge=0, le=300)] = 0  # 0: upstream SERVFAILs are not cached
+
+    @model_validator(mode="after")
+    def _order(self) -> CacheSection:
+        if self.min_ttl > self.max_ttl:
+            raise ValueError("cache.min_ttl is above cache.max_ttl")
+        return self
+
+
+class BlockingSection(Section):
+    # Stop page addresses: A queries for listed names get `ipv4`, AAAA get `ipv6`; an empty value
+    # gives NODATA for that type.
+    ipv4: str = ""
+    ipv6: str = ""
+    ttl: Ttl = 60
+    # Who ordered the block, for the EDE text; empty = the authority named in the signed list.
+    authority: Annotated[str, Field(max_length=120)] = ""
+    stop_page_url: Annotated[str, Field(max_length=120)] = ""
+    # The whole EDE 16 EXTRA-TEXT; empty = "Blocked by order of {authority}; see {stop_page_url}".
+    ede_text: str = ""
+    # The SOA synthesized in NODATA answers (its serial is the list serial).
+    soa_mname: str = "stop.cordon.invalid"
+    soa_rname: str = "hostmaster.cordon.invalid"
+
+    @field_validator("ipv4")
+    @classmethod
+    def _v4(cls, v: str) -> str:
+        if v:
+            ipaddress.IPv4Address(v)
+        return v
+
+    @field_validator("ipv6")
+    @classmethod
+    def _v6(cls, v: str) -> str:
+        if v:
+            ipaddress.IPv6Address(v)
+        return v
+
+    @field_validator("soa_mname", "soa_rname")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        name_to_wire(v)
+        return v
+
+    @field_validator("ede_text")
+    @classmethod
+    def _ede(cls, v: str) -> str:
+        if len(v.encode()) > MAX_EDE_TEXT:
+            raise ValueError(f"longer than {MAX_EDE_TEXT} bytes")
+        return v
+
+    def text(self, authority: str) -> bytes:
+        """The EDE 16 EXTRA-TEXT, given the authority named in the list in force."""
+        if self.ede_text:
+            return self.ede_text.encode()
+        who = self.authority or authority or "the national authority"
+        text = f"Blocked by order of {who}"
+        if self.stop_page_url:
+            text += f"; see {self.stop_page_url}"
+        return text.encode()[:MAX_EDE_TEXT]
+
+
+class MetricsSection(Section):
+    enabled: bool = True
+    # Local only: Prometheus scrapes it through the host (or a local agent), never clients.
+    listen: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9153
+    # Distinct entry ids counted in cordon_resolver_blocked_by_entry_total; others go to "other".
+    max_entry_labels: Annotated[int, Field(ge=0, le=1_000_000)] = 10000
+
+    @field_validator("listen")
+    @classmethod
+    def _local(cls, v: str) -> str:
+        if not ipaddress.ip_address(v).is_loopback:
+            raise ValueError("the metrics port is local-only: use a loopback address")
+        return v
 
 
 class ResolverConfig(SyncConfig):
     """Every section `resolver` commands read; unknown sections and keys are refused."""
+
+    server: ServerSection = ServerSection()
+    acl: AclSection = AclSection()
+    upstream: UpstreamSection = UpstreamSection()
+    cache: CacheSection = CacheSection()
+    blocking: BlockingSection = BlockingSection()
+    metrics: MetricsSection = MetricsSection()

@@ -1,0 +1,150 @@
+"""One resolver worker: the list watcher, the resolver, its listeners, and (alone) its metrics.
+
+The list is loaded before the sockets open, so a listed name is never forwarded at start-up.
+Every new `state.bin` written by `resolver sync` is re-verified and decoded off the event loop
+by `StateWatcher`; the matcher and the blocked answers are then built in a thread too, and the
+swap is one reference assignment: answering never pauses for a list update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import ipaddress
+import logging
+import time
+from typing import Any
+
+from blocklist.sync.verified import VerifiedList
+from blocklist.sync.watch import StateWatcher
+from resolver.acl import Acl
+from resolver.config import BlockingSection, ResolverConfig
+from resolver.dnswire import BlockedAnswers, SoaParams
+from resolver.engine import Resolver
+from resolver.matcher import Matcher
+from resolver.metrics import make_app, start_http
+from resolver.server import Listeners
+from resolver.stats import Stats, merge
+from resolver.upstream import upstream_names
+
+log = logging.getLogger("cordon.resolver")
+
+
+def _malloc_trim() -> None:
+    """Hand the heap freed by the previous list back to the OS (glibc only; no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def make_answers(blocking: BlockingSection, authority: str, serial: int) -> BlockedAnswers:
+    """The precomputed answers for listed names under the list of `serial`."""
+    soa = SoaParams(
+        blocking.soa_mname,
+        blocking.soa_rname,
+        serial & 0xFFFFFFFF,
+        3600,
+        600,
+        86400,
+        blocking.ttl,
+    )
+    return BlockedAnswers(
+        ipaddress.IPv4Address(blocking.ipv4).packed if blocking.ipv4 else None,
+        ipaddress.IPv6Address(blocking.ipv6).packed if blocking.ipv6 else None,
+        blocking.ttl,
+        soa,
+        blocking.text(authority),
+    )
+
+
+def build_list(blocking: BlockingSection, verified: VerifiedList) -> tuple[Matcher, BlockedAnswers]:
+    matcher = Matcher(verified.state, verified.serial)
+    return matcher, make_answers(blocking, verified.notification.authority, verified.serial)
+
+
+class ResolverService:
+    def __init__(self, config: ResolverConfig, *, metrics: bool = True) -> None:
+        if not config.upstream.servers:
+            raise ValueError("upstream.servers: set at least one recursive resolver")
+        self.config = config
+        self.stats = Stats(upstream_names(config.upstream), config.metrics.max_entry_labels)
+        self.resolver = Resolver(config, self.stats, make_answers(config.blocking, "", 0))
+        self.acl = Acl(config.acl.allow, config.acl.allow_loopback)
+        self.listeners = Listeners(self.resolver, self.acl, config)
+        self.watcher = StateWatcher(
+            config.sync.state_dir,
+            config.sync.pinned_roots,
+            self._on_list,
+            interval=config.server.list_poll_interval,
+            max_entries=config.sync.max_entries,
+        )
+        self.with_metrics = metrics and config.metrics.enabled
+        self._runner = None
+        self.metrics_port: int | None = None
+        self.swapped = asyncio.Event()
+
+    async def _on_list(self, verified: VerifiedList) -> None:
+        started = time.perf_counter()
+        matcher, answers = await asyncio.to_thread(build_list, self.config.blocking, verified)
+        self.resolver.set_list(matcher, answers, verified.serial)
+        del matcher, answers
+        await asyncio.to_thread(_malloc_trim)  # ctypes releases the GIL meanwhile
+        s = self.stats
+        s.list_serial = verified.serial
+        lists = self.resolver.lists
+        s.list_entries = len(lists.matcher)
+        s.list_domains = lists.matcher.domains
+        s.list_verified_at = verified.verified_at
+        s.list_expires = verified.expires
+        s.list_swaps += 1
+        s.list_last_swap_seconds = time.perf_counter() - started
+        log.info(
+            "list in force",
+            extra={
+                "fields": {
+                    "serial": verified.serial,
+                    "entries": s.list_entries,
+                    "build_seconds": round(s.list_last_swap_seconds, 3),
+                }
+            },
+        )
+        self.swapped.set()
+
+    async def start(self, port: int | None = None) -> None:
+        await self.watcher.start()
+        if self.resolver.lists.serial is None:
+            log.error(
+                "no verified list in %s: %s until `resolver sync` writes one",
+                self.config.sync.state_dir,
+                "forwarding every query"
+                if self.config.server.without_list == "forward"
+                else "answering SERVFAIL",
+            )
+        try:
+            await self.listeners.start(port)
+            if self.with_metrics:
+                m = self.config.metrics
+                app = make_app(self.snapshot, self.config.sync.state_dir)
+                self._runner, self.metrics_port = await start_http(app, m.listen, m.port)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def snapshot(self) -> dict[str, Any]:
+        return merge([self.stats.snapshot()])
+
+    @property
+    def port(self) -> int:
+        return self.listeners.addresses[0][1]
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+        await self.listeners.stop()
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,264 @@
+"""Running `resolver serve`: one process, or a supervisor and N worker processes.
+
+With `workers = 1` the process is the worker and serves its own metrics. With more, the
+supervisor spawns workers that each bind the DNS port with SO_REUSEPORT (the kernel spreads
+clients across them), load the list through their own `StateWatcher`, and answer on their own
+event loop. The supervisor serves metrics and /healthz by asking every worker for its counters
+over a pipe, restarts a worker that dies (with backoff), and stops them all on SIGTERM/SIGINT.
+A worker exits when the supervisor's pipe closes, so none outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from blocklist.logs import setup_logging
+from resolver.config import ResolverConfig
+from resolver.metrics import make_app, start_http
+from resolver.service import ResolverService
+from resolver.stats import merge
+
+log = logging.getLogger("cordon.resolver")
+
+READY_TIMEOUT = 300.0  # a worker loads and indexes the whole list before it reports ready
+STATS_TIMEOUT = 2.0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _wait_for_signal(extra: asyncio.Event | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = extra or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# One process
+
+
+async def _serve_single(config: ResolverConfig) -> int:
+    service = ResolverService(config)
+    await service.start()
+    addrs = ", ".join(f"{h}:{p}" for h, p in service.listeners.addresses)
+    log.info(f"answering DNS on {addrs}; metrics on {config.metrics.listen}:{service.metrics_port}")
+    try:
+        await _wait_for_signal()
+    finally:
+        await service.stop()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers
+
+
+def worker_main(config: ResolverConfig, conn: Connection, port: int, log_level: str) -> None:
+    """Entry point of a worker process (spawned)."""
+    setup_logging(log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: parent decides
+    _install_uvloop()
+    asyncio.run(_worker(config, conn, port))
+
+
+async def _worker(config: ResolverConfig, conn: Connection, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    try:
+        service = ResolverService(config, metrics=False)
+        await service.start(port)
+    except Exception as exc:
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+        return
+    conn.send({"ready": service.listeners.addresses})
+
+    def on_message() -> None:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            stop.set()  # the supervisor is gone
+            return
+        if msg == "stats":
+            conn.send(service.stats.snapshot())
+        elif msg == "stop":
+            stop.set()
+
+    loop.add_reader(conn.fileno(), on_message)
+    try:
+        await _wait_for_signal(stop)
+    finally:
+        loop.remove_reader(conn.fileno())
+        await service.stop()
+
+
+class Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.restarts = 0
+        self.started = 0.0
+
+
+class Supervisor:
+    def __init__(self, config: ResolverConfig, log_level: str = "info") -> None:
+        self.config = config
+        self.log_level = log_level
+        self.ctx = multiprocessing.get_context("spawn")
+        self.workers = [Worker(i) for i in range(config.server.workers)]
+        self.port = config.server.port
+        self.lock = threading.Lock()  # one conversation per pipe at a time
+        self.stopping = False
+
+    def _spawn(self, worker: Worker) -> dict[str, Any]:
+        parent, child = self.ctx.Pipe()
+        process = self.ctx.Process(
+            target=worker_main,
+            args=(self.config, child, self.port, self.log_level),
+            name=f"cordon-resolver-{worker.index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        worker.process, worker.conn, worker.started = process, parent, time.monotonic()
+        if not parent.poll(READY_TIMEOUT):
+            process.kill()
+            return {"error": "did not become ready"}
+        try:
+            return parent.recv()
+        except EOFError:
+            return {"error": f"exited with code {process.exitcode}"}
+
+    def start_all(self) -> None:
+        for worker in self.workers:
+            reply = self._spawn(worker)
+            if "error" in reply:
+                self.stop_all()
+                raise RuntimeError(f"worker {worker.index}: {reply['error']}")
+            if self.port == 0:
+                self.port = reply["ready"][0][1]  # the others join the port the first one got
+        log.info(
+            f"{len(self.workers)} workers answering DNS on port {self.port} "
+            f"({', '.join(self.config.server.listen)})"
+        )
+
+    def collect(self) -> dict[str, Any] | None:
+        """Every worker's counters, merged; None when one did not answer."""
+        snaps = []
+        with self.lock:
+            for worker in self.workers:
+                conn = worker.conn
+                try:
+                    if conn is None:
+                        return None
+                    conn.send("stats")
+                    if not conn.poll(STATS_TIMEOUT):
+                        return None
+                    snaps.append(conn.recv())
+                except (EOFError, OSError):
+                    return None
+        return merge(snaps)
+
+    def check_workers(self) -> None:
+        """Restart workers that died; back off when one keeps dying."""
+        for worker in self.workers:
+            p = worker.process
+            if self.stopping or p is None or p.is_alive():
+                continue
+            delay = min(30.0, 0.5 * 2 ** min(worker.restarts, 6))
+            if time.monotonic() - worker.started < 60:
+                worker.restarts += 1
+            else:
+                worker.restarts = 0
+            log.error(
+                f"worker {worker.index} exited with code {p.exitcode}; restarting in {delay:.1f} s"
+            )
+            time.sleep(delay)
+            if self.stopping:
+                return
+            with self.lock:
+                if worker.conn is not None:
+                    worker.conn.close()
+                reply = self._spawn(worker)
+            if "error" in reply:
+                log.error(f"worker {worker.index} failed to restart: {reply['error']}")
+
+    def stop_all(self) -> None:
+        self.stopping = True
+        with self.lock:
+            for worker in self.workers:
+                if worker.conn is not None:
+                    with contextlib.suppress(OSError):
+                        worker.conn.send("stop")
+        deadline = time.monotonic() + 5
+        for worker in self.workers:
+            p = worker.process
+            if p is None:
+                continue
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(1)
+
+
+async def _serve_workers(config: ResolverConfig, log_level: str) -> int:
+    sup = Supervisor(config, log_level)
+    try:
+        await asyncio.to_thread(sup.start_all)
+    except RuntimeError as exc:
+        log.error(str(exc))
+        return 1
+    runner = None
+    if config.metrics.enabled:
+
+        async def source() -> dict[str, Any]:
+            snap = await asyncio.to_thread(sup.collect)
+            if snap is None:
+                raise RuntimeError("a worker did not answer")
+            return snap
+
+        app = make_app(source, config.sync.state_dir)
+        runner, port = await start_http(app, config.metrics.listen, config.metrics.port)
+        log.info(f"metrics on {config.metrics.listen}:{port}")
+
+    stop = asyncio.Event()
+
+    async def monitor() -> None:
+        while not stop.is_set():
+            await asyncio.to_thread(sup.check_workers)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    task = asyncio.create_task(monitor())
+    try:
+        await _wait_for_signal(stop)
+    finally:
+        stop.set()
+        sup.stopping = True
+        await task
+        await asyncio.to_thread(sup.stop_all)
+        if runner is not None:
+            await runner.cleanup()
+    return 0
+
+
+def serve(config: ResolverConfig, log_level: str = "info") -> int:
+    _install_uvloop()
+    if config.server.workers == 1:
+        return asyncio.run(_serve_single(config))
+    return asyncio.run(_serve_workers(config, log_level))
