@@ -13,6 +13,7 @@ from blocklist.config import ConfigError, load_config, validate_config
 from blocklist.logs import setup_logging
 from blocklist.sync.follower import RELEASE_FILE, STATUS_FILE, Follower
 from resolver.config import ResolverConfig
+from resolver.rpz.cli import add_rpz_commands, run_rpz
 
 
 def _iso(ts: int | None) -> str:
@@ -165,11 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (server.workers)")
     serve.add_argument("--metrics-port", type=int, help="metrics and /healthz port")
     serve.add_argument("--log-level", default="info", help="log level (JSON logs on stderr)")
+    add_rpz_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "rpz":
+        return run_rpz(args)  # reads its own [rpz] configuration
     try:
         config = load_config(args.config, ResolverConfig)
     except ConfigError as exc:

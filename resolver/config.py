@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from blocklist.config import Section
 from blocklist.sync.config import SyncConfig
 from resolver.dnswire import MAX_EDE_TEXT, name_to_wire
+from resolver.rpz.config import RpzSection
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 Ttl = Annotated[int, Field(ge=0, le=604800)]
@@ -223,3 +224,5 @@ class ResolverConfig(SyncConfig):
     cache: CacheSection = CacheSection()
     blocking: BlockingSection = BlockingSection()
     metrics: MetricsSection = MetricsSection()
+    # The RPZ feed's section, so one file can drive `resolver sync` and `resolver rpz serve`.
+    rpz: RpzSection | None = None

@@ -1,0 +1,294 @@
+"""rpz.toml: the RPZ feed's configuration ([sync], [rails] and [rpz] with its sub-tables).
+
+[sync] says where the verified list lives (the same section `resolver sync` reads; it must be
+the plain edition); [rpz] describes the zone, its transfers and who gets NOTIFY. Every key is
+documented in docs/rpz.md. Unknown keys are refused; the resolver's own sections ([server],
+[upstream], ...) may sit in the same file and are ignored here, so one file can drive both.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import dns.exception
+import dns.name
+import dns.tsig
+from pydantic import Field, field_validator, model_validator
+
+from blocklist.config import ConfigError, Section, load_config
+from blocklist.sync.config import SyncConfig
+
+Ttl = Annotated[int, Field(ge=0, le=2_147_483_647)]
+# Sections of resolver.toml that `resolver serve` reads; tolerated (and ignored) here.
+RESOLVER_SECTIONS = ("server", "acl", "upstream", "cache", "blocking", "metrics")
+TSIG_ALGORITHMS = {
+    "hmac-sha256": dns.tsig.HMAC_SHA256,
+    "hmac-sha384": dns.tsig.HMAC_SHA384,
+    "hmac-sha512": dns.tsig.HMAC_SHA512,
+}
+
+
+def absolute_name(text: str) -> str:
+    """A valid domain name in text form, made absolute (trailing dot), lowercased."""
+    try:
+        name = dns.name.from_text(text.strip())
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"{text!r} is not a valid domain name: {exc}") from None
+    return name.to_text().lower()
+
+
+def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
+    """'192.0.2.1', '192.0.2.1:5300', '2001:db8::1', '[2001:db8::1]:5300' -> (address, port)."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ValueError(f"{text!r}: expected ':port' after ']'")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        if not port_text.isdigit():
+            raise ValueError(f"{text!r}: the port is not a number")
+        port = int(port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: not an IP address (secondaries are given by address)"
+        ) from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r}: port out of range")
+    return host, port
+
+
+def _networks(values: list[str]) -> list[str]:
+    for v in values:
+        ipaddress.ip_network(v, strict=False)
+    return values
+
+
+class SoaSection(Section):
+    # The primary's name and the zone contact (RFC 1035 SOA MNAME/RNAME).
+    mname: str = "localhost."
+    rname: str = "hostmaster.cordon.invalid."
+    # Secondaries poll this often when a NOTIFY is lost, and retry this often after a failure.
+    refresh: Annotated[int, Field(ge=1, le=2_147_483_647)] = 300
+    retry: Annotated[int, Field(ge=1, le=2_147_483_647)] = 60
+    # A secondary that cannot reach the primary for this long stops serving the zone (and so stops
+    # blocking): keep it long — the list itself never expires on an ASP, it freezes.
+    expire: Annotated[int, Field(ge=1, le=2_147_483_647)] = 2_419_200
+    minimum: Ttl = 60  # negative-caching TTL (RFC 2308)
+    ttl: Ttl = 60  # TTL of the SOA and NS records
+
+    @field_validator("mname", "rname")
+    @classmethod
+    def _names(cls, v: str) -> str:
+        return absolute_name(v)
+
+    @model_validator(mode="after")
+    def _timers(self) -> SoaSection:
+        if self.expire <= self.refresh + self.retry:
+            raise ValueError("rpz.soa.expire must be larger than refresh + retry (RFC 1912)")
+        return self
+
+
+class TransferSection(Section):
+    # Networks whose hosts may ask for the SOA and transfer the zone (besides loopback).
+    allow: list[str] = Field(default_factory=list)
+    allow_loopback: bool = True
+    # TSIG (RFC 8945) key every AXFR/IXFR must be signed with: its name, algorithm, and a file
+    # holding the base64 secret (what `resolver rpz keygen` writes, or tsig-keygen's secret).
+    tsig_key_name: str = "cordon-rpz."
+    tsig_algorithm: Literal["hmac-sha256", "hmac-sha384", "hmac-sha512"] = "hmac-sha256"
+    tsig_secret_file: Path | None = None
+    # Hosts that may transfer WITHOUT TSIG (secondaries that cannot sign, e.g. an Unbound too old
+    # for TSIG). Keep this to single addresses; they must also be inside `allow` or loopback.
+    unsigned_allow: list[str] = Field(default_factory=list)
+    # Largest transfer message in bytes; large zones go out as many messages (RFC 5936 §2.2).
+    message_size: Annotated[int, Field(ge=1024, le=65535)] = 16384
+
+    @field_validator("allow", "unsigned_allow")
+    @classmethod
+    def _nets(cls, v: list[str]) -> list[str]:
+        return _networks(v)
+
+    @field_validator("tsig_key_name")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return absolute_name(v)
+
+    @model_validator(mode="after")
+    def _someone_can_transfer(self) -> TransferSection:
+        if self.tsig_secret_file is None and not self.unsigned_allow:
+            raise ValueError(
+                "set rpz.transfer.tsig_secret_file (a TSIG key for the secondaries) or list "
+                "rpz.transfer.unsigned_allow hosts: otherwise no secondary can transfer the zone"
+            )
+        return self
+
+
+class NotifySection(Section):
+    # Secondaries told about each new serial (RFC 1996), "address" or "address:port".
+    targets: list[str] = Field(default_factory=list)
+    # NOTIFY is sent again until the secondary answers, this many times, `timeout` seconds apart
+    # (doubling each time).
+    retries: Annotated[int, Field(ge=0, le=20)] = 5
+    timeout: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # Sign NOTIFY with the TSIG key. Off by default: a NOTIFY is only a hint (the secondary then
+    # asks for the SOA itself, signed) and some secondaries (Unbound) do not know TSIG.
+    sign: bool = False
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, values: list[str]) -> list[str]:
+        for v in values:
+            parse_hostport(v)
+        return values
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [parse_hostport(v) for v in self.targets]
+
+
+class MetricsSection(Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9154
+
+    @field_validator("listen")
+    @classmethod
+    def _local(cls, v: str) -> str:
+        if not ipaddress.ip_address(v).is_loopback:
+            raise ValueError("the metrics port is local-only: use a loopback address")
+        return v
+
+
+class RpzSection(Section):
+    # The policy zone's name (what the resolvers' response-policy / rpz: clause names).
+    zone: str = "rpz.cordon.example."
+    # What a listed name (and every name below it) becomes:
+    #   "cname"    -> CNAME to `cname_target` (your stop page host)
+    #   "local"    -> A `ipv4` / AAAA `ipv6` of the stop page (RPZ local data)
+    #   "nxdomain" -> CNAME .   (the name does not exist)
+    #   "nodata"   -> CNAME *.  (the name exists, with no data)
+    action: Literal["cname", "local", "nxdomain", "nodata"] = "cname"
+    cname_target: str = "stop.isp.example."
+    ipv4: str = ""
+    ipv6: str = ""
+    ttl: Ttl = 60  # TTL of the policy records
+    ns: str = "localhost."  # the apex NS (RPZ zones are never delegated; any name works)
+    listen: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: ["127.0.0.1"])
+    port: Annotated[int, Field(ge=0, le=65535)] = 53
+    # Serial-to-serial differences kept in memory for IXFR; older clients get a full transfer.
+    history: Annotated[int, Field(ge=0, le=100_000)] = 64
+    # How often to look for a new state.bin written by `resolver sync`.
+    list_poll_interval: Annotated[float, Field(gt=0, le=300)] = 1.0
+    tcp_idle_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    tcp_max_connections: Annotated[int, Field(ge=1, le=100_000)] = 128
+    soa: SoaSection = SoaSection()
+    transfer: TransferSection
+    notify: NotifySection = NotifySection()
+    metrics: MetricsSection = MetricsSection()
+
+    @field_validator("zone", "cname_target", "ns")
+    @classmethod
+    def _names(cls, v: str) -> str:
+        return absolute_name(v)
+
+    @field_validator("ipv4")
+    @classmethod
+    def _v4(cls, v: str) -> str:
+        if v:
+            ipaddress.IPv4Address(v)
+        return v
+
+    @field_validator("ipv6")
+    @classmethod
+    def _v6(cls, v: str) -> str:
+        if v:
+            ipaddress.IPv6Address(v)
+        return v
+
+    @field_validator("listen")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for v in values:
+            ipaddress.ip_address(v)
+        return values
+
+    @model_validator(mode="after")
+    def _action(self) -> RpzSection:
+        if self.action == "local" and not (self.ipv4 or self.ipv6):
+            raise ValueError('rpz.action = "local" needs rpz.ipv4 and/or rpz.ipv6 (the stop page)')
+        if self.zone == ".":
+            raise ValueError("rpz.zone cannot be the root")
+        return self
+
+
+class RpzConfig(SyncConfig):
+    """What `resolver rpz` reads: [sync], [rails] and [rpz]."""
+
+    rpz: RpzSection
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_resolver_sections(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in RESOLVER_SECTIONS}
+        return data
+
+    def resolve_paths(self, base: Path) -> RpzConfig:
+        config = super().resolve_paths(base)
+        secret = config.rpz.transfer.tsig_secret_file
+        if secret is None or secret.is_absolute():
+            return config
+        transfer = config.rpz.transfer.model_copy(update={"tsig_secret_file": base / secret})
+        rpz = config.rpz.model_copy(update={"transfer": transfer})
+        return config.model_copy(update={"rpz": rpz})
+
+
+def check_edition(config: RpzConfig, source: str) -> None:
+    if config.sync.edition != "plain":
+        raise ConfigError(
+            f"{source}: sync.edition: is {config.sync.edition!r}, but an RPZ zone is made of "
+            'names, which only the plain edition carries: set sync.edition = "plain" (your '
+            "ASP account must be authorised for it by the authority)"
+        )
+
+
+def load_rpz_config(path: Path | str) -> RpzConfig:
+    """Load and check rpz.toml; every error names the file and the key."""
+    config = load_config(path, RpzConfig)
+    check_edition(config, str(path))
+    return config
+
+
+def load_tsig_key(config: RpzConfig, source: str) -> dns.tsig.Key | None:
+    """The transfer TSIG key, read from rpz.transfer.tsig_secret_file (None when unset)."""
+    transfer = config.rpz.transfer
+    path = transfer.tsig_secret_file
+    if path is None:
+        return None
+    where = f"{source}: rpz.transfer.tsig_secret_file: {path}"
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read: {exc}") from None
+    try:
+        secret = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{where}: not a base64 secret") from None
+    if len(secret) < 16:
+        raise ConfigError(f"{where}: the secret is {len(secret)} bytes; use at least 16 (32 best)")
+    return dns.tsig.Key(transfer.tsig_key_name, secret, TSIG_ALGORITHMS[transfer.tsig_algorithm])
