@@ -1,122 +1,362 @@
-"""`make demo`: run what exists of Cordon locally, on placeholder names and DEMO keys.
+"""`make demo`: the whole system on this machine, on placeholder names and DEMO keys.
 
-Today that is the list itself: canonical entries, a signed notification and snapshot written to
-a directory as an authority would publish them, then verified and queried as an ASP would.
-Each service joins this demo as it lands.
+Starts, each as its own process: the authority API, the ASP's sync follower, the blocking
+resolver (127.0.0.1:5353) and the stop page (127.0.0.1:8080), plus a small built-in upstream DNS
+server so the demo works offline. Prints what to try; Ctrl-C stops everything. All state lives
+in one directory (default ./demo-state, recreated at each start). Ports that are taken are
+replaced by free ones, and the ports used are written to <dir>/demo.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
-import uuid
+import urllib.request
 from pathlib import Path
 
-from blocklist.artefacts import check_file, decode_snapshot, encode_snapshot
-from blocklist.digests import query_digests
-from blocklist.entries import canonical_entry, guess_kind
-from blocklist.notification import (
-    Notification,
-    SnapshotRef,
-    check_notification,
-    open_notification,
-    sign_notification,
-)
-from blocklist.state import Edition, Entry, Kind, ListState
-from signing import (
-    format_public_key,
-    generate_key,
-    issue_certificate,
-    public_key_raw,
-    save_private_key,
-    save_public_key,
-)
+import dnslib
 
-DEMO_ENTRIES = [
-    "blocked-demo.test",
-    "*.another-demo.test",
-    "Bücher-Demo.test",
-    "http://shared-host.example/album/42/",
-]
-TRY_NAMES = [
-    "blocked-demo.test",
-    "www.blocked-demo.test",
-    "cdn.another-demo.test",
-    "xn--bcher-demo-9db.test",
-    "shared-host.example",
-    "allowed.example",
-]
+DEMO_ENTRIES = ["blocked-demo.test", "*.another-demo.test", "http://shared-host.example/album/42/"]
+AUTHORITY_NAME = "Demo Authority (DEMO KEYS - NOT FOR PRODUCTION)"
+UPSTREAM_ADDRESS = "192.0.2.1"  # what the built-in upstream answers for every unlisted name
 
 
-def run(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    keys = directory / "keys"
-    publish = directory / "publish" / "hashed"
-    keys.mkdir(exist_ok=True)
-    publish.mkdir(parents=True, exist_ok=True)
-
-    now = int(time.time())
-    root, signer = generate_key(), generate_key()
-    save_private_key(keys / "DEMO-root.key", root, overwrite=True)
-    save_private_key(keys / "DEMO-signing.key", signer, overwrite=True)
-    save_public_key(keys / "DEMO-root.pub", public_key_raw(root), overwrite=True)
-    cert = issue_certificate(
-        root, public_key_raw(signer), "signing", now - 60, now + 7 * 86400, "DEMO signing key"
-    )
-    print(f"DEMO root key (pin this on the ASP side): {format_public_key(public_key_raw(root))}")
-
-    entries = []
-    for i, raw in enumerate(DEMO_ENTRIES, start=1):
-        kind = guess_kind(raw)
-        value = canonical_entry(kind, raw)
-        entries.append(Entry.from_value(value, i, kind))
-        print(f"  entry {i}: {raw!r:42} -> {kind.name.lower():6} {value}")
-    state = ListState.from_entries(entries, plain=True)
-
-    session = uuid.uuid4()
-    snapshot = encode_snapshot(state, "demo", Edition.HASHED, session, 1)
-    snap_name = f"snapshot-{session}-1.bin"
-    (publish / snap_name).write_bytes(snapshot)
-    note = Notification(
-        list_id="demo",
-        authority="Demo Authority (DEMO KEYS, NOT FOR PRODUCTION)",
-        edition="hashed",
-        session=str(session),
-        serial=1,
-        created=now,
-        expires=now + 86400,
-        state_checksum=state.checksum.hex(),
-        entry_count=len(state),
-        snapshot=SnapshotRef(
-            uri=snap_name, size=len(snapshot), sha256=hashlib.sha256(snapshot).hexdigest(), serial=1
-        ),
-    )
-    (publish / "notification.bin").write_bytes(sign_notification(note, signer, [cert]))
-    print(f"published serial 1 ({len(state)} entries) to {publish}")
-
-    # The ASP side: verify exact bytes against the pinned root, then the snapshot by hash.
-    verified = open_notification(
-        (publish / "notification.bin").read_bytes(), [public_key_raw(root)], now
-    )
-    check_notification(verified, now=now, list_id="demo", edition="hashed", current_serial=None)
-    data = (publish / verified.snapshot.uri).read_bytes()
-    check_file(data, verified.snapshot.size, verified.snapshot.sha256, "snapshot")
-    _, got = decode_snapshot(data)
-    assert got.checksum.hex() == verified.state_checksum
-    blocked = set(got.iter_digests(Kind.DOMAIN))
-    print(f"verified serial {verified.serial}, checksum {verified.state_checksum[:16]}…")
-    for name in TRY_NAMES:
-        hit = any(d in blocked for d in query_digests(name))
-        print(f"  {name:28} {'BLOCKED (stop page)' if hit else 'resolved normally'}")
-    print("The authority service, sync client, resolver and stop page join this demo as they land.")
+def port_free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
-def main() -> None:
+def pick_port(preferred: int, taken: set[int]) -> int:
+    if preferred and preferred not in taken and port_free(preferred):
+        taken.add(preferred)
+        return preferred
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in taken and port_free(port):
+            taken.add(port)
+            return port
+
+
+class Upstream(asyncio.DatagramProtocol):
+    """A stand-in recursive resolver: every A query gets a documentation address."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            request = dnslib.DNSRecord.parse(data)
+        except Exception:
+            return
+        reply = request.reply()
+        if request.q.qtype == dnslib.QTYPE.A:
+            reply.add_answer(
+                dnslib.RR(
+                    request.q.qname, dnslib.QTYPE.A, rdata=dnslib.A(UPSTREAM_ADDRESS), ttl=300
+                )
+            )
+        self.transport.sendto(reply.pack(), addr)  # type: ignore[attr-defined]
+
+
+class Demo:
+    def __init__(self, directory: Path, ports: dict[str, int], upstream: str | None) -> None:
+        self.dir = directory.resolve()
+        self.ports = ports
+        self.upstream = upstream
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.tokens: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.dir / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=self.dir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append((name, proc))
+
+    def api(self, method: str, path: str, token: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.ports['authority']}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def wait_http(self, url: str, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_children()
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(url, timeout=2).close()
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{what} did not start; see {self.dir / 'logs'}")
+
+    def check_children(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                log = (self.dir / "logs" / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with status {proc.returncode}:\n{log}")
+
+    # ------------------------------------------------------------------ set-up
+
+    def write_configs(self, root_key: str) -> None:
+        p = self.ports
+        common_sync = (
+            "[sync]\n"
+            f'authority_url = "http://127.0.0.1:{p["authority"]}"\n'
+            'token_file = "asp.token"\n'
+            f'root_keys = ["{root_key}"]\n'
+            'list_id = "demo"\n'
+            'state_dir = "sync-state"\n'
+            'instance = "demo-resolver"\n'
+            "long_poll_seconds = 30\n"
+        )
+        upstream = self.upstream or f"127.0.0.1:{p['upstream']}"
+        (self.dir / "resolver.toml").write_text(
+            common_sync
+            + '\n[rails]\nprotected_names = ["isp.example"]\n'
+            + f'\n[server]\nlisten = ["127.0.0.1"]\nport = {p["resolver"]}\n'
+            + f'\n[upstream]\nservers = ["{upstream}"]\n'
+            + '\n[blocking]\nipv4 = "127.0.0.1"\nipv6 = "::1"\n'
+            + f'stop_page_url = "http://127.0.0.1:{p["stoppage"]}/"\n'
+            + f'\n[metrics]\nlisten = "127.0.0.1"\nport = {p["resolver_metrics"]}\n'
+        )
+        (self.dir / "stoppage.toml").write_text(
+            common_sync.replace('instance = "demo-resolver"\n', "")
+            + f'\n[authority]\nname = "{AUTHORITY_NAME}"\n'
+            'website = "https://authority.example/"\ncontact = "demo@authority.example"\n'
+            'legal_basis = "Demo legal basis: this is a demonstration, not a real order."\n'
+            '\n[operator]\nname = "Demo ISP"\ncontact = "abuse@isp.example"\n'
+            '\n[page]\nhotline = { name = "Report illegal content (demo)", '
+            'url = "https://hotline.example/report" }\n'
+            'confidential_help = [{ name = "Confidential helpline (demo)", '
+            'url = "https://help.example/" }]\n'
+            f'\n[server]\nlisten = ["127.0.0.1"]\nport = {p["stoppage"]}\n'
+            '\n[complaints]\nstate_dir = "stoppage-state"\nmin_fill_seconds = 1\n'
+            f'\n[metrics]\nlisten = "127.0.0.1"\nport = {p["stoppage_metrics"]}\n'
+        )
+
+    def setup_authority(self) -> str:
+        (self.dir / "authority.toml").write_text(
+            f'[authority]\nname = "{AUTHORITY_NAME}"\nlist_id = "demo"\n'
+            'state_dir = "authority-state"\n'
+            f'\n[api]\nhost = "127.0.0.1"\nport = {self.ports["authority"]}\n'
+            '\n[rails]\nprotected_names = ["isp.example"]\n'
+            "\n[publication]\nauto_publish_seconds = 1\n"
+            "\n[lifecycle]\nscheduler_minutes = 0\n"
+        )
+        out = self.cli(
+            "blocklist.cli",
+            "init",
+            "--config",
+            "authority.toml",
+            "--admin",
+            "demo-admin",
+            "--token-out",
+            "admin.token",
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"blocklist init failed: {out.stderr}")
+        root = next(w for w in out.stdout.split() if w.startswith("ed25519:"))
+        self.tokens["admin"] = (self.dir / "admin.token").read_text().strip()
+        self.start("authority", "blocklist.cli", "serve", "--config", "authority.toml")
+        self.wait_http(f"http://127.0.0.1:{self.ports['authority']}/healthz", "the authority API")
+        admin = self.tokens["admin"]
+        for name, role in (("demo-officer", "officer"), ("demo-approver", "approver")):
+            self.tokens[name] = self.api(
+                "POST", "/v1/officers", admin, {"name": name, "role": role}
+            )["token"]
+        self.tokens["asp"] = self.api("POST", "/v1/asps", admin, {"name": "demo-isp"})["token"]
+        (self.dir / "asp.token").write_text(self.tokens["asp"] + "\n")
+        os.chmod(self.dir / "asp.token", 0o600)
+        for raw in DEMO_ENTRIES:
+            entry = self.api(
+                "POST",
+                "/v1/entries",
+                self.tokens["demo-officer"],
+                {"value": raw, "hosting_country": "NL", "evidence": "DEMO-1"},
+            )
+            self.api("POST", f"/v1/entries/{entry['id']}/approve", self.tokens["demo-approver"])
+        self.api("POST", "/v1/publish", self.tokens["demo-officer"])
+        for name, token in self.tokens.items():
+            (self.dir / f"{name}.token").write_text(token + "\n")
+            os.chmod(self.dir / f"{name}.token", 0o600)
+        return root
+
+    def wait_blocked(self, name: str, timeout: float = 60) -> dnslib.DNSRecord:
+        deadline = time.monotonic() + timeout
+        query = dnslib.DNSRecord.question(name, "A").pack()
+        while time.monotonic() < deadline:
+            self.check_children()
+            with (
+                contextlib.suppress(OSError, dnslib.DNSError),
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s,
+            ):
+                s.settimeout(1)
+                s.sendto(query, ("127.0.0.1", self.ports["resolver"]))
+                reply = dnslib.DNSRecord.parse(s.recv(4096))
+                if any(str(rr.rdata) == "127.0.0.1" for rr in reply.rr):
+                    return reply
+            time.sleep(0.3)
+        raise RuntimeError(f"the resolver did not block {name}; see {self.dir / 'logs'}")
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> None:
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        (self.dir / "logs").mkdir(parents=True)
+        root = self.setup_authority()
+        self.write_configs(root)
+        self.start("sync", "resolver.cli", "sync", "--config", "resolver.toml")
+        self.start("resolver", "resolver.cli", "serve", "--config", "resolver.toml")
+        self.start("stoppage", "stoppage.cli", "serve", "--config", "stoppage.toml")
+        self.wait_blocked("blocked-demo.test")
+        self.wait_http(f"http://127.0.0.1:{self.ports['stoppage']}/", "the stop page")
+        state = {
+            "dir": str(self.dir),
+            "ports": self.ports,
+            "root_key": root,
+            "pids": {n: p.pid for n, p in self.procs},
+        }
+        (self.dir / "demo.json").write_text(json.dumps(state, indent=2))
+        self.print_help()
+
+    def print_help(self) -> None:
+        p, d = self.ports, self.dir
+        env = f"CORDON_URL=http://127.0.0.1:{p['authority']}"
+        print(
+            f"""
+Cordon demo is running (state in {d}; logs in {d}/logs). DEMO keys: not for production.
+
+  authority API   http://127.0.0.1:{p["authority"]}     (tokens in {d}/*.token)
+  resolver        127.0.0.1:{p["resolver"]} (UDP and TCP)
+  metrics         http://127.0.0.1:{p["resolver_metrics"]}/metrics
+  stop page       http://127.0.0.1:{p["stoppage"]}/
+
+Try:
+  dig @127.0.0.1 -p {p["resolver"]} blocked-demo.test A        # 127.0.0.1, EDE 16 and 4
+  dig @127.0.0.1 -p {p["resolver"]} www.another-demo.test AAAA # below a listed domain: ::1
+  dig @127.0.0.1 -p {p["resolver"]} allowed.example A          # forwarded: {UPSTREAM_ADDRESS}
+  curl -i -H 'Host: blocked-demo.test' http://127.0.0.1:{p["stoppage"]}/   # 451 and the stop page
+  open http://127.0.0.1:{p["stoppage"]}/complaint?host=blocked-demo.test   # the complaint form
+
+Block a new name (published automatically within a second of the approval):
+  export {env}
+  CORDON_TOKEN_FILE={d}/demo-officer.token \\
+      blocklist add new-demo.test --country NL --evidence DEMO-2
+  CORDON_TOKEN_FILE={d}/demo-approver.token blocklist approve <id printed above>
+  dig @127.0.0.1 -p {p["resolver"]} new-demo.test A             # blocked within seconds
+
+Press Ctrl-C to stop everything.
+""",
+            flush=True,
+        )
+
+    def stop(self) -> None:
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+async def serve_upstream(port: int) -> asyncio.DatagramTransport:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", port))
+    return transport
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=Path("demo-state"), help="demo state directory")
-    run(parser.parse_args().dir)
+    parser.add_argument("--dir", type=Path, default=Path("demo-state"), help="state directory")
+    parser.add_argument(
+        "--upstream",
+        metavar="HOST:PORT",
+        help="forward unlisted names here instead of the built-in upstream",
+    )
+    for name, default in (("authority", 8440), ("resolver", 5353), ("stoppage", 8080)):
+        parser.add_argument(f"--{name}-port", type=int, default=default)
+    args = parser.parse_args()
+    taken: set[int] = set()
+    ports = {
+        "authority": pick_port(args.authority_port, taken),
+        "resolver": pick_port(args.resolver_port, taken),
+        "stoppage": pick_port(args.stoppage_port, taken),
+        "resolver_metrics": pick_port(9153, taken),
+        "stoppage_metrics": pick_port(9154, taken),
+        "upstream": pick_port(0, taken),
+    }
+    demo = Demo(args.dir, ports, args.upstream)
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        upstream = await serve_upstream(ports["upstream"])
+        try:
+            await asyncio.to_thread(demo.run)
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1)
+                await asyncio.to_thread(demo.check_children)
+        finally:
+            upstream.close()
+
+    try:
+        asyncio.run(run())
+    except RuntimeError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        demo.stop()
+        return 1
+    demo.stop()
+    print("Stopped. State kept in", demo.dir)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -51,3 +51,28 @@ def test_resolver_unit_has_only_the_bind_capability() -> None:
     assert "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n" in unit
     assert "DynamicUser=yes" in unit and "ProtectSystem=strict" in unit
     assert "StateDirectory=" in unit
+
+
+def test_configuration_reference_is_current() -> None:
+    result = subprocess.run(
+        [sys.executable, str(DEPLOY / "configref.py")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    checked_in = (DEPLOY.parent / "docs" / "configuration.md").read_text()
+    assert result.stdout == checked_in, (
+        "docs/configuration.md is stale: run python deploy/configref.py > docs/configuration.md"
+    )
+
+
+@pytest.mark.parametrize("name", ["resolver.toml", "rpz.toml", "stoppage.toml"])
+def test_asp_example_configs_load(name: str) -> None:
+    from resolver.config import ResolverConfig
+    from resolver.rpz.config import load_rpz_config
+    from stoppage.config import StoppageConfig
+
+    path = DEPLOY / name
+    if name == "rpz.toml":
+        assert load_rpz_config(path) is not None
+    else:
+        model = ResolverConfig if name == "resolver.toml" else StoppageConfig
+        assert load_config(path, model) is not None

@@ -287,8 +287,11 @@ class Authority:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+            # arrives as its timeout fires, and a disconnecting client cancels this handler.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._newer.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._newer.wait()
 
     def notification_bytes(self, edition: str) -> bytes | None:
         path = self.publish_dir / edition / "notification.bin"

@@ -24,15 +24,21 @@ class SyncSection(Section):
     list_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "national"
     edition: Literal["hashed", "plain"] = "hashed"
     state_dir: Path = Path("sync-state")
-    instance: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")] = (
-        socket.gethostname().split(".")[0][:64] or "resolver"
-    )
+    # How this machine appears in the authority's compliance report; empty = the host name.
+    instance: Annotated[
+        str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9._@-]{0,63})?$", validate_default=True)
+    ] = ""
     long_poll_seconds: Annotated[int, Field(ge=0, le=600)] = 30
     request_timeout: Annotated[float, Field(gt=0, le=600)] = 30
     max_backoff_seconds: Annotated[float, Field(ge=1)] = 300
     # Alarm when no notification has been verified for this long (the list keeps being enforced).
     max_age_hours: Annotated[float, Field(gt=0)] = 26
     max_entries: Annotated[int, Field(ge=1)] = 20_000_000
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, value: str) -> str:
+        return value or socket.gethostname().split(".")[0][:64] or "resolver"
 
     @field_validator("root_keys")
     @classmethod

@@ -1,0 +1,5 @@
+import sys
+
+from stoppage.cli import main
+
+sys.exit(main())

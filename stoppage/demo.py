@@ -1,0 +1,116 @@
+"""A signed DEMO list on placeholder names, for previewing the stop page without an authority.
+
+`stoppage demo` writes a throw-away root key, a list with `blocked-demo.test` (a domain entry)
+and `shared-host.example/album/42/` (a URL entry), a configuration, and serves the stop page on
+loopback. Translators and operators use it to see their texts; tests and benchmarks use
+`write_signed_list` to give the stop page a verified list exactly as `resolver sync` would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from pathlib import Path
+
+from blocklist.artefacts import encode_snapshot
+from blocklist.entries import canonical_entry
+from blocklist.notification import Notification, SnapshotRef, sign_notification
+from blocklist.state import Edition, Entry, Kind, ListState
+from blocklist.sync import verified as persist
+from blocklist.sync.verified import VerifiedList
+from signing import format_public_key, generate_key, issue_certificate, public_key_raw
+
+DEMO_ENTRIES: list[tuple[str, int, Kind]] = [
+    ("blocked-demo.test", 1001, Kind.DOMAIN),
+    ("http://shared-host.example/album/42/", 1002, Kind.URL),
+]
+
+
+def write_signed_list(
+    state_dir: Path,
+    entries: list[tuple[str, int, Kind]] = DEMO_ENTRIES,
+    *,
+    authority: str = "Demo Authority (DEMO KEYS)",
+    serial: int = 1,
+    list_id: str = "national",
+    now: int | None = None,
+) -> str:
+    """Sign a list of (raw value, entry id, kind) and save it as `resolver sync` would.
+
+    Returns the root public key ("ed25519:…") to pin in the stop page's [sync] root_keys.
+    """
+    now = int(time.time()) if now is None else now
+    root, signer = generate_key(), generate_key()
+    cert = issue_certificate(root, public_key_raw(signer), "signing", now - 60, now + 7 * 86400)
+    state = ListState.from_entries(
+        [Entry.from_value(canonical_entry(kind, raw), eid, kind) for raw, eid, kind in entries]
+    )
+    session = uuid.uuid4()
+    snapshot = encode_snapshot(state, list_id, Edition.HASHED, session, serial)
+    note = Notification(
+        list_id=list_id,
+        authority=authority,
+        edition="hashed",
+        session=str(session),
+        serial=serial,
+        created=now,
+        expires=now + 86400,
+        state_checksum=state.checksum.hex(),
+        entry_count=len(state),
+        snapshot=SnapshotRef(
+            uri=f"snapshot-{session}-{serial}.bin",
+            size=len(snapshot),
+            sha256=hashlib.sha256(snapshot).hexdigest(),
+            serial=serial,
+        ),
+    )
+    data = sign_notification(note, signer, [cert])
+    persist.save(state_dir, VerifiedList(state, note, data, now, serial))
+    return format_public_key(public_key_raw(root))
+
+
+DEMO_CONFIG = """\
+# DEMO configuration written by `stoppage demo`: placeholder names, throw-away keys.
+[sync]
+root_keys = ["{root}"]
+state_dir = "sync-state"
+authority_url = "http://127.0.0.1:9"   # nothing listens: complaints wait in the outbox
+
+[authority]
+name = {{ en = "Demo Authority", fr = "Autorité de démonstration" }}
+website = "https://authority.example/"
+contact = "contact@authority.example"
+legal_basis = "DEMO: the law that orders blocking would be quoted here."
+complaint_policy = "DEMO: complaints are decided within 7 days."
+
+[operator]
+name = "Demo ISP"
+contact = "abuse@isp.example"
+
+[page]
+hotline = {{ name = "Demo hotline", url = "https://hotline.example/report" }}
+
+[[page.confidential_help]]
+name = "Demo confidential helpline"
+url = "https://help.example/"
+note = "0800 000 000"
+
+[server]
+listen = ["127.0.0.1"]
+port = {port}
+
+[complaints]
+state_dir = "stoppage-state"
+
+[metrics]
+enabled = false
+"""
+
+
+def write_demo(directory: Path, port: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    root = write_signed_list(directory / "sync-state")
+    path = directory / "stoppage.toml"
+    path.write_text(DEMO_CONFIG.format(root=root, port=port))
+    return path

@@ -1,0 +1,307 @@
+"""Complaints end to end: stop page -> outbox -> real authority API -> decision -> status page."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from authority_fixtures import RunningAuthority, start_authority
+from test_stoppage_support import (
+    HOST,
+    complaint_fields,
+    fetch,
+    fresh_token,
+    make_config,
+    running,
+    status_of,
+    submit,
+    ticket_and_secret,
+    wait_for,
+    write_list,
+)
+
+from blocklist.config import validate_config
+from blocklist.state import Kind
+from blocklist.sync.config import SyncConfig
+from blocklist.sync.follower import Follower
+from signing import format_public_key
+
+
+@pytest.fixture
+async def api(tmp_path: Path):
+    running_authority = await start_authority(tmp_path / "authority")
+    yield running_authority
+    await running_authority.client.close()
+
+
+def authority_url(api: RunningAuthority) -> str:
+    return str(api.client.make_url("")).rstrip("/")
+
+
+async def add_and_approve(api: RunningAuthority, value: str) -> int:
+    status, body = await api.call(
+        "alice", "POST", "/v1/entries", {"value": value, "hosting_country": "NL", "evidence": "E1"}
+    )
+    assert status in (200, 201), body
+    status, body2 = await api.call("bob", "POST", f"/v1/entries/{body['id']}/approve")
+    assert status == 200, body2
+    return body["id"]
+
+
+async def publish(api: RunningAuthority) -> None:
+    status, body = await api.call("alice", "POST", "/v1/publish")
+    assert status == 200, body
+
+
+def follower(api: RunningAuthority, tmp_path: Path) -> Follower:
+    data = {
+        "sync": {
+            "authority_url": authority_url(api),
+            "token": api.tokens["isp"],
+            "root_keys": [format_public_key(api.root)],
+            "state_dir": str(tmp_path / "sync-state"),
+            "instance": "stop-1",
+            "request_timeout": 5,
+        }
+    }
+    return Follower(validate_config(data, SyncConfig, "sync.toml"))
+
+
+async def authority_complaints(api: RunningAuthority) -> list[dict]:
+    status, body = await api.call("olga", "GET", "/v1/complaints?limit=1000")
+    assert status == 200, body
+    return body["complaints"]
+
+
+def outbox_rows(path: Path) -> list[sqlite3.Row]:
+    con = sqlite3.connect(path)
+    con.row_factory = sqlite3.Row
+    try:
+        return con.execute("SELECT * FROM complaints ORDER BY received, ticket").fetchall()
+    finally:
+        con.close()
+
+
+async def status_page(session, stop, ticket: str, secret: str) -> tuple[str, str]:
+    status, _, body = await fetch(
+        session,
+        stop,
+        "/complaint/status?lang=en",
+        method="POST",
+        data={"ticket": ticket, "secret": secret},
+    )
+    assert status == 200, body
+    return status_of(body), body
+
+
+async def test_complaint_reaches_authority_and_upheld_decision_lifts_the_block(
+    api: RunningAuthority, tmp_path: Path
+) -> None:
+    entry_id = await add_and_approve(api, HOST)
+    await publish(api)
+    sync = follower(api, tmp_path)
+    try:
+        await sync.poll_once()  # the real chain: signed artefacts -> verified state.bin
+        config = make_config(
+            tmp_path,
+            format_public_key(api.root),
+            sync={"authority_url": authority_url(api), "token": api.tokens["isp"]},
+        )
+        async with running(config) as stop, aiohttp.ClientSession() as session:
+            status, _, body = await fetch(session, stop, "/?lang=en")
+            assert status == 451 and f"entry {entry_id}," in body
+            fields = complaint_fields(
+                stop, token=fresh_token(stop, entry_id=entry_id), reason="Wrongly listed bakery"
+            )
+            status, _, body = await submit(session, stop, fields)
+            assert status == 200
+            ticket, secret = ticket_and_secret(body)
+
+            async def forwarded() -> bool:
+                return (await status_page(session, stop, ticket, secret))[0] == "forwarded"
+
+            await wait_for(forwarded)
+            [filed] = await authority_complaints(api)
+            assert filed["entry_id"] == entry_id and filed["host"] == HOST
+            assert filed["role"] == "site_owner" and filed["reason"] == "Wrongly listed bakery"
+            assert filed["contact"] == "owner@bakery.example" and filed["language"] == "en"
+            [row] = outbox_rows(config.complaints.outbox_path)
+            assert row["complaint_id"] == filed["complaint_id"]
+            # Once the authority has the text, the stop page keeps no copy of it.
+            assert row["reason"] == "" and row["contact"] == ""
+
+            cid = filed["complaint_id"]
+            status, body = await api.call(
+                "alice",
+                "POST",
+                f"/v1/complaints/{cid}/decide",
+                {"decision": "upheld", "reasons": "x"},
+            )
+            assert status == 403 and body["error"] == "conflict_of_interest"
+            reasons = "The site is a bakery; the listing was a typing error."
+            status, body = await api.call(
+                "carol",
+                "POST",
+                f"/v1/complaints/{cid}/decide",
+                {"decision": "upheld", "reasons": reasons},
+            )
+            assert status == 200, body
+
+            async def upheld() -> str | None:
+                code, page = await status_page(session, stop, ticket, secret)
+                return page if code == "upheld" else None
+
+            page = await wait_for(upheld)
+            assert "complaint upheld" in page and reasons in page
+
+            # The upheld complaint delisted the entry; the next publication lifts the block.
+            await publish(api)
+            await sync.poll_once()
+            await wait_for(lambda: stop.service.matcher.lookup(HOST) is None)
+            status, _, _ = await fetch(session, stop, "/")
+            assert status == 200
+    finally:
+        await sync.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LossyProxy:
+    """Passes requests to the authority; loses the answers of the first `lose` complaint POSTs
+    after the authority has processed them (the forwarder's worst case)."""
+
+    def __init__(self, upstream: str, lose: int) -> None:
+        self.upstream = upstream
+        self.lose = lose
+        self.posts = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {"Authorization": request.headers.get("Authorization", "")}
+        if body:
+            headers["Content-Type"] = request.headers.get("Content-Type", "application/json")
+        async with (
+            aiohttp.ClientSession() as s,
+            s.request(
+                request.method, self.upstream + request.path_qs, data=body or None, headers=headers
+            ) as resp,
+        ):
+            data = await resp.read()
+            status = resp.status
+        if request.method == "POST" and request.path == "/v1/complaints":
+            self.posts += 1
+            if self.posts <= self.lose:
+                return web.Response(status=502, text="answer lost on the way back")
+        return web.Response(body=data, status=status, content_type="application/json")
+
+
+async def test_authority_down_then_lossy_then_up_delivers_each_complaint_once(
+    api: RunningAuthority, tmp_path: Path
+) -> None:
+    entry_id = await add_and_approve(api, HOST)
+    port = free_port()
+    config = make_config(
+        tmp_path,
+        write_list(tmp_path, [(HOST, entry_id, Kind.DOMAIN)]),
+        sync={"authority_url": f"http://127.0.0.1:{port}", "token": api.tokens["isp"]},
+    )
+    async with running(config) as stop, aiohttp.ClientSession() as session:
+        tickets = []
+        for i in range(4):
+            fields = complaint_fields(
+                stop, token=fresh_token(stop, entry_id=entry_id), reason=f"complaint number {i}"
+            )
+            status, _, body = await submit(session, stop, fields)
+            assert status == 200
+            tickets.append(ticket_and_secret(body))
+        # Nothing listens: the complaints wait in the outbox and are retried with backoff.
+        await wait_for(
+            lambda: all(r["attempts"] >= 2 for r in outbox_rows(config.complaints.outbox_path))
+        )
+        rows = outbox_rows(config.complaints.outbox_path)
+        assert {r["state"] for r in rows} == {"pending"}
+        assert all("ClientConnectorError" in r["last_error"] for r in rows)
+        for ticket, secret in tickets:
+            assert (await status_page(session, stop, ticket, secret))[0] == "received"
+
+        proxy = LossyProxy(authority_url(api), lose=3)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", proxy.handle)
+        server = TestServer(app, host="127.0.0.1", port=port)
+        await server.start_server()
+        try:
+            await wait_for(
+                lambda: all(
+                    r["state"] == "forwarded" for r in outbox_rows(config.complaints.outbox_path)
+                ),
+                timeout=20,
+            )
+            assert proxy.posts >= 4 + 3  # every lost answer was retried
+            filed = await authority_complaints(api)
+            reasons = sorted(c["reason"] for c in filed)
+            assert reasons == [f"complaint number {i}" for i in range(4)]  # each exactly once
+            ids = {r["complaint_id"] for r in outbox_rows(config.complaints.outbox_path)}
+            assert ids == {c["complaint_id"] for c in filed}
+
+            # A rejection travels back through the decision poll.
+            ticket, secret = tickets[2]
+            [row] = [r for r in outbox_rows(config.complaints.outbox_path) if r["ticket"] == ticket]
+            status, body = await api.call(
+                "carol",
+                "POST",
+                f"/v1/complaints/{row['complaint_id']}/decide",
+                {"decision": "rejected", "reasons": "The material was verified <again>."},
+            )
+            assert status == 200, body
+
+            async def rejected() -> str | None:
+                code, page = await status_page(session, stop, ticket, secret)
+                return page if code == "rejected" else None
+
+            page = await wait_for(rejected)
+            assert "complaint rejected" in page and "verified &lt;again&gt;." in page
+            others = [await status_page(session, stop, t, s) for t, s in tickets[:2]]
+            assert [code for code, _ in others] == ["forwarded", "forwarded"]
+        finally:
+            await server.close()
+
+
+async def test_a_refusing_authority_marks_the_complaint_undeliverable(
+    api: RunningAuthority, tmp_path: Path
+) -> None:
+    port = free_port()
+
+    async def refuse(_request: web.Request) -> web.Response:
+        return web.json_response({"error": "invalid_body", "message": "no"}, status=422)
+
+    app = web.Application()
+    app.router.add_post("/v1/complaints", refuse)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    config = make_config(
+        tmp_path, write_list(tmp_path), sync={"authority_url": f"http://127.0.0.1:{port}"}
+    )
+    try:
+        async with running(config) as stop, aiohttp.ClientSession() as session:
+            _, _, body = await submit(session, stop)
+            ticket, secret = ticket_and_secret(body)
+
+            async def undeliverable() -> str | None:
+                code, page = await status_page(session, stop, ticket, secret)
+                return page if code == "undeliverable" else None
+
+            page = await wait_for(undeliverable)
+            assert "could not be passed on to" in page and "Test ISP" in page
+            [row] = outbox_rows(config.complaints.outbox_path)
+            assert row["attempts"] == 0 and "HTTP 422" in row["last_error"]
+    finally:
+        await server.close()
