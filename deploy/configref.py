@@ -58,10 +58,8 @@ def constraints(field: FieldInfo) -> str:
 def default_text(field: FieldInfo) -> str:
     if field.is_required():
         return "**required**"
-    if field.default_factory is not None:
-        value = field.default_factory()  # type: ignore[call-arg]
-    else:
-        value = field.default
+    factory = field.default_factory
+    value = factory() if factory is not None else field.default  # type: ignore[call-arg]
     if isinstance(value, BaseModel):
         return "(section)"
     if isinstance(value, Path):
