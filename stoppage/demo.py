@@ -8,18 +8,12 @@ loopback. Translators and operators use it to see their texts; tests and benchma
 
 from __future__ import annotations
 
-import hashlib
 import time
-import uuid
 from pathlib import Path
 
-from blocklist.artefacts import encode_snapshot
 from blocklist.entries import canonical_entry
-from blocklist.notification import Notification, SnapshotRef, sign_notification
-from blocklist.state import Edition, Entry, Kind, ListState
-from blocklist.sync import verified as persist
-from blocklist.sync.verified import VerifiedList
-from signing import format_public_key, generate_key, issue_certificate, public_key_raw
+from blocklist.state import Entry, Kind, ListState
+from blocklist.sync.local import LocalSigner
 
 DEMO_ENTRIES: list[tuple[str, int, Kind]] = [
     ("blocked-demo.test", 1001, Kind.DOMAIN),
@@ -41,33 +35,20 @@ def write_signed_list(
     Returns the root public key ("ed25519:…") to pin in the stop page's [sync] root_keys.
     """
     now = int(time.time()) if now is None else now
-    root, signer = generate_key(), generate_key()
-    cert = issue_certificate(root, public_key_raw(signer), "signing", now - 60, now + 7 * 86400)
     state = ListState.from_entries(
         [Entry.from_value(canonical_entry(kind, raw), eid, kind) for raw, eid, kind in entries]
     )
-    session = uuid.uuid4()
-    snapshot = encode_snapshot(state, list_id, Edition.HASHED, session, serial)
-    note = Notification(
+    signer = LocalSigner.generate(now)
+    signer.save(
+        state_dir,
+        state,
+        serial=serial,
+        now=now,
         list_id=list_id,
         authority=authority,
-        edition="hashed",
-        session=str(session),
-        serial=serial,
-        created=now,
-        expires=now + 86400,
-        state_checksum=state.checksum.hex(),
-        entry_count=len(state),
-        snapshot=SnapshotRef(
-            uri=f"snapshot-{session}-{serial}.bin",
-            size=len(snapshot),
-            sha256=hashlib.sha256(snapshot).hexdigest(),
-            serial=serial,
-        ),
+        lifetime=86400,
     )
-    data = sign_notification(note, signer, [cert])
-    persist.save(state_dir, VerifiedList(state, note, data, now, serial))
-    return format_public_key(public_key_raw(root))
+    return signer.root_text
 
 
 DEMO_CONFIG = """\

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import socket
 import struct
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,22 +28,16 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from blocklist.artefacts import encode_snapshot
 from blocklist.config import validate_config
-from blocklist.notification import Notification, SnapshotRef, sign_notification
-from blocklist.state import Edition, Entry, Kind, ListState
-from blocklist.sync import verified as persist
+from blocklist.state import Entry, Kind, ListState
+from blocklist.sync.local import LocalSigner
 from blocklist.sync.verified import VerifiedList
 from resolver.config import ResolverConfig
 from resolver.service import ResolverService
-from signing import format_public_key, generate_key, issue_certificate, public_key_raw
 
 NOW = int(time.time())
-ROOT = generate_key()
-SIGNER = generate_key()
-CERT = issue_certificate(ROOT, public_key_raw(SIGNER), "signing", NOW - 3600, NOW + 30 * 86400)
-ROOT_PUB = format_public_key(public_key_raw(ROOT))
-SESSION = uuid.UUID("0b7c6f5e-4a3d-4c2b-9a1f-0e1d2c3b4a59")
+LOCAL = LocalSigner.generate(NOW)
+ROOT_PUB = LOCAL.root_text
 AUTHORITY = "Test Authority"
 STOP_V4 = "192.0.2.80"
 STOP_V6 = "2001:db8::80"
@@ -74,28 +66,7 @@ def write_state(
     state_dir: Path, state: ListState, serial: int, authority: str = AUTHORITY
 ) -> VerifiedList:
     """Persist `state` as a verified list, as the sync follower would."""
-    snapshot = encode_snapshot(state, "national", Edition.HASHED, SESSION, serial)
-    note = Notification(
-        list_id="national",
-        authority=authority,
-        edition="hashed",
-        session=str(SESSION),
-        serial=serial,
-        created=NOW - 60,
-        expires=NOW + 7 * 86400,
-        state_checksum=state.checksum.hex(),
-        entry_count=len(state),
-        snapshot=SnapshotRef(
-            uri=f"snapshot-{serial}.bin",
-            size=len(snapshot),
-            sha256=hashlib.sha256(snapshot).hexdigest(),
-            serial=serial,
-        ),
-    )
-    data = sign_notification(note, SIGNER, [CERT])
-    verified = VerifiedList(state, note, data, NOW, serial)
-    persist.save(state_dir, verified)
-    return verified
+    return LOCAL.save(state_dir, state, serial=serial, now=NOW, authority=authority)
 
 
 def write_list(

@@ -5,7 +5,6 @@ bench/rpz.py; nothing here reaches beyond 127.0.0.0/8.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -15,7 +14,6 @@ import struct
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,19 +24,13 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from blocklist.artefacts import encode_snapshot
-from blocklist.notification import Notification, SnapshotRef, sign_notification
-from blocklist.state import Edition, Entry, Kind, ListState
-from blocklist.sync import verified as persist
+from blocklist.state import Entry, Kind, ListState
+from blocklist.sync.local import LocalSigner
 from blocklist.sync.verified import VerifiedList
-from signing import format_public_key, generate_key, issue_certificate, public_key_raw
 
 NOW = int(time.time())
-ROOT = generate_key()
-SIGNER = generate_key()
-CERT = issue_certificate(ROOT, public_key_raw(SIGNER), "signing", NOW - 3600, NOW + 30 * 86400)
-ROOT_PUB = format_public_key(public_key_raw(ROOT))
-SESSION = uuid.UUID("5f0c2b8e-7a61-4e0f-9d3b-2c4a1e6f8b90")
+LOCAL = LocalSigner.generate(NOW)
+ROOT_PUB = LOCAL.root_text
 UPSTREAM_V4 = "192.0.2.1"  # what the static upstream answers for every name
 STOP_V4 = "192.0.2.80"  # the stop page, for names under the stop host
 STOP_HOST = "stop.isp.example."
@@ -82,30 +74,7 @@ def write_list(
     """Persist a signed verified list exactly as `resolver sync` would."""
     if state is None:
         state = plain_state(domains, urls)
-    if edition == "hashed":
-        state = state.hashed()
-    snapshot = encode_snapshot(state, "national", Edition.parse(edition), SESSION, serial, level=0)
-    note = Notification(
-        list_id="national",
-        authority="Test Authority",
-        edition=edition,
-        session=str(SESSION),
-        serial=serial,
-        created=NOW - 60,
-        expires=NOW + 7 * 86400,
-        state_checksum=state.checksum.hex(),
-        entry_count=len(state),
-        snapshot=SnapshotRef(
-            uri=f"snapshot-{serial}.bin",
-            size=len(snapshot),
-            sha256=hashlib.sha256(snapshot).hexdigest(),
-            serial=serial,
-        ),
-    )
-    data = sign_notification(note, SIGNER, [CERT])
-    verified = VerifiedList(state, note, data, NOW, serial)
-    persist.save(state_dir, verified)
-    return verified
+    return LOCAL.save(state_dir, state, serial=serial, now=NOW, edition=edition)
 
 
 # ------------------------------------------------------------------------------ static upstream
