@@ -328,6 +328,30 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return _print_chain_report(dict(report.__dict__), args)
 
 
+def cmd_keys_renew(args: argparse.Namespace) -> int:
+    """Certify a fresh online signing key with the root key (brought online for this)."""
+    from blocklist.authority import keyring
+    from signing import SigningError
+
+    config = _load_authority_config(args.config)
+    if not (config.keys_dir / "chain.txt").exists():
+        raise CliError(f"no keys in {config.keys_dir}: the authority is not initialised", 2)
+    root_key = Path(args.root_key) if args.root_key else config.keys_dir / "root.key"
+    now = int(time.time())
+    days = args.days or config.publication.signing_key_days
+    try:
+        signer = keyring.new_signing_key(config.keys_dir, root_key, now, days)
+    except SigningError as exc:
+        raise CliError(f"cannot certify a new signing key: {exc}") from None
+    expires = signer.verify(now).expires_soonest()
+    if args.json:
+        print_json({"expires": expires})
+    else:
+        print(f"New signing key certified until {iso(expires)}; the running service takes it")
+        print("at its next re-signing (within [publication] resign_minutes).")
+    return 0
+
+
 # ---------------------------------------------------------------- API commands
 
 
@@ -1296,6 +1320,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmds.add("review", "List entries past their review date.", cmd_review)
     cmds.add("report", "Counts, time to removal and complaints (no list values).", cmd_report)
+
+    keys = _Commands(cmds.add("keys", "Manage the authority's signing keys."), "keys commands")
+    p = keys.add("renew", "Certify a fresh online signing key with the root key.", cmd_keys_renew)
+    p.add_argument("--config", required=True, help="authority.toml")
+    p.add_argument("--root-key", metavar="FILE", help="root private key (default: keys/root.key)")
+    p.add_argument("--days", type=_positive, help="validity (default: signing_key_days)")
 
     complaints = _Commands(
         cmds.add("complaints", "Read and decide complaints from stop pages."), "complaints"

@@ -264,3 +264,23 @@ def test_openapi_document_is_current() -> None:
     assert checked_in == json.loads(json.dumps(openapi())), (
         "docs/openapi.json is stale: run python -m blocklist.authority.openapi > docs/openapi.json"
     )
+
+
+async def test_renewed_signing_key_is_taken_without_restart(api: RunningAuthority) -> None:
+    from blocklist.authority import keyring
+    from signing import decode_bundle, key_id, peek_key_id, public_key_raw
+
+    keys = api.authority.config.keys_dir
+    await add_and_approve(api, "first.example")
+    await api.call("alice", "POST", "/v1/publish")
+    _, before = await api.call("isp", "GET", "/v1/list/hashed/notification")
+    old_id = peek_key_id(decode_bundle(before, 1 << 20)[1])
+    assert api.authority.reload_signer_if_renewed() is False
+    renewed = keyring.new_signing_key(keys, keys / "root.key", int(time.time()))
+    assert api.authority.reload_signer_if_renewed() is True
+    await add_and_approve(api, "second.example")
+    await api.call("alice", "POST", "/v1/publish")
+    _, after = await api.call("isp", "GET", "/v1/list/hashed/notification")
+    new_id = peek_key_id(decode_bundle(after, 1 << 20)[1])
+    assert new_id == key_id(public_key_raw(renewed.key)) != old_id
+    assert open_notification(after, [api.root], int(time.time())).serial == 2

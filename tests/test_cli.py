@@ -710,3 +710,24 @@ def test_lifecycle_commands(authority: Authority) -> None:
     report = authority.run("report", who="olga")
     assert report.returncode == 0 and "Entries by status" in report.stdout
     assert "hosted-abroad.example" not in report.stdout
+
+
+def test_keys_renew(authority: Authority) -> None:
+    chain = authority.directory / "state" / "keys" / "chain.txt"
+    before = chain.read_text()
+    out = blocklist(
+        "keys", "renew", "--config", authority.config, "--days", "30", cwd=authority.directory
+    )
+    assert out.returncode == 0, out.stderr
+    assert "New signing key certified until" in out.stdout
+    assert chain.read_text() != before
+    bad = blocklist(
+        "keys",
+        "renew",
+        "--config",
+        authority.config,
+        "--root-key",
+        authority.directory / "nope.key",
+        cwd=authority.directory,
+    )
+    assert bad.returncode == 1 and "cannot certify" in bad.stderr

@@ -103,6 +103,7 @@ class Authority:
         )
         self.complaints = Complaints(self.store)
         self.signer = signer or load_signer(config.keys_dir)
+        self._signer_stamp = self._keys_stamp()
         self.publish_dir: Path = config.publish_dir
         self.publisher = Publisher(
             self.publish_dir,
@@ -150,10 +151,36 @@ class Authority:
         self.store.close()
         self._lock_file.close()
 
+    def _keys_stamp(self) -> tuple[int, int]:
+        keys = self.config.keys_dir
+        return ((keys / "signing.key").stat().st_mtime_ns, (keys / "chain.txt").stat().st_mtime_ns)
+
+    def reload_signer_if_renewed(self) -> bool:
+        """Take a signing key renewed with `blocklist keys renew` without a restart."""
+        stamp = self._keys_stamp()
+        if stamp == self._signer_stamp:
+            return False
+        signer = load_signer(self.config.keys_dir)
+        self.publisher.rekey(signer.key, signer.chain)
+        self.signer, self._signer_stamp = signer, stamp
+        log.info("new signing key in use")
+        return True
+
+    def _warn_if_key_expires_soon(self) -> None:
+        expires = self.signer.verify(int(self.clock())).expires_soonest()
+        left = expires - int(self.clock())
+        if left < 14 * 86400:
+            log.warning(
+                "the signing key expires soon: run `blocklist keys renew`",
+                extra={"fields": {"expires": expires, "days_left": left // 86400}},
+            )
+
     async def _resign_loop(self) -> None:
         interval = self.config.publication.resign_minutes * 60
         while True:
             try:
+                self.reload_signer_if_renewed()
+                self._warn_if_key_expires_soon()
                 if self.current_serial():
                     await asyncio.to_thread(self.publisher.resign)
                     self._notification_cache.clear()
