@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,17 @@ async def _run_sync(config: ResolverConfig, once: bool) -> int:
             serial = follower.current.serial if follower.current else "-"
             print(f"{outcome.result.value}: serial {serial}")
             return 3 if outcome.hold else 0
-        await follower.run()
+        runner = None
+        if config.sync.metrics_port:
+            runner = await follower.serve_metrics(config.sync.metrics_port)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, follower.stop)  # finish the step in hand, then exit
+        try:
+            await follower.run()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
         return 0
     finally:
         await follower.close()

@@ -672,3 +672,58 @@ def test_sync_status_command(tmp_path: Path) -> None:
     )
     result = subprocess.run([*cmd, "--release-held"], env=env, capture_output=True, text=True)
     assert result.returncode == 1 and "no held update" in result.stderr
+
+
+async def test_follower_process_serves_metrics_and_stops_on_sigterm(api, tmp_path) -> None:
+    import socket
+    import urllib.request
+
+    await publish(api, "one.example")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    toml = tmp_path / "resolver.toml"
+    toml.write_text(
+        "[sync]\n"
+        f'authority_url = "{base_url(api)}"\n'
+        f'token = "{api.tokens["isp"]}"\n'
+        f'root_keys = ["{format_public_key(api.root)}"]\n'
+        f'state_dir = "{tmp_path / "st"}"\n'
+        f"metrics_port = {port}\n"
+        "long_poll_seconds = 30\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "resolver.cli",
+        "sync",
+        "--config",
+        str(toml),
+        env={**os.environ, "PYTHONPATH": str(ROOT_DIR)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return resp.read().decode()
+
+    try:
+        text = ""
+        for _ in range(100):
+            try:
+                text = await asyncio.to_thread(scrape)
+            except OSError:
+                text = ""
+            if "cordon_list_serial 1.0" in text:
+                break
+            await asyncio.sleep(0.1)
+        assert "cordon_list_serial 1.0" in text
+        assert 'cordon_sync_alarm{alarm="frozen"} 0.0' in text
+        # SIGTERM ends the long-poll in flight and the process exits cleanly.
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

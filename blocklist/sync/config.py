@@ -34,6 +34,9 @@ class SyncSection(Section):
     # Alarm when no notification has been verified for this long (the list keeps being enforced).
     max_age_hours: Annotated[float, Field(gt=0)] = 26
     max_entries: Annotated[int, Field(ge=1)] = 20_000_000
+    # Prometheus metrics of `resolver sync` on 127.0.0.1:<port>; 0 = not served (the resolver's
+    # metrics port exports held updates and alarms from status.json either way).
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
 
     @field_validator("instance")
     @classmethod
