@@ -1,8 +1,9 @@
 """UDP and TCP listeners: bytes in, `Resolver.handle`, bytes out.
 
-UDP is a `DatagramProtocol` whose `datagram_received` does the synchronous work inline (cache
-hits, listed names and errors are answered before it returns) and starts a task only for a
-query that must go upstream. TCP follows RFC 7766: length-prefixed messages, pipelining with
+UDP sockets are read without a transport: a loop reader callback drains a batch of datagrams
+with `recvfrom` and does the synchronous work inline (cache hits, listed names and errors are
+answered with `sendto` before it returns); it starts a task only for a query that must go
+upstream. TCP follows RFC 7766: length-prefixed messages, pipelining with
 answers in completion order, an idle timeout, a cap on connections and on queries in flight per
 connection, and back-pressure from a client that does not read. Sockets are bound with
 SO_REUSEPORT so several worker processes can share one port.
@@ -11,6 +12,7 @@ SO_REUSEPORT so several worker processes can share one port.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import socket
@@ -45,47 +47,118 @@ def make_socket(host: str, port: int, kind: int, receive_buffer: int = 0) -> soc
     return sock
 
 
-class UdpServer(asyncio.DatagramProtocol):
-    def __init__(self, resolver: Resolver, acl: Acl) -> None:
+DRAIN_MAX = 64  # datagrams read per wake-up before the loop gets its turn back
+SEND_BACKLOG = 1024  # replies kept while the socket's send buffer is full
+_RECV_SIZE = 65535
+_NO_DATA = (BlockingIOError, InterruptedError)
+
+
+class UdpServer:
+    """One UDP socket, read without a transport: the loop calls `_drain` when it is readable.
+
+    `_drain` reads up to DRAIN_MAX datagrams with plain `recvfrom` until the socket would block
+    and answers each inline (`Resolver.handle`: listed names, cache hits, errors, refusals), so
+    the loop's per-wake-up cost is shared by a batch. Only a query that must go upstream starts a
+    task. Replies are sent with `sendto` straight away; when the send buffer is full they wait
+    in a bounded backlog sent when the socket is writable (beyond it they are dropped, as the
+    kernel drops a datagram it has no room for). The resolver's list and cache references are
+    read afresh for each datagram, so a swap applies from the next one.
+    """
+
+    def __init__(self, resolver: Resolver, acl: Acl, sock: socket.socket) -> None:
         self.resolver = resolver
         self.acl = acl
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
         self.tasks: set[asyncio.Task] = set()
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+        self.backlog: collections.deque[tuple[bytes, tuple]] = collections.deque()
+        self.loop.add_reader(sock.fileno(), self._drain)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
+    def _drain(self) -> None:
         resolver = self.resolver
-        resolver.stats.udp += 1
-        try:
-            result = resolver.handle(data, self.acl.allowed(addr[0]), True)
-            if result is None:
+        stats = resolver.stats
+        allowed = self.acl.allowed
+        recvfrom = self.sock.recvfrom
+        sendto = self.sock.sendto
+        for _ in range(DRAIN_MAX):
+            try:
+                data, addr = recvfrom(_RECV_SIZE)
+            except _NO_DATA:
                 return
-            if result.__class__ is bytes:
-                self.transport.sendto(result, addr)  # type: ignore[union-attr]
-                return
-            task = asyncio.get_running_loop().create_task(self._forward(result, addr))  # type: ignore[arg-type]
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        except Exception:
-            resolver.stats.internal_errors += 1
+            except OSError:
+                continue  # ICMP error queued for an earlier reply: nothing to do
+            stats.udp += 1
+            try:
+                result = resolver.handle(data, allowed(addr[0]), True)
+                if result is None:
+                    continue
+                if result.__class__ is bytes:
+                    if self.backlog:
+                        self._queue(result, addr)
+                        continue
+                    try:
+                        sendto(result, addr)
+                    except BlockingIOError:
+                        self._queue(result, addr)
+                    except OSError:
+                        pass  # e.g. the client's address became unreachable: like a lost reply
+                    continue
+                task = self.loop.create_task(self._forward(result, addr))  # type: ignore[arg-type]
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            except Exception:
+                stats.internal_errors += 1
 
     async def _forward(self, query: Query, addr: tuple) -> None:
         try:
             resp = await self.resolver.forward(query, True)
-            self.transport.sendto(resp, addr)  # type: ignore[union-attr]
+            if self.closed:
+                return
+            if self.backlog:
+                self._queue(resp, addr)
+                return
+            try:
+                self.sock.sendto(resp, addr)
+            except BlockingIOError:
+                self._queue(resp, addr)
+            except OSError:
+                pass
         except asyncio.CancelledError:
             raise
         except Exception:
             self.resolver.stats.internal_errors += 1
 
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP errors from clients that went away: nothing to do
+    def _queue(self, resp: bytes, addr: tuple) -> None:
+        """The socket's send buffer is full: keep a bounded backlog and send it when writable."""
+        if len(self.backlog) >= SEND_BACKLOG:
+            return  # dropped, as the kernel would drop a datagram it has no room for
+        if not self.backlog:
+            self.loop.add_writer(self.sock.fileno(), self._flush)
+        self.backlog.append((resp, addr))
+
+    def _flush(self) -> None:
+        backlog = self.backlog
+        sendto = self.sock.sendto
+        while backlog:
+            resp, addr = backlog[0]
+            try:
+                sendto(resp, addr)
+            except BlockingIOError:
+                return
+            except OSError:
+                pass
+            backlog.popleft()
+        self.loop.remove_writer(self.sock.fileno())
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.sock.fileno())
+            if self.backlog:
+                self.backlog.clear()
+                self.loop.remove_writer(self.sock.fileno())
+            self.sock.close()
         for task in list(self.tasks):
             task.cancel()
 
@@ -279,9 +352,7 @@ class Listeners:
         try:
             if s.tcp:
                 tsock = make_socket(host, bound, socket.SOCK_STREAM)
-            _, proto = await loop.create_datagram_endpoint(
-                lambda: UdpServer(self.resolver, self.acl), sock=usock
-            )
+            proto = UdpServer(self.resolver, self.acl, usock)
         except BaseException:
             usock.close()
             if tsock is not None:

@@ -37,6 +37,8 @@ from resolver.stats import Stats, UpstreamStats
 _HEADER = struct.Struct("!HHHHHH")
 _OPT = struct.Struct("!BHHIH")  # root owner, type, payload size, ext-rcode/version/flags, RDLEN
 _RETRY_RCODES = frozenset((REFUSED, NOTIMP, FORMERR))
+_DRAIN_MAX = 64  # replies read per wake-up of one channel
+_RECV_SIZE = 65535
 _MAX_STRAY = 64  # unmatched datagrams tolerated on one attempt before giving up on the socket
 
 
@@ -51,21 +53,55 @@ def _expire(fut: asyncio.Future) -> None:
         fut.set_exception(UpstreamError("timeout"))
 
 
-class _Channel(asyncio.DatagramProtocol):
+class _Channel:
     """One connected UDP socket to one upstream, shared by up to `socket_queries` queries, whose
-    replies are matched to their waiting query by id, then by question."""
+    replies are matched to their waiting query by id, then by question.
 
-    def __init__(self, up: Upstream) -> None:
+    The socket is read by a loop reader callback with plain `recv` (no transport), so opening a
+    channel is synchronous: concurrent queries never race to open several sockets at once.
+    """
+
+    def __init__(self, up: Upstream, loop: asyncio.AbstractEventLoop) -> None:
         self.up = up
         self.pending: dict[int, tuple[asyncio.Future, Query]] = {}
         self.used = 0
         self.retiring = False
-        self.transport: asyncio.DatagramTransport | None = None
+        sock = socket.socket(up.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(up.addr)
+            loop.add_reader(sock.fileno(), self._readable)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock: socket.socket | None = sock
+        self.loop = loop
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def _readable(self) -> None:
+        recv = self.sock.recv  # type: ignore[union-attr]
+        for _ in range(_DRAIN_MAX):
+            try:
+                data = recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # ICMP errors (port unreachable...) on a connected socket: every query failed.
+                self.error_received()
+                return
+            self.datagram_received(data)
+            if self.sock is None:
+                return
 
-    def datagram_received(self, data: bytes, addr: object) -> None:
+    def send(self, wire: bytes) -> None:
+        try:
+            self.sock.send(wire)  # type: ignore[union-attr]
+        except BlockingIOError:
+            raise  # only this query failed: the send buffer is full
+        except OSError:
+            self.error_received()
+            raise
+
+    def datagram_received(self, data: bytes) -> None:
         errors = self.up.stats.errors
         if len(data) < 12:
             errors["mismatch"] += 1
@@ -82,14 +118,10 @@ class _Channel(asyncio.DatagramProtocol):
         if not fut.done():
             fut.set_result((data, info))
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (port unreachable...) on a connected socket: every query on it failed.
+    def error_received(self) -> None:
         for fut, _ in self.pending.values():
             if not fut.done():
                 fut.set_exception(UpstreamError("network"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.error_received(exc or OSError())
 
     def retire(self) -> None:
         self.retiring = True
@@ -99,9 +131,12 @@ class _Channel(asyncio.DatagramProtocol):
             self.close()
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+        sock = self.sock
+        if sock is not None:
+            self.sock = None
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+            self.error_received()
 
 
 class Upstream:
@@ -216,13 +251,13 @@ class Upstreams:
         return info
 
     async def _udp(self, up: Upstream, query: Query) -> tuple[bytes, ResponseInfo]:
+        loop = asyncio.get_running_loop()
         channel = up.channel
         if channel is None or channel.retiring:
-            channel = await self._open_channel(up)
+            channel = self._open_channel(up, loop)
         qid = self._query_id()
         while qid in channel.pending:
             qid = self._query_id()
-        loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
         channel.pending[qid] = (fut, query)
         channel.used += 1
@@ -230,7 +265,7 @@ class Upstreams:
             channel.retire()  # its last query; the next one opens a socket on a fresh port
         timer = loop.call_later(self.timeout, _expire, fut)
         try:
-            channel.transport.sendto(self._wire(qid, query))  # type: ignore[union-attr]
+            channel.send(self._wire(qid, query))
             return await fut
         except OSError:
             raise UpstreamError("network") from None
@@ -241,15 +276,12 @@ class Upstreams:
             if channel.retiring and not channel.pending:
                 channel.close()
 
-    async def _open_channel(self, up: Upstream) -> _Channel:
+    @staticmethod
+    def _open_channel(up: Upstream, loop: asyncio.AbstractEventLoop) -> _Channel:
         """A new UDP socket connected to `up`: the kernel gives it a random ephemeral port and
         drops datagrams from any other address."""
-        loop = asyncio.get_running_loop()
         try:
-            sock = socket.socket(up.family, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            sock.connect(up.addr)
-            _, channel = await loop.create_datagram_endpoint(lambda: _Channel(up), sock=sock)
+            channel = _Channel(up, loop)
         except OSError:
             raise UpstreamError("network") from None
         if up.channel is not None and not up.channel.retiring:

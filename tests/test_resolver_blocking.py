@@ -195,3 +195,29 @@ async def test_repeated_query_bytes_are_answered_from_memory(server):
     assert len(server.resolver.memo) == 1
     stats = server.stats
     assert stats.outcomes[0] == 2 and sum(stats.blocked_by_entry.values()) == 2
+
+
+class FullSendBuffer:
+    """The listener's socket, whose `sendto` finds the send buffer full `fail` times."""
+
+    def __init__(self, sock, fail: int) -> None:
+        self.sock = sock
+        self.fail = fail
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+    def sendto(self, data, addr):
+        if self.fail:
+            self.fail -= 1
+            raise BlockingIOError
+        return self.sock.sendto(data, addr)
+
+
+async def test_replies_wait_for_a_full_send_buffer(server, upstream):
+    udp = server.listeners.udp[0]
+    udp.sock = FullSendBuffer(udp.sock, fail=3)
+    names = ["blocked.example", "allowed.example", "www.another.test", "blocked.example"]
+    answers = await asyncio.gather(*(ask(server.port, n) for n in names))
+    assert [addresses(a) for a in answers] == [[STOP_V4], ["198.51.100.7"], [STOP_V4], [STOP_V4]]
+    assert udp.sock.fail == 0 and not udp.backlog

@@ -257,11 +257,18 @@ def children(pid: int) -> list[int]:
 
 
 def running_pid(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
+    """True while any thread of `pid` is not a zombie: the main thread of a killed process can
+    be a zombie while another thread still holds (and has not yet closed) its sockets."""
     try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                if "zombie" not in (task / "status").read_text():
+                    return True
+            except OSError:
+                continue  # that thread is gone
     except OSError:
-        return False
+        pass
+    return False
 
 
 def http_json(port: int, path: str) -> tuple[int, dict]:
