@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -19,6 +20,35 @@ class ConfigError(Exception):
 
 # A list of names never to block; each must be a valid domain.
 ProtectedNameList = Annotated[list[str], AfterValidator(validate_protected_names)]
+
+
+def _ip_addresses(values: list[str]) -> list[str]:
+    for v in values:
+        ipaddress.ip_address(v)
+    return values
+
+
+def _loopback(v: str) -> str:
+    if not ipaddress.ip_address(v).is_loopback:
+        raise ValueError("the metrics port is local-only: use a loopback address")
+    return v
+
+
+def _optional(kind: type) -> AfterValidator:
+    def check(v: str) -> str:
+        if v:
+            kind(v)
+        return v
+
+    return AfterValidator(check)
+
+
+# Shared field types of the services' configs: listen addresses, a loopback-only metrics
+# address, and a stop-page address that may be left empty.
+AddressList = Annotated[list[str], AfterValidator(_ip_addresses)]
+LoopbackAddress = Annotated[str, AfterValidator(_loopback)]
+OptionalIPv4 = Annotated[str, _optional(ipaddress.IPv4Address)]
+OptionalIPv6 = Annotated[str, _optional(ipaddress.IPv6Address)]
 
 
 class Section(BaseModel):

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from blocklist.config import Section
+from blocklist.config import AddressList, LoopbackAddress, OptionalIPv4, OptionalIPv6, Section
 from blocklist.sync.config import SyncConfig
 from resolver.dnswire import MAX_EDE_TEXT, name_to_wire
 from resolver.rpz.config import RpzSection
@@ -49,7 +49,7 @@ def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
 
 class ServerSection(Section):
     # Addresses to bind, UDP and TCP. Loopback by default: an ASP adds its service addresses.
-    listen: Annotated[list[str], Field(min_length=1)] = Field(
+    listen: Annotated[AddressList, Field(min_length=1)] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"]
     )
     port: Annotated[int, Field(ge=0, le=65535)] = 53
@@ -69,13 +69,6 @@ class ServerSection(Section):
     list_poll_interval: Annotated[float, Field(gt=0, le=300)] = 1.0
     # Before any verified list exists: forward every query (and alarm), or refuse to resolve.
     without_list: Literal["forward", "servfail"] = "forward"
-
-    @field_validator("listen")
-    @classmethod
-    def _addresses(cls, values: list[str]) -> list[str]:
-        for v in values:
-            ipaddress.ip_address(v)
-        return values
 
 
 class AclSection(Section):
@@ -149,8 +142,8 @@ class CacheSection(Section):
 class BlockingSection(Section):
     # Stop page addresses: A queries for listed names get `ipv4`, AAAA get `ipv6`; an empty value
     # gives NODATA for that type.
-    ipv4: str = ""
-    ipv6: str = ""
+    ipv4: OptionalIPv4 = ""
+    ipv6: OptionalIPv6 = ""
     ttl: Ttl = 60
     # Who ordered the block, for the EDE text; empty = the authority named in the signed list.
     authority: Annotated[str, Field(max_length=120)] = ""
@@ -160,20 +153,6 @@ class BlockingSection(Section):
     # The SOA synthesized in NODATA answers (its serial is the list serial).
     soa_mname: str = "stop.cordon.invalid"
     soa_rname: str = "hostmaster.cordon.invalid"
-
-    @field_validator("ipv4")
-    @classmethod
-    def _v4(cls, v: str) -> str:
-        if v:
-            ipaddress.IPv4Address(v)
-        return v
-
-    @field_validator("ipv6")
-    @classmethod
-    def _v6(cls, v: str) -> str:
-        if v:
-            ipaddress.IPv6Address(v)
-        return v
 
     @field_validator("soa_mname", "soa_rname")
     @classmethod
@@ -202,17 +181,10 @@ class BlockingSection(Section):
 class MetricsSection(Section):
     enabled: bool = True
     # Local only: Prometheus scrapes it through the host (or a local agent), never clients.
-    listen: str = "127.0.0.1"
+    listen: LoopbackAddress = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9153
     # Distinct entry ids counted in cordon_resolver_blocked_by_entry_total; others go to "other".
     max_entry_labels: Annotated[int, Field(ge=0, le=1_000_000)] = 10000
-
-    @field_validator("listen")
-    @classmethod
-    def _local(cls, v: str) -> str:
-        if not ipaddress.ip_address(v).is_loopback:
-            raise ValueError("the metrics port is local-only: use a loopback address")
-        return v
 
 
 class ResolverConfig(SyncConfig):

@@ -8,14 +8,13 @@ language code: `legal_basis = { fr = "…", en = "…" }`.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from blocklist.config import Section
+from blocklist.config import AddressList, LoopbackAddress, Section
 from blocklist.sync.config import SyncSection
 
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
@@ -120,19 +119,14 @@ class PageSection(Section):
 
 class ServerSection(Section):
     # The stop page addresses: the resolver's [blocking] ipv4/ipv6 must be among them.
-    listen: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: ["127.0.0.1"])
+    listen: Annotated[AddressList, Field(min_length=1)] = Field(
+        default_factory=lambda: ["127.0.0.1"]
+    )
     port: Annotated[int, Field(ge=0, le=65535)] = 80
     # How often to look for a new state.bin written by `resolver sync`.
     list_poll_interval: Annotated[float, Field(gt=0, le=300)] = 1.0
     # Request bodies above this are refused with 413 before they are read.
     max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 16 * 1024
-
-    @field_validator("listen")
-    @classmethod
-    def _addresses(cls, values: list[str]) -> list[str]:
-        for v in values:
-            ipaddress.ip_address(v)
-        return values
 
 
 class ComplaintsSection(Section):
@@ -187,7 +181,7 @@ class LimitsSection(Section):
 class MetricsSection(Section):
     enabled: bool = True
     # Local only: Prometheus scrapes it through the host, never clients.
-    listen: str = "127.0.0.1"
+    listen: LoopbackAddress = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9154
     # Distinct entry ids labelled in cordon_stoppage_blocked_total; others count as "other".
     max_entry_labels: Annotated[int, Field(ge=0, le=1_000_000)] = 10_000
@@ -195,13 +189,6 @@ class MetricsSection(Section):
     keep_hours: Annotated[int, Field(ge=1, le=24 * 366)] = 48
     # Also write them (counts only) to <complaints.state_dir>/counters.json every minute.
     persist_counters: bool = False
-
-    @field_validator("listen")
-    @classmethod
-    def _local(cls, v: str) -> str:
-        if not ipaddress.ip_address(v).is_loopback:
-            raise ValueError("the metrics port is local-only: use a loopback address")
-        return v
 
 
 class StoppageConfig(Section):

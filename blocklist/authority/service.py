@@ -18,7 +18,7 @@ from blocklist.authority.config import AuthorityConfig
 from blocklist.authority.keyring import Signer, load_signer
 from blocklist.authority.lifecycle import Check, Lifecycle, LifecyclePolicy
 from blocklist.authority.liveness import LivenessSettings, check_many
-from blocklist.authority.publisher import Publisher
+from blocklist.authority.publisher import Published, Publisher
 from blocklist.authority.store import SYSTEM, PendingChanges, Principal, Store
 from blocklist.domains import ProtectedNames
 from blocklist.state import Kind, ListState
@@ -230,24 +230,7 @@ class Authority:
         # Read without the publisher's lock: long-polls and /healthz must not wait for a publish.
         return self._serial
 
-    def publish_sync(self, actor: Principal = SYSTEM) -> dict:
-        changes = self.store.pending_changes()
-        added, removed = unpublished(changes, self.publisher.hashed_state)
-        current = self.publisher.current()
-        if current is not None and not added and not removed:
-            # Still record what the database thought pending (crash recovery), but no new serial.
-            if changes.added or changes.removed:
-                self.store.mark_published(
-                    actor,
-                    changes,
-                    serial=current.serial,
-                    session=str(current.session),
-                    checksum=current.checksum,
-                    entry_count=current.entry_count,
-                )
-            return {"serial": current.serial, "changed": False, "entries": current.entry_count}
-        published = self.publisher.publish(removed, added, bulk_change=changes.bulk)
-        self._serial = published.serial
+    def _mark(self, actor: Principal, changes: PendingChanges, published: Published) -> None:
         self.store.mark_published(
             actor,
             changes,
@@ -256,6 +239,19 @@ class Authority:
             checksum=published.checksum,
             entry_count=published.entry_count,
         )
+
+    def publish_sync(self, actor: Principal = SYSTEM) -> dict:
+        changes = self.store.pending_changes()
+        added, removed = unpublished(changes, self.publisher.hashed_state)
+        current = self.publisher.current()
+        if current is not None and not added and not removed:
+            # Still record what the database thought pending (crash recovery), but no new serial.
+            if changes.added or changes.removed:
+                self._mark(actor, changes, current)
+            return {"serial": current.serial, "changed": False, "entries": current.entry_count}
+        published = self.publisher.publish(removed, added, bulk_change=changes.bulk)
+        self._serial = published.serial
+        self._mark(actor, changes, published)
         self._notification_cache.clear()
         return {
             "serial": published.serial,

@@ -253,6 +253,31 @@ class Store:
             )
         return name
 
+    def _add_caller(self, actor: Principal, kind: str, fields: dict) -> tuple[dict, str]:
+        """Insert an officer or an ASP with its first API token, and audit it, in one go."""
+        table, label = ("officers", "officer") if kind == "officer" else ("asps", "ASP")
+        columns = ", ".join(fields)
+        with self._lock, transaction(self.conn):
+            try:
+                cur = self.conn.execute(
+                    f"INSERT INTO {table} ({columns}, created) VALUES"
+                    f" ({', '.join('?' * len(fields))}, ?)",
+                    (*(int(v) if isinstance(v, bool) else v for v in fields.values()), self.now()),
+                )
+            except sqlite3.IntegrityError:
+                raise AuthorityError(
+                    409, "exists", f"{label} {fields['name']!r} already exists"
+                ) from None
+            new_id = cur.lastrowid
+            token = self._issue_token(
+                new_id if kind == "officer" else None, new_id if kind == "asp" else None, "initial"
+            )
+            detail = {kind: fields["name"], **{k: v for k, v in fields.items() if k != "name"}}
+            audit.append(
+                self.conn, time=self.now(), actor=actor.label, action=f"{kind}.add", detail=detail
+            )
+        return {"id": new_id, **fields}, token
+
     def add_officer(self, actor: Principal, name: str, role: str) -> tuple[dict, str]:
         """Create an officer and a first API token (returned once, stored only as a hash)."""
         self.require(actor, "manage")
@@ -261,24 +286,7 @@ class Store:
             raise AuthorityError(
                 422, "invalid_role", f"role {role!r} is not one of {', '.join(ROLES)}"
             )
-        with self._lock, transaction(self.conn):
-            try:
-                cur = self.conn.execute(
-                    "INSERT INTO officers (name, role, created) VALUES (?, ?, ?)",
-                    (name, role, self.now()),
-                )
-            except sqlite3.IntegrityError:
-                raise AuthorityError(409, "exists", f"officer {name!r} already exists") from None
-            officer_id = cur.lastrowid
-            token = self._issue_token(officer_id, None, "initial")
-            audit.append(
-                self.conn,
-                time=self.now(),
-                actor=actor.label,
-                action="officer.add",
-                detail={"officer": name, "role": role},
-            )
-        return {"id": officer_id, "name": name, "role": role}, token
+        return self._add_caller(actor, "officer", {"name": name, "role": role})
 
     def list_officers(self, actor: Principal) -> list[dict]:
         self.require(actor, "read")
@@ -291,24 +299,7 @@ class Store:
     def add_asp(self, actor: Principal, name: str, plain_allowed: bool = False) -> tuple[dict, str]:
         self.require(actor, "manage")
         self._check_name(name, "ASP")
-        with self._lock, transaction(self.conn):
-            try:
-                cur = self.conn.execute(
-                    "INSERT INTO asps (name, plain_allowed, created) VALUES (?, ?, ?)",
-                    (name, int(plain_allowed), self.now()),
-                )
-            except sqlite3.IntegrityError:
-                raise AuthorityError(409, "exists", f"ASP {name!r} already exists") from None
-            asp_id = cur.lastrowid
-            token = self._issue_token(None, asp_id, "initial")
-            audit.append(
-                self.conn,
-                time=self.now(),
-                actor=actor.label,
-                action="asp.add",
-                detail={"asp": name, "plain_allowed": plain_allowed},
-            )
-        return {"id": asp_id, "name": name, "plain_allowed": plain_allowed}, token
+        return self._add_caller(actor, "asp", {"name": name, "plain_allowed": plain_allowed})
 
     def list_asps(self, actor: Principal) -> list[dict]:
         self.require(actor, "read")

@@ -19,7 +19,15 @@ import dns.name
 import dns.tsig
 from pydantic import Field, field_validator, model_validator
 
-from blocklist.config import ConfigError, Section, load_config
+from blocklist.config import (
+    AddressList,
+    ConfigError,
+    LoopbackAddress,
+    OptionalIPv4,
+    OptionalIPv6,
+    Section,
+    load_config,
+)
 from blocklist.sync.config import SyncConfig
 
 Ttl = Annotated[int, Field(ge=0, le=2_147_483_647)]
@@ -161,15 +169,8 @@ class NotifySection(Section):
 
 class MetricsSection(Section):
     enabled: bool = True
-    listen: str = "127.0.0.1"
+    listen: LoopbackAddress = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9154
-
-    @field_validator("listen")
-    @classmethod
-    def _local(cls, v: str) -> str:
-        if not ipaddress.ip_address(v).is_loopback:
-            raise ValueError("the metrics port is local-only: use a loopback address")
-        return v
 
 
 class RpzSection(Section):
@@ -182,11 +183,13 @@ class RpzSection(Section):
     #   "nodata"   -> CNAME *.  (the name exists, with no data)
     action: Literal["cname", "local", "nxdomain", "nodata"] = "cname"
     cname_target: str = "stop.isp.example."
-    ipv4: str = ""
-    ipv6: str = ""
+    ipv4: OptionalIPv4 = ""
+    ipv6: OptionalIPv6 = ""
     ttl: Ttl = 60  # TTL of the policy records
     ns: str = "localhost."  # the apex NS (RPZ zones are never delegated; any name works)
-    listen: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: ["127.0.0.1"])
+    listen: Annotated[AddressList, Field(min_length=1)] = Field(
+        default_factory=lambda: ["127.0.0.1"]
+    )
     port: Annotated[int, Field(ge=0, le=65535)] = 53
     # Serial-to-serial differences kept in memory for IXFR; older clients get a full transfer.
     history: Annotated[int, Field(ge=0, le=100_000)] = 64
@@ -203,27 +206,6 @@ class RpzSection(Section):
     @classmethod
     def _names(cls, v: str) -> str:
         return absolute_name(v)
-
-    @field_validator("ipv4")
-    @classmethod
-    def _v4(cls, v: str) -> str:
-        if v:
-            ipaddress.IPv4Address(v)
-        return v
-
-    @field_validator("ipv6")
-    @classmethod
-    def _v6(cls, v: str) -> str:
-        if v:
-            ipaddress.IPv6Address(v)
-        return v
-
-    @field_validator("listen")
-    @classmethod
-    def _addresses(cls, values: list[str]) -> list[str]:
-        for v in values:
-            ipaddress.ip_address(v)
-        return values
 
     @model_validator(mode="after")
     def _action(self) -> RpzSection:
