@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -117,12 +118,22 @@ class Demo:
         with urllib.request.urlopen(request, timeout=30) as resp:
             return json.loads(resp.read())
 
-    def wait_http(self, url: str, what: str, timeout: float = 60) -> None:
+    def wait_http(
+        self, url: str, what: str, timeout: float = 60, host: str = "", status: int = 200
+    ) -> None:
+        """Wait until `url` (with an optional Host header) answers with `status`."""
         deadline = time.monotonic() + timeout
+        request = urllib.request.Request(url, headers={"Host": host} if host else {})
         while time.monotonic() < deadline:
             self.check_children()
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(url, timeout=2).close()
+            try:
+                urllib.request.urlopen(request, timeout=2).close()
+                code = 200
+            except urllib.error.HTTPError as exc:
+                code = exc.code
+            except OSError:
+                code = 0
+            if code == status:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"{what} did not start; see {self.dir / 'logs'}")
@@ -248,7 +259,13 @@ class Demo:
         self.start("resolver", "resolver.cli", "serve", "--config", "resolver.toml")
         self.start("stoppage", "stoppage.cli", "serve", "--config", "stoppage.toml")
         self.wait_blocked("blocked-demo.test")
-        self.wait_http(f"http://127.0.0.1:{self.ports['stoppage']}/", "the stop page")
+        # Ready once the stop page has loaded the verified list too: a listed host gets 451.
+        self.wait_http(
+            f"http://127.0.0.1:{self.ports['stoppage']}/",
+            "the stop page",
+            host="blocked-demo.test",
+            status=451,
+        )
         state = {
             "dir": str(self.dir),
             "ports": self.ports,
