@@ -8,9 +8,6 @@ from typing import Any
 
 from blocklist.cli.client import DEFAULT_URL
 
-ROLES = ("officer", "approver", "oversight", "admin")
-
-
 STATUSES = ("pending", "active", "rejected", "delisted")
 
 

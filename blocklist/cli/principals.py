@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from blocklist.authority.roles import ROLES
 from blocklist.cli.client import client
-from blocklist.cli.parsing import ROLES, Commands
+from blocklist.cli.parsing import Commands
 from blocklist.cli.rendering import iso, print_json, table
 from blocklist.cli.tokens import check_token_out, show_token
 

@@ -15,7 +15,7 @@ from blocklist.cli.rendering import print_json, say
 
 def cmd_init(args: argparse.Namespace) -> int:
     from blocklist.authority import keyring
-    from blocklist.authority.store import AuthorityError
+    from blocklist.authority.errors import AuthorityError
 
     config = load_authority_config(args.config)
     state = config.authority.state_dir
