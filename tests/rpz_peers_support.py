@@ -111,12 +111,12 @@ def pdns_control(peer: Peer, *args: str, timeout: float = 10) -> str:
     return out.stdout + out.stderr
 
 
-def pdns_serial(peer: Peer, zone: str) -> int | None:
+def pdns_serial(peer: Peer, policy_name: str = "cordon") -> int | None:
     """The serial PowerDNS enforces: its in-memory policy zone dumped with `rec_control
-    dump-rpz` (dig ... SOA does not show it), as docs/rpz.md says."""
+    dump-rpz <policyName> FILE` (dig ... SOA does not show it), as docs/rpz.md says."""
     dump = peer.workdir / "serial-check.zone"
     dump.unlink(missing_ok=True)
-    pdns_control(peer, "dump-rpz", zone, str(dump))
+    pdns_control(peer, "dump-rpz", policy_name, str(dump))
     try:
         text = dump.read_text()
     except OSError:
