@@ -37,6 +37,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -396,11 +397,12 @@ async def bench_ixfr_sizes(tmp: Path) -> list[tuple[int, int, int]]:
 # ---------------------------------------------------------------------------- 3. big AXFR
 
 
-def make_big_state(n: int) -> ListState:
+def make_big_state(n: int, extra: tuple[str, ...] = ()) -> ListState:
     entries = [
         Entry.from_value(f"site-{i}.blocked-{i % 997}.example", i + 1, Kind.DOMAIN)
         for i in range(n)
     ]
+    entries += [Entry.from_value(v, n + 1 + i, Kind.DOMAIN) for i, v in enumerate(extra)]
     return ListState.from_entries(entries, plain=True)
 
 
@@ -548,6 +550,164 @@ zone "{ZONE}" {{ type primary; file "{zone_file}"; }};
         peer.stop()
 
 
+# ------------------------------------------------------------- 4. Knot Resolver reload stall
+
+
+def rss_mb(pid: int, field: str = "VmRSS:") -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_kresd_reload(tmp: Path, n: int) -> dict:
+    """kresd answering a cached name every few ms while it re-reads an n-entry export: the
+    longest answer is the stall every client of that kresd process sees."""
+    from rpz_peers_support import kresd_peer
+
+    from resolver.rpz.config import load_rpz_config
+    from resolver.rpz.export import export_settings, write_zone_file
+    from resolver.rpz.zone import build_version
+
+    tmp.mkdir(parents=True)
+    state = make_big_state(n)
+    toml = rpz_toml(tmp, tmp / "state", 0, 0, root=ROOT_PUB)
+    toml.write_text(toml.read_text().replace("[rpz]\n", '[rpz]\nipv4 = "192.0.2.80"\n'))
+    settings = export_settings(load_rpz_config(toml), "kresd")
+    zone_file = tmp / "rpz.zone"
+    t = time.monotonic()
+    write_zone_file(zone_file, build_version(state, 1, settings), settings)
+    export_s = time.monotonic() - t
+    upstream = StaticUpstream(ttl=3600)
+    peer = kresd_peer(tmp / "kresd", zone_file, upstream.port)
+    try:
+        t = time.monotonic()
+        peer.start(timeout=1800)
+        start_s = time.monotonic() - t
+        rss = rss_mb(peer.proc.pid)
+        assert query_a(peer.port, "fine.example") is not None  # now cached
+        longest = [0.0]
+        answered = [0]
+        stop = [False]
+
+        def probe() -> None:
+            q = dns.message.make_query("fine.example", "A")
+            while not stop[0]:
+                t0 = time.monotonic()
+                try:
+                    dns.query.udp(q, "127.0.0.1", port=peer.port, timeout=120)
+                except Exception:
+                    continue
+                longest[0] = max(longest[0], time.monotonic() - t0)
+                answered[0] += 1
+                time.sleep(0.002)
+
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        wait_for(lambda: answered[0] > 50, 30)
+        baseline = longest[0]
+        bigger = make_big_state(n, ("late-0.example",))
+        t = time.monotonic()
+        write_zone_file(zone_file, build_version(bigger, 2, settings), settings)
+        written = time.monotonic() - t
+        t = time.monotonic()
+        wait_for(lambda: is_stop(query_a(peer.port, "late-0.example")), 1800, 0.01)
+        enforced = time.monotonic() - t
+        stop[0] = True
+        thread.join(130)
+        return {
+            "entries": n,
+            "export_s": export_s,
+            "start_s": start_s,
+            "rss_mb": rss,
+            "rss_after_mb": rss_mb(peer.proc.pid),
+            "baseline_ms": baseline * 1000,
+            "stall_s": longest[0],
+            "write_s": written,
+            "enforced_s": enforced,
+        }
+    finally:
+        peer.stop()
+        upstream.close()
+
+
+def is_stop(r: dns.message.Message | None) -> bool:
+    return bool(r and r.answer and r.answer[-1].rdtype == dns.rdatatype.A) and (
+        r.answer[-1][0].address == "192.0.2.80"
+    )
+
+
+# ------------------------------------------------------------ 5. PowerDNS refresh polling cost
+
+
+def tcp_conns(port: int) -> int:
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "all", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    return sum(1 for line in out.splitlines() if line.strip() and "LISTEN" not in line)
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_pdns_polling(tmp: Path, seconds: float, entries: int) -> dict:
+    """What PowerDNS 4.8's refresh polling costs the primary: one PowerDNS with refresh = 1 s
+    for `seconds`; the server's answers by kind, CPU time, and TCP connections sampled."""
+    from rpz_peers_support import pdns_peer
+
+    tmp.mkdir(parents=True)
+    state_dir = tmp / "state"
+    write_list(state_dir, state=make_big_state(entries), serial=1)
+    port, metrics = free_port(), free_port()
+    server = Server(rpz_toml(tmp, state_dir, port, metrics), port, metrics, tmp / "rpz.log")
+    upstream = StaticUpstream()
+    peer = pdns_peer(
+        tmp / "pdns",
+        ZONE,
+        port,
+        upstream.port,
+        key_name="cordon-rpz.",
+        secret_b64=SECRET,
+        refresh=1,
+    )
+    try:
+        server.wait_serial(1, 120)
+        peer.start()
+        wait_for(lambda: is_rewritten(peer.port, "site-1.blocked-1.example"), 120, 0.1)
+        kinds = ("ixfr_current", "soa", "ixfr", "axfr", "ixfr_full")
+        before = {k: server.metric("cordon_rpz_answers_total", kind=k) for k in kinds}
+        cpu0 = cpu_s(server.proc.pid)
+        samples = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            samples.append(tcp_conns(port))
+            time.sleep(0.01)
+        elapsed = time.monotonic() - t0
+        cpu = cpu_s(server.proc.pid) - cpu0
+        after = {k: server.metric("cordon_rpz_answers_total", kind=k) for k in kinds}
+        checks = after["ixfr_current"] - before["ixfr_current"]
+        return {
+            "seconds": elapsed,
+            "checks": checks,
+            "per_min": checks / elapsed * 60,
+            "other": {k: after[k] - before[k] for k in kinds if k != "ixfr_current"},
+            "cpu_ms_per_check": cpu / max(checks, 1) * 1000,
+            "mean_conns": statistics.mean(samples),
+            "max_conns": max(samples),
+        }
+    finally:
+        peer.stop()
+        server.stop()
+        upstream.close()
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -558,10 +718,46 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=0.2, help="rpz.list_poll_interval")
     parser.add_argument("--message-size", type=int, default=16384, help="rpz.transfer.message_size")
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument(
+        "--kresd-entries",
+        default="100000,1000000",
+        help="zone sizes for the Knot Resolver reload stall (comma separated; empty: skip)",
+    )
+    parser.add_argument("--pdns-seconds", type=float, default=30, help="PowerDNS polling run")
+    parser.add_argument("--only", choices=("kresd", "pdns"), help="run only this part")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cordon-rpz-bench-"))
     print(f"# work dir {tmp}")
 
+    if args.only in (None, "pdns"):
+        for entries in (1000,):
+            c = bench_pdns_polling(tmp / f"pdns-{entries}", args.pdns_seconds, entries)
+            print(
+                f"\n## PowerDNS 4.8 refresh polling, refresh = 1 s, {entries} entries, no changes"
+            )
+            print(
+                f"   {c['checks']:.0f} TCP IXFR checks in {c['seconds']:.0f} s = "
+                f"{c['per_min']:.0f}/min (other answers: {c['other']})"
+            )
+            print(
+                f"   server CPU {c['cpu_ms_per_check']:.2f} ms per check; TCP connections to "
+                f"the primary: mean {c['mean_conns']:.3f}, max {c['max_conns']}"
+            )
+    if args.only in (None, "kresd"):
+        for n in [int(x) for x in args.kresd_entries.split(",") if x]:
+            k = bench_kresd_reload(tmp / f"kresd-{n}", n)
+            print(f"\n## Knot Resolver 5.6 re-reading a {n:,}-entry export (policy.rpz, watched)")
+            print(
+                f"   export {k['export_s']:.1f} s; kresd start with the file {k['start_s']:.1f} s; "
+                f"RSS {k['rss_mb']:.0f} MB (after reload {k['rss_after_mb']:.0f} MB)"
+            )
+            print(
+                f"   cached answer: {k['baseline_ms']:.1f} ms before; longest during the reload "
+                f"{k['stall_s']:.2f} s; new entry enforced {k['enforced_s']:.1f} s after the "
+                f"rename (write took {k['write_s']:.1f} s)"
+            )
+    if args.only:
+        return
     if args.updates:
         prop = asyncio.run(bench_propagation(tmp / "prop", args.updates, args.poll))
         print(f"\n## publish -> change visible ({args.updates} updates, 1 added + 1 delisted each)")
