@@ -64,6 +64,7 @@ from blocklist.sync.follower import Follower  # noqa: E402
 from resolver.rpz.testing import (  # noqa: E402
     ROOT_PUB,
     STOP_HOST,
+    STOP_V4,
     UPSTREAM_V4,
     Peer,
     StaticUpstream,
@@ -101,6 +102,7 @@ max_entries = 20000000
 [rpz]
 zone = "{ZONE}"
 cname_target = "{STOP_HOST}"
+ipv4 = "{STOP_V4}"
 port = {port}
 list_poll_interval = {extra.get("poll", 0.2)}
 history = 64
@@ -185,8 +187,9 @@ def server_serial(port: int) -> int | None:
 
 
 def is_rewritten(port: int, name: str) -> bool:
+    """CNAME to the stop host (cname action) or the stop page address (kresd's local data)."""
     r = query_a(port, name)
-    return bool(r and r.answer and r.answer[0].rdtype == dns.rdatatype.CNAME)
+    return bool(r and r.answer and r.answer[0].rdtype == dns.rdatatype.CNAME) or is_stop(r)
 
 
 def is_normal(port: int, name: str) -> bool:
@@ -202,8 +205,11 @@ def is_normal(port: int, name: str) -> bool:
 # -------------------------------------------------------------------------- 1. propagation
 
 
-async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
+async def bench_propagation(
+    tmp: Path, updates: int, poll: float, pdns_refresh: int, pdns_packetcache: int
+) -> dict:
     from authority_fixtures import start_authority
+    from rpz_peers_support import kresd_peer, pdns_peer
 
     from signing import format_public_key
 
@@ -211,6 +217,7 @@ async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
     upstream = StaticUpstream()
     peers: list[Peer] = []
     server = None
+    exporter = None
     follower = None
     task = None
     try:
@@ -247,7 +254,20 @@ async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
             tmp, state_dir, port, metrics, notify=[ub_port, bind_port], poll=poll, root=root
         )
         server = Server(toml, port, metrics, tmp / "rpz.log")
+        zone_file = tmp / "kresd-rpz.zone"
+        with open(tmp / "export.log", "wb") as err:
+            exporter = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "resolver.rpz.cli", "export", "--config", str(toml)),
+                    *("--for", "kresd", "--follow", "--output", str(zone_file)),
+                ],
+                cwd=ROOT_DIR,
+                env={**os.environ, "PYTHONPATH": str(ROOT_DIR)},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         await asyncio.to_thread(server.wait_serial, None, 30)
+        await asyncio.to_thread(wait_for, zone_file.exists, 30)
         unbound = unbound_peer(tmp / "unbound", ZONE, port, upstream.port, port=ub_port)
         bind = bind_peer(
             tmp / "bind",
@@ -258,22 +278,37 @@ async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
             secret_b64=SECRET,
             port=bind_port,
         )
-        for peer in (unbound, bind):
+        pdns = pdns_peer(
+            tmp / "pdns",
+            ZONE,
+            port,
+            upstream.port,
+            key_name="cordon-rpz.",
+            secret_b64=SECRET,
+            refresh=pdns_refresh,
+            packetcache_ttl=pdns_packetcache,
+        )
+        kresd = kresd_peer(tmp / "kresd", zone_file, upstream.port)
+        for peer in (unbound, bind, pdns, kresd):
             await asyncio.to_thread(peer.start)
             peers.append(peer)
         serial = follower.current.serial
-        for peer in peers:
+        for peer in (unbound, bind):
             await asyncio.to_thread(wait_for, lambda p=peer: soa_serial(p.port, ZONE) == serial, 30)
+        for peer in (pdns, kresd):
+            await asyncio.to_thread(
+                wait_for, lambda p=peer: is_rewritten(p.port, "seed-1.example"), 60
+            )
         task = asyncio.create_task(follower.run())  # long-poll, as `resolver sync` runs
-        times: dict[str, list[float]] = {"unbound": [], "bind": [], "server": []}
+        times: dict[str, list[float]] = {p.kind: [] for p in peers} | {"server": []}
         ixfr_bytes0 = server.metric("cordon_rpz_transfer_bytes_total", kind="ixfr")
         ixfr_count0 = server.metric("cordon_rpz_answers_total", kind="ixfr")
         seeds = list(ids)
         for i in range(updates):
             new = f"new-{i}.test"
             old = seeds[i]
-            await asyncio.to_thread(is_normal, ub_port, new)  # warm the caches first
-            await asyncio.to_thread(is_normal, bind_port, new)
+            for peer in peers:  # warm the caches first (PowerDNS's packet cache holds it)
+                await asyncio.to_thread(is_normal, peer.port, new)
             ids[new] = await add(new)
             await api.call("alice", "POST", f"/v1/entries/{ids[old]}/delist", {"reason": "gone"})
             start = time.monotonic()
@@ -284,17 +319,16 @@ async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
                 return time.monotonic() - start
 
             def seen(p: int, start: float = start, new: str = new, old: str = old) -> float:
-                wait_for(lambda: is_rewritten(p, "www." + new) and is_normal(p, old), 30, 0.01)
+                wait_for(lambda: is_rewritten(p, "www." + new) and is_normal(p, old), 120, 0.01)
                 return time.monotonic() - start
 
-            s, u, b = await asyncio.gather(
+            results = await asyncio.gather(
                 asyncio.to_thread(seen_server),
-                asyncio.to_thread(seen, ub_port),
-                asyncio.to_thread(seen, bind_port),
+                *(asyncio.to_thread(seen, peer.port) for peer in peers),
             )
-            times["server"].append(s)
-            times["unbound"].append(u)
-            times["bind"].append(b)
+            times["server"].append(results[0])
+            for peer, t in zip(peers, results[1:], strict=True):
+                times[peer.kind].append(t)
             await asyncio.sleep(0.3)
         ixfrs = server.metric("cordon_rpz_answers_total", kind="ixfr") - ixfr_count0
         ixfr_bytes = server.metric("cordon_rpz_transfer_bytes_total", kind="ixfr") - ixfr_bytes0
@@ -315,6 +349,9 @@ async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
             peer.stop()
         if server is not None:
             server.stop()
+        if exporter is not None:
+            exporter.terminate()
+            exporter.wait(10)
         upstream.close()
         await api.client.close()
 
@@ -573,7 +610,6 @@ def bench_kresd_reload(tmp: Path, n: int) -> dict:
     tmp.mkdir(parents=True)
     state = make_big_state(n)
     toml = rpz_toml(tmp, tmp / "state", 0, 0, root=ROOT_PUB)
-    toml.write_text(toml.read_text().replace("[rpz]\n", '[rpz]\nipv4 = "192.0.2.80"\n'))
     settings = export_settings(load_rpz_config(toml), "kresd")
     zone_file = tmp / "rpz.zone"
     t = time.monotonic()
@@ -634,7 +670,7 @@ def bench_kresd_reload(tmp: Path, n: int) -> dict:
 
 def is_stop(r: dns.message.Message | None) -> bool:
     return bool(r and r.answer and r.answer[-1].rdtype == dns.rdatatype.A) and (
-        r.answer[-1][0].address == "192.0.2.80"
+        r.answer[-1][0].address == STOP_V4
     )
 
 
@@ -713,7 +749,7 @@ def bench_pdns_polling(tmp: Path, seconds: float, entries: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--updates", type=int, default=10)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--poll", type=float, default=0.2, help="rpz.list_poll_interval")
     parser.add_argument("--message-size", type=int, default=16384, help="rpz.transfer.message_size")
@@ -723,6 +759,8 @@ def main() -> None:
         default="100000,1000000",
         help="zone sizes for the Knot Resolver reload stall (comma separated; empty: skip)",
     )
+    parser.add_argument("--pdns-refresh", type=int, default=10, help="rpzPrimary refresh")
+    parser.add_argument("--pdns-packetcache", type=int, default=10, help="packetcache-ttl")
     parser.add_argument("--pdns-seconds", type=float, default=30, help="PowerDNS polling run")
     parser.add_argument("--only", choices=("kresd", "pdns"), help="run only this part")
     args = parser.parse_args()
@@ -759,10 +797,19 @@ def main() -> None:
     if args.only:
         return
     if args.updates:
-        prop = asyncio.run(bench_propagation(tmp / "prop", args.updates, args.poll))
+        prop = asyncio.run(
+            bench_propagation(
+                tmp / "prop", args.updates, args.poll, args.pdns_refresh, args.pdns_packetcache
+            )
+        )
         print(f"\n## publish -> change visible ({args.updates} updates, 1 added + 1 delisted each)")
         print(f"   (follower long-poll, rpz.list_poll_interval = {args.poll} s, BIND with TSIG)")
-        for who in ("server", "unbound", "bind"):
+        print(
+            f"   (PowerDNS: TSIG, refresh = {args.pdns_refresh} s, packetcache-ttl = "
+            f"{args.pdns_packetcache} s, caches warmed with the new name before each publish;"
+        )
+        print("    kresd: `rpz export --follow --for kresd`, policy.rpz watching the file)")
+        for who in ("server", "unbound", "bind", "pdns", "kresd"):
             t = prop["times"][who]
             label = "rpz server SOA" if who == "server" else who
             print(
