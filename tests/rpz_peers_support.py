@@ -79,7 +79,6 @@ threads=1
 pdns-distributes-queries=no
 packetcache-ttl={packetcache_ttl}
 packetcache-servfail-ttl={min(packetcache_ttl, 60)}
-max-negative-ttl={max(packetcache_ttl, 1)}
 dnssec=off
 quiet=no
 loglevel=6

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from rpz_peers_support import kresd_peer, pdns_peer, pdns_serial
+from rpz_peers_support import kresd_conf, kresd_peer, pdns_lua, pdns_peer, pdns_serial
 
 from resolver.rpz.testing import (
     ROOT_PUB,
@@ -337,3 +337,23 @@ def test_kresd_missing_or_damaged_export_is_repaired(tmp_path: Path) -> None:
         if exporter is not None:
             exporter.stop()
         upstream.close()
+
+
+def test_deploy_snippets_are_the_tested_configurations() -> None:
+    deploy = REPO / "deploy" / "rpz"
+    lua = pdns_lua(
+        ZONE,
+        "192.0.2.10:53",
+        key_name="cordon-rpz.",
+        algorithm="hmac-sha256",
+        secret_b64="<contents of /etc/cordon/rpz-tsig.key>",
+        refresh=10,
+        seed_file=Path("/var/lib/pdns-recursor/rpz.cordon.example.zone"),
+    )
+    assert lua in (deploy / "pdns-recursor-rpz.lua").read_text()
+    conf = (deploy / "pdns-recursor-rpz.conf").read_text()
+    assert "\npacketcache-ttl=10\n" in conf
+    kresd = kresd_conf(Path("/var/lib/cordon-rpz/rpz.zone"), "192.0.2.53")
+    assert kresd in (deploy / "kresd-rpz.conf").read_text()
+    docs = (REPO / "docs" / "rpz.md").read_text()
+    assert lua in docs and kresd in docs
