@@ -337,6 +337,9 @@ def test_deploy_example_loads() -> None:
     assert config.sync.edition == "plain"
     assert config.rpz.transfer.tsig_secret_file == Path("/etc/cordon/rpz-tsig.key")
     assert config.rpz.notify.addresses == [("192.0.2.2", 53), ("192.0.2.3", 5353)]
+    # What deploy/systemd/cordon-rpz-export.service runs works with it: kresd gets local data.
+    assert export_settings(config, "kresd").action == "local"
+    assert config.rpz.export.output == Path("/var/lib/cordon-rpz/rpz.zone")
 
 
 def test_hashed_edition_is_refused_naming_file_and_key(tmp_path: Path) -> None:
