@@ -160,20 +160,25 @@ def primary(tmp: Path, action: str = "cname") -> Iterator[tuple[int, Child]]:
 # ---------------------------------------------------------------------------- PowerDNS
 
 
+def pdns(workdir: Path, port: int, upstream: StaticUpstream, secret: str = SECRET) -> Peer:
+    """PowerDNS with docs/rpz.md's configuration, refresh and packet cache shortened."""
+    return pdns_peer(
+        workdir,
+        ZONE,
+        port,
+        upstream.port,
+        key_name="cordon-rpz.",
+        secret_b64=secret,
+        refresh=REFRESH,
+        packetcache_ttl=PACKETCACHE,
+    )
+
+
 @needs("pdns_recursor", "rec_control", "dig")
 def test_pdns_enforces_and_follows_updates_past_its_packet_cache(tmp_path: Path) -> None:
     upstream = StaticUpstream(ttl=3600)  # long TTLs: only packetcache-ttl bounds a stale answer
     with primary(tmp_path) as (port, server):
-        peer = pdns_peer(
-            tmp_path / "pdns",
-            ZONE,
-            port,
-            upstream.port,
-            key_name="cordon-rpz.",
-            secret_b64=SECRET,
-            refresh=REFRESH,
-            packetcache_ttl=PACKETCACHE,
-        )
+        peer = pdns(tmp_path / "pdns", port, upstream)
         try:
             peer.start()
             arrives(lambda: blocked(peer.port, "blocked.example"), PDNS_BOUND, "first zone", peer)
@@ -202,24 +207,8 @@ def test_pdns_wrong_tsig_key_is_refused_and_the_seed_file_keeps_blocking(tmp_pat
     upstream = StaticUpstream()
     with primary(tmp_path) as (port, server):
         wrong = base64.b64encode(b"w" * 32).decode()
-        bad = pdns_peer(
-            tmp_path / "bad",
-            ZONE,
-            port,
-            upstream.port,
-            key_name="cordon-rpz.",
-            secret_b64=wrong,
-            refresh=REFRESH,
-        )
-        good = pdns_peer(
-            tmp_path / "good",
-            ZONE,
-            port,
-            upstream.port,
-            key_name="cordon-rpz.",
-            secret_b64=SECRET,
-            refresh=REFRESH,
-        )
+        bad = pdns(tmp_path / "bad", port, upstream, wrong)
+        good = pdns(tmp_path / "good", port, upstream)
         try:
             bad.start()
             # The server refused its signed transfer (the event), so nothing is blocked.
