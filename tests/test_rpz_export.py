@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from blocklist.config import validate_config
+from blocklist.sync.local import LocalSigner
 from resolver.rpz.config import RpzConfig
 from resolver.rpz.export import ExportFollower, export_settings
 from resolver.rpz.service import HashedEditionError
-from resolver.rpz.testing import ROOT_PUB, write_list
+from resolver.rpz.testing import NOW, ROOT_PUB, plain_state, write_list
 
 ZONE = "rpz.cordon.example."
 
@@ -111,3 +112,18 @@ async def test_follow_tells_systemd_it_is_ready_after_the_first_write(
         await asyncio.wait_for(task, 10)
         sock.close()
     assert os.path.exists(f.output)
+
+
+async def test_a_list_not_signed_under_the_pinned_root_is_never_exported(tmp_path: Path) -> None:
+    f = make(tmp_path)
+    write_list(tmp_path / "state", ["a.example"], serial=1)
+    await f.step()
+    # Someone with write access to the state directory (not `resolver sync`) drops in a list
+    # signed by another root, delisting a.example and listing a protected-looking name.
+    forger = LocalSigner.generate(NOW)
+    forger.save(
+        tmp_path / "state", plain_state(["isp.example"]), serial=2, now=NOW, edition="plain"
+    )
+    await f.step()
+    assert serial_of(f.output) == 1 and "a.example" in f.output.read_text()
+    assert "isp.example" not in f.output.read_text() and f.exports == 1
