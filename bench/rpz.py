@@ -29,6 +29,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import random
 import re
 import resource
 import socket
@@ -329,7 +330,8 @@ async def bench_propagation(
             times["server"].append(results[0])
             for peer, t in zip(peers, results[1:], strict=True):
                 times[peer.kind].append(t)
-            await asyncio.sleep(0.3)
+            # Publish at a random point of PowerDNS's refresh cycle, not in step with it.
+            await asyncio.sleep(0.3 + random.uniform(0, pdns_refresh))
         ixfrs = server.metric("cordon_rpz_answers_total", kind="ixfr") - ixfr_count0
         ixfr_bytes = server.metric("cordon_rpz_transfer_bytes_total", kind="ixfr") - ixfr_bytes0
         return {
@@ -762,7 +764,9 @@ def main() -> None:
     parser.add_argument("--pdns-refresh", type=int, default=10, help="rpzPrimary refresh")
     parser.add_argument("--pdns-packetcache", type=int, default=10, help="packetcache-ttl")
     parser.add_argument("--pdns-seconds", type=float, default=30, help="PowerDNS polling run")
-    parser.add_argument("--only", choices=("kresd", "pdns"), help="run only this part")
+    parser.add_argument(
+        "--only", choices=("kresd", "pdns", "propagation"), help="run only this part"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cordon-rpz-bench-"))
     print(f"# work dir {tmp}")
@@ -794,7 +798,7 @@ def main() -> None:
                 f"{k['stall_s']:.2f} s; new entry enforced {k['enforced_s']:.1f} s after the "
                 f"rename (write took {k['write_s']:.1f} s)"
             )
-    if args.only:
+    if args.only in ("kresd", "pdns"):
         return
     if args.updates:
         prop = asyncio.run(
@@ -824,6 +828,8 @@ def main() -> None:
                 "(framing, 4 SOAs and, for BIND, TSIG included)"
             )
 
+    if args.only:
+        return
     sizes = asyncio.run(bench_ixfr_sizes(tmp / "ixfr"))
     print("\n## IXFR size by diff size (TSIG-signed, CNAME action, dnspython client)")
     for changes, size, n in sizes:
