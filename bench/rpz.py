@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""RPZ feed: publish-to-resolver latency, IXFR size per change, and 1M-entry AXFR.
+"""RPZ feed: publish-to-enforced latency per resolver, IXFR size per change, 1M-entry AXFR,
+PowerDNS polling cost and Knot Resolver reload stall.
 
-Usage: python bench/rpz.py [--updates 20] [--entries 1000000] [--poll 0.2] [--skip-large]
+Usage: python bench/rpz.py [--updates 10] [--entries 1000000] [--poll 0.2] [--skip-large]
+       [--pdns-refresh 10] [--pdns-packetcache 10] [--pdns-seconds 30]
+       [--kresd-entries 100000,1000000] [--only kresd|pdns|propagation]
 
 1. Propagation. A real authority (tests/authority_fixtures.py, aiohttp on loopback) publishes;
    a sync follower runs its own long-poll loop (`Follower.run`, plain edition) and writes
@@ -11,6 +14,11 @@ Usage: python bench/rpz.py [--updates 20] [--entries 1000000] [--poll 0.2] [--sk
    clock starts when the publish request is sent and stops, per resolver, when a dnspython query
    sees the new name rewritten (CNAME to the stop host) and the delisted one resolve normally.
    BIND runs with `min-update-interval 0` (its default of 60 s batches RPZ updates).
+   PowerDNS Recursor 4.8 (TSIG, no NOTIFY: it polls every --pdns-refresh s, packet cache
+   --pdns-packetcache s, the new name looked up just before each publish so its allowed answer
+   sits in the packet cache) and Knot Resolver 5.6 (the file `rpz export --for kresd --follow`
+   keeps current) are measured in the same loop; each publish happens at a random point of
+   PowerDNS's refresh cycle.
 2. IXFR size. The server's own transfer byte counters during (1), per changed entry, and a
    dnspython IXFR (TSIG) for diffs of 1, 10, 100 and 1000 entries against an in-process server.
 3. AXFR of --entries entries (2 records each, CNAME action) from the server process, with
@@ -19,6 +27,10 @@ Usage: python bench/rpz.py [--updates 20] [--entries 1000000] [--poll 0.2] [--sk
    serving the same zone (from `resolver rpz export`) as a primary, for a ratio. dnspython's own
    `dns.query.xfr`, which turns every record into objects, is timed on the first 100k records
    and extrapolated: its parser, not the server, is then the bottleneck.
+4. Knot Resolver re-reading a --kresd-entries export: the longest answer to a cached name
+   (queried back to back) while kresd re-parses the file, i.e. the stall its clients see.
+5. PowerDNS polling cost: one recursor with refresh = 1 s for --pdns-seconds against the server:
+   TCP IXFR checks per minute, server CPU per check, TCP connections held (sampled with ss).
 Only loopback is used; every loop is bounded.
 """
 
