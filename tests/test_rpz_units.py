@@ -17,8 +17,8 @@ import dns.zone
 import pytest
 
 from blocklist.config import ConfigError, validate_config
+from resolver.rpz import cli, wire
 from resolver.rpz import serial as rfc1982
-from resolver.rpz import wire
 from resolver.rpz.config import RpzConfig, check_serve, load_rpz_config, load_tsig_key
 from resolver.rpz.export import export_settings
 from resolver.rpz.notify import notify_message
@@ -402,7 +402,7 @@ def test_config_errors_name_file_and_key(tmp_path: Path, body: str, key: str) ->
     assert key in str(info.value)
 
 
-def test_serve_needs_transfer_settings_export_does_not(tmp_path: Path) -> None:
+def test_serve_needs_transfer_settings_export_does_not(tmp_path: Path, capsys) -> None:
     path = write_toml(tmp_path, "[rpz]\n[rpz.transfer]")
     config = load_rpz_config(path)  # enough for `export`
     with pytest.raises(ConfigError) as info:
@@ -411,6 +411,10 @@ def test_serve_needs_transfer_settings_export_does_not(tmp_path: Path) -> None:
     check_serve(
         load_rpz_config(write_toml(tmp_path, "[rpz.transfer]\nunsigned_allow = ['::1']")), "t"
     )
+    path = write_toml(tmp_path, "[rpz]\n")
+    assert cli.main(["serve", "--config", str(path)]) == 2  # before any socket or list
+    err = capsys.readouterr().err
+    assert str(path) in err and "no secondary could transfer the zone" in err
 
 
 @pytest.mark.parametrize(
