@@ -321,7 +321,7 @@ async def bench_propagation(
             new = f"new-{i}.test"
             old = seeds[i]
             for peer in peers:  # warm the caches first (PowerDNS's packet cache holds it)
-                await asyncio.to_thread(is_normal, peer.port, new)
+                await asyncio.to_thread(is_normal, peer.port, "www." + new)
             ids[new] = await add(new)
             await api.call("alice", "POST", f"/v1/entries/{ids[old]}/delist", {"reason": "gone"})
             start = time.monotonic()
