@@ -227,7 +227,7 @@ async def bench_propagation(
     from signing import format_public_key
 
     api = await start_authority(tmp / "authority")
-    upstream = StaticUpstream()
+    upstream = StaticUpstream(ttl=3600)  # long TTLs: caches hold answers for real
     peers: list[Peer] = []
     server = None
     exporter = None
