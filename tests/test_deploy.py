@@ -31,6 +31,8 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         "cordon-sync.service",
         "cordon-resolver.service",
         "cordon-stoppage.service",
+        "cordon-rpz.service",
+        "cordon-rpz-export.service",
     }
     for unit in units:
         (tmp_path / unit.name).write_text(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import stat
 import time
 import urllib.request
@@ -317,9 +318,10 @@ tsig_secret_file = "tsig.key"
 # ------------------------------------------------------------------------- export and keygen
 
 
-def test_export_writes_a_zone_file(tmp_path: Path, capsys) -> None:
+def test_export_writes_a_private_zone_file_without_transfer_settings(
+    tmp_path: Path, capsys
+) -> None:
     config_path = tmp_path / "rpz.toml"
-    (tmp_path / "tsig.key").write_text(SECRET)
     config_path.write_text(
         f"""[sync]
 root_keys = ["{ROOT_PUB}"]
@@ -330,25 +332,27 @@ zone = "{ZONE}"
 action = "local"
 ipv4 = "192.0.2.80"
 ipv6 = "2001:db8::80"
-[rpz.transfer]
-tsig_secret_file = "tsig.key"
 """
     )
     write_list(tmp_path / "state", DOMAINS, serial=12, urls=["shared.example/a", "s.example/b"])
     out = tmp_path / "rpz.zone"
-    assert cli.main(["export", "--config", str(config_path), "--output", str(out)]) == 0
+    old_umask = os.umask(0)  # the mode must not depend on the caller's umask
+    try:
+        assert cli.main(["export", "--config", str(config_path), "--output", str(out)]) == 0
+    finally:
+        os.umask(old_umask)
     assert "2 list entries not expressible in RPZ" in capsys.readouterr().err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     parsed = dns.zone.from_text(out.read_text(), origin=ORIGIN, relativize=False)
+    serial_owner = dns.name.from_text("serial.cordon-rpz.invalid", ORIGIN)
+    txt = parsed.get_rdataset(serial_owner, "TXT")
+    assert txt is not None and [r.to_text() for r in txt] == ['"cordon list serial 12"']
+    parsed.delete_node(serial_owner)
     config = validate_config(
         {
             "sync": {"root_keys": [ROOT_PUB], "edition": "plain"},
-            "rpz": {
-                "zone": ZONE,
-                "action": "local",
-                "ipv4": "192.0.2.80",
-                "ipv6": "2001:db8::80",
-                "transfer": {"unsigned_allow": ["127.0.0.1"]},
-            },
+            "rpz": {"zone": ZONE, "action": "local", "ipv4": "192.0.2.80", "ipv6": "2001:db8::80"},
         },
         RpzConfig,
         "t",
@@ -356,6 +360,34 @@ tsig_secret_file = "tsig.key"
     assert records(parsed) == records(expected_zone(config, DOMAINS, 12))
     assert cli.main(["export", "--config", str(config_path)]) == 0  # to stdout
     assert "IN SOA" in capsys.readouterr().out
+
+
+def test_export_for_kresd_never_writes_cname(tmp_path: Path, capsys) -> None:
+    config_path = tmp_path / "rpz.toml"
+    body = f"""[sync]
+root_keys = ["{ROOT_PUB}"]
+edition = "plain"
+state_dir = "state"
+[rpz]
+zone = "{ZONE}"
+action = "cname"
+"""
+    config_path.write_text(body)
+    write_list(tmp_path / "state", DOMAINS, serial=3)
+    out = tmp_path / "rpz.zone"
+    argv = ["export", "--config", str(config_path), "--output", str(out), "--for", "kresd"]
+    assert cli.main(argv) == 2  # no stop page address: nothing kresd could enforce
+    err = capsys.readouterr().err
+    assert str(config_path) in err and "Knot Resolver ignores rpz.action = 'cname'" in err
+    assert not out.exists()
+    config_path.write_text(body + 'ipv4 = "192.0.2.80"\n')
+    assert cli.main(argv) == 0
+    assert "action local" in capsys.readouterr().err
+    text = out.read_text()
+    assert " CNAME " not in text and "blocked.example 60 IN A 192.0.2.80" in text
+    # Without --for the same configuration exports the CNAME zone for other resolvers.
+    assert cli.main(argv[:-2]) == 0
+    assert "blocked.example 60 IN CNAME stop.isp.example." in out.read_text()
 
 
 def test_export_without_a_list_says_so(tmp_path: Path, capsys) -> None:

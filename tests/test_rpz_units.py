@@ -17,9 +17,10 @@ import dns.zone
 import pytest
 
 from blocklist.config import ConfigError, validate_config
+from resolver.rpz import cli, wire
 from resolver.rpz import serial as rfc1982
-from resolver.rpz import wire
-from resolver.rpz.config import RpzConfig, load_rpz_config, load_tsig_key
+from resolver.rpz.config import RpzConfig, check_serve, load_rpz_config, load_tsig_key
+from resolver.rpz.export import export_settings
 from resolver.rpz.notify import notify_message
 from resolver.rpz.testing import ROOT_PUB, plain_state
 from resolver.rpz.zone import (
@@ -336,6 +337,9 @@ def test_deploy_example_loads() -> None:
     assert config.sync.edition == "plain"
     assert config.rpz.transfer.tsig_secret_file == Path("/etc/cordon/rpz-tsig.key")
     assert config.rpz.notify.addresses == [("192.0.2.2", 53), ("192.0.2.3", 5353)]
+    # What deploy/systemd/cordon-rpz-export.service runs works with it: kresd gets local data.
+    assert export_settings(config, "kresd").action == "local"
+    assert config.rpz.export.output == Path("/var/lib/cordon-rpz/rpz.zone")
 
 
 def test_hashed_edition_is_refused_naming_file_and_key(tmp_path: Path) -> None:
@@ -363,7 +367,12 @@ def test_hashed_edition_is_refused_naming_file_and_key(tmp_path: Path) -> None:
             "[rpz.transfer]\nallow = ['not-a-net']\nunsigned_allow = ['127.0.0.1']",
             "rpz.transfer.allow",
         ),
-        ("[rpz]\n[rpz.transfer]", "rpz.transfer.tsig_secret_file"),
+        ("[rpz]\naction = 'cname'\n[rpz.export]\ntarget = 'kresd'", "Knot Resolver ignores"),
+        (
+            "[rpz]\nipv4 = '192.0.2.80'\n[rpz.export]\ntarget = 'kresd'\naction = 'cname'",
+            "rpz.export.action = 'cname': Knot Resolver cannot enforce it",
+        ),
+        ("[rpz.export]\nmin_interval = -1", "rpz.export.min_interval"),
         (
             "[rpz]\naction = 'local'\n[rpz.transfer]\nunsigned_allow = ['127.0.0.1']",
             'rpz.action = "local" needs rpz.ipv4',
@@ -391,6 +400,43 @@ def test_config_errors_name_file_and_key(tmp_path: Path, body: str, key: str) ->
         load_rpz_config(path)
     assert str(path) in str(info.value)
     assert key in str(info.value)
+
+
+def test_serve_needs_transfer_settings_export_does_not(tmp_path: Path, capsys) -> None:
+    path = write_toml(tmp_path, "[rpz]\n[rpz.transfer]")
+    config = load_rpz_config(path)  # enough for `export`
+    with pytest.raises(ConfigError) as info:
+        check_serve(config, str(path))
+    assert str(path) in str(info.value) and "rpz.transfer.tsig_secret_file" in str(info.value)
+    check_serve(
+        load_rpz_config(write_toml(tmp_path, "[rpz.transfer]\nunsigned_allow = ['::1']")), "t"
+    )
+    path = write_toml(tmp_path, "[rpz]\n")
+    assert cli.main(["serve", "--config", str(path)]) == 2  # before any socket or list
+    err = capsys.readouterr().err
+    assert str(path) in err and "no secondary could transfer the zone" in err
+
+
+@pytest.mark.parametrize(
+    ("body", "target", "action"),
+    [
+        ("[rpz]\nipv4 = '192.0.2.80'", "kresd", "local"),  # cname: kresd gets local data
+        ("[rpz]\nipv4 = '192.0.2.80'", "any", "cname"),
+        ("[rpz]\n[rpz.export]\naction = 'nxdomain'", "kresd", "nxdomain"),
+        ("[rpz]\naction = 'nodata'", "kresd", "nodata"),
+    ],
+)
+def test_export_action_follows_the_target(
+    tmp_path: Path, body: str, target: str, action: str
+) -> None:
+    config = load_rpz_config(write_toml(tmp_path, body))
+    assert export_settings(config, target).action == action
+
+
+def test_export_for_kresd_without_stop_page_address_is_refused(tmp_path: Path) -> None:
+    config = load_rpz_config(write_toml(tmp_path, "[rpz]\naction = 'cname'"))
+    with pytest.raises(ValueError, match=r"Knot Resolver ignores rpz\.action = 'cname'"):
+        export_settings(config, "kresd")
 
 
 def test_resolver_sections_may_share_the_file(tmp_path: Path) -> None:
