@@ -55,12 +55,7 @@ import dns.tsig  # noqa: E402
 import dns.wire  # noqa: E402
 import dns.xfr  # noqa: E402
 import dns.zone  # noqa: E402
-
-from blocklist.config import validate_config  # noqa: E402
-from blocklist.state import Entry, Kind, ListState  # noqa: E402
-from blocklist.sync.config import SyncConfig  # noqa: E402
-from blocklist.sync.follower import Follower  # noqa: E402
-from resolver.rpz.testing import (  # noqa: E402
+from rpz_fixtures import (  # noqa: E402
     ROOT_PUB,
     STOP_HOST,
     UPSTREAM_V4,
@@ -73,6 +68,12 @@ from resolver.rpz.testing import (  # noqa: E402
     wait_for,
     write_list,
 )
+from rpz_waits import wait_serial  # noqa: E402
+
+from blocklist.config import validate_config  # noqa: E402
+from blocklist.state import Entry, Kind, ListState  # noqa: E402
+from blocklist.sync.config import SyncConfig  # noqa: E402
+from blocklist.sync.follower import Follower  # noqa: E402
 
 ZONE = "rpz.cordon.example."
 ORIGIN = dns.name.from_text(ZONE)
@@ -385,7 +386,7 @@ async def bench_ixfr_sizes(tmp: Path) -> list[tuple[int, int, int]]:
             q, _ = dns.xfr.make_query(zone, serial=serial, keyring=KEY)
             serial += 1
             write_list(state_dir, current, serial=serial)
-            await svc.wait_serial(serial)
+            await wait_serial(svc, serial)
             size = await asyncio.to_thread(ixfr_size, svc.port, q)
             out.append((changes, size, len(removed) + len(added)))
     finally:

@@ -15,13 +15,13 @@ import dns.tsig
 import dns.xfr
 import dns.zone
 import pytest
+from rpz_fixtures import ROOT_PUB, plain_state
 
 from blocklist.config import ConfigError, validate_config
 from resolver.rpz import serial as rfc1982
 from resolver.rpz import wire
 from resolver.rpz.config import RpzConfig, load_rpz_config, load_tsig_key
 from resolver.rpz.notify import notify_message
-from resolver.rpz.testing import ROOT_PUB, plain_state
 from resolver.rpz.zone import (
     UP_TO_DATE,
     History,
