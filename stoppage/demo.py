@@ -29,8 +29,10 @@ def write_signed_list(
     serial: int = 1,
     list_id: str = "national",
     now: int | None = None,
+    signer: LocalSigner | None = None,
 ) -> str:
-    """Sign a list of (raw value, entry id, kind) and save it as `resolver sync` would.
+    """Sign a list of (raw value, entry id, kind) and save it as `resolver sync` would, with
+    `signer` or a fresh throw-away root.
 
     Returns the root public key ("ed25519:…") to pin in the stop page's [sync] root_keys.
     """
@@ -38,7 +40,7 @@ def write_signed_list(
     state = ListState.from_entries(
         [Entry.from_value(canonical_entry(kind, raw), eid, kind) for raw, eid, kind in entries]
     )
-    signer = LocalSigner.generate(now)
+    signer = signer or LocalSigner.generate(now)
     signer.save(
         state_dir,
         state,
