@@ -8,6 +8,9 @@ loopback. Translators and operators use it to see their texts; tests and benchma
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,3 +100,25 @@ def write_demo(directory: Path, port: int) -> Path:
     path = directory / "stoppage.toml"
     path.write_text(DEMO_CONFIG.format(root=root, port=port))
     return path
+
+
+def run_demo(directory: Path | None, port: int) -> int:
+    """`stoppage demo`: serve until Ctrl-C or SIGTERM, from `directory` or from a temporary one
+    that is removed afterwards."""
+    from stoppage.server import serve
+
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="stoppage-demo-"))
+            )
+        path = write_demo(directory, port)
+        print(f"DEMO stop page (placeholder names, throw-away keys) from {path}")
+        print(f"  blocked:  curl -H 'Host: blocked-demo.test' http://127.0.0.1:{port}/")
+        print(
+            "  chromium: chromium --host-resolver-rules='MAP blocked-demo.test "
+            f"127.0.0.1:{port}' http://blocked-demo.test/"
+        )
+        sys.stdout.flush()
+        serve(path)
+    return 0

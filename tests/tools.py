@@ -15,6 +15,7 @@ SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 # Each tool: the names it goes by, and the Debian package that provides it.
 TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "dig": (("dig",), "bind9-dnsutils"),
+    "curl": (("curl",), "curl"),
     "kdig": (("kdig",), "knot-dnsutils"),
     "unbound": (("unbound",), "unbound"),
     "named": (("named",), "bind9"),
