@@ -309,9 +309,7 @@ class Authority:
         deadline = asyncio.get_running_loop().time() + wait
         self.long_polls_waiting += 1
         try:
-            while (
-                self.current_serial() <= after and self._newer is not None and not self._closing
-            ):
+            while self.current_serial() <= after and self._newer is not None and not self._closing:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     return
