@@ -61,6 +61,7 @@ from rpz_fixtures import (  # noqa: E402
     UPSTREAM_V4,
     Peer,
     StaticUpstream,
+    binary,
     bind_peer,
     free_port,
     soa_serial,
@@ -534,7 +535,7 @@ key "cordon-rpz." {{ algorithm hmac-sha256; secret "{SECRET}"; }};
 zone "{ZONE}" {{ type primary; file "{zone_file}"; }};
 """
     )
-    argv = ["/usr/sbin/named", "-g", "-c", str(conf), "-n", "1"]
+    argv = [binary("named"), "-g", "-c", str(conf), "-n", "1"]
     if os.geteuid() == 0:
         argv += ["-u", "root"]
     peer = Peer("bind-primary", port, workdir, log_path=workdir / "named.log", argv=argv)
