@@ -505,7 +505,7 @@ def test_sigkill_at_every_point(tmp_path: Path, base_dirs: dict, op: str, point:
     check_after_crash(pubdir, op, point, limit)
 
 
-def test_sigkill_via_environment_in_a_fresh_interpreter(tmp_path: Path) -> None:
+def test_sigkill_armed_in_a_fresh_interpreter(tmp_path: Path) -> None:
     """The env hook as an operator would trip it: a separate `python` process."""
     pubdir = tmp_path / "pub"
     publish_base(pubdir, 2)
