@@ -24,7 +24,7 @@ system-deps:
 # Random order (pytest-randomly): the seed is printed; replay an order with --randomly-seed=N.
 # Any skipped test fails the run unless CORDON_ALLOW_SKIP=1 (see tests/conftest.py).
 test: system-deps $(STAMP) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest
 
 demo: $(STAMP)
 	$(PY) -m blocklist.demo
