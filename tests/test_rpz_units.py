@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from collections.abc import Iterable
 from pathlib import Path
 
 import dns.message
@@ -24,10 +25,10 @@ from resolver.rpz.config import RpzConfig, load_rpz_config, load_tsig_key
 from resolver.rpz.notify import notify_message
 from resolver.rpz.zone import (
     UP_TO_DATE,
+    Diff,
     History,
     ZoneSettings,
     ZoneVersion,
-    apply_diffs,
     build_version,
     diff_versions,
     domain_values,
@@ -77,6 +78,15 @@ def spelled_zone(values: list[str], serial: int, action: str = "cname") -> set:
         for owner in (f"{value}.rpz.cordon.example.", f"*.{value}.rpz.cordon.example."):
             want |= {(owner, 60, t, rd) for t, rd in ACTION_RECORDS[action]}
     return want
+
+
+def apply_diffs(names: Iterable[str], diffs: Iterable[Diff]) -> set[str]:
+    """What a secondary holds after applying `diffs`."""
+    out = set(names)
+    for d in diffs:
+        out.difference_update(d.removed)
+        out.update(d.added)
+    return out
 
 
 def version(values: list[str], serial: int) -> ZoneVersion:
