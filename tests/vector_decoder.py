@@ -66,16 +66,16 @@ def columns(c: Cursor, n: int, plain: bool) -> list[dict]:
     return rows
 
 
-def head(c: Cursor, magic: bytes) -> str:
+def head(c: Cursor, magic: bytes) -> tuple[str, str]:
+    """Magic, format version 1, edition and session: the first 22 bytes of §3 and §4."""
     if c.take(4) != magic or c.u(1) != 1:
         raise ValueError("bad magic or version")
-    return EDITIONS[c.u(1)]
+    return EDITIONS[c.u(1)], str(uuid.UUID(bytes=c.take(16)))
 
 
 def snapshot(data: bytes) -> dict:
     c = Cursor(inflate(data))
-    edition = head(c, b"CSNP")
-    session = str(uuid.UUID(bytes=c.take(16)))
+    edition, session = head(c, b"CSNP")
     serial, n, id_len = c.u(8), c.u(4), c.u(1)
     list_id = c.take(id_len).decode("ascii")
     entries = columns(c, n, edition == "plain")
@@ -92,8 +92,7 @@ def snapshot(data: bytes) -> dict:
 
 def delta(data: bytes) -> dict:
     c = Cursor(inflate(data))
-    edition = head(c, b"CDLT")
-    session = str(uuid.UUID(bytes=c.take(16)))
+    edition, session = head(c, b"CDLT")
     from_serial, to_serial = c.u(8), c.u(8)
     base, result = c.take(32).hex(), c.take(32).hex()
     n_removed, n_added, id_len = c.u(4), c.u(4), c.u(1)
