@@ -604,7 +604,9 @@ async def test_sigkill_at_every_step_of_an_apply(api, host, tmp_path) -> None:
     await f.close()
     toml = tmp_path / "resolver.toml"
     _write_toml(toml, config)
-    env = {**os.environ, "PYTHONPATH": str(ROOT_DIR)}
+    # No setting arms a crash point in a production process (the old variable is ignored);
+    # only the harness tests/crashing.py does. The first, unarmed apply passes every point.
+    env = {**os.environ, "PYTHONPATH": str(ROOT_DIR), "CORDON_TEST_CRASH_AT": "state"}
 
     def run_once(crash: str | None) -> subprocess.CompletedProcess:
         args = ("resolver.cli", "sync", "--config", str(toml), "--once")
