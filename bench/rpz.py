@@ -69,18 +69,14 @@ import dns.tsig  # noqa: E402
 import dns.wire  # noqa: E402
 import dns.xfr  # noqa: E402
 import dns.zone  # noqa: E402
-
-from blocklist.config import validate_config  # noqa: E402
-from blocklist.state import Entry, Kind, ListState  # noqa: E402
-from blocklist.sync.config import SyncConfig  # noqa: E402
-from blocklist.sync.follower import Follower  # noqa: E402
-from resolver.rpz.testing import (  # noqa: E402
+from rpz_fixtures import (  # noqa: E402
     ROOT_PUB,
     STOP_HOST,
     STOP_V4,
     UPSTREAM_V4,
     Peer,
     StaticUpstream,
+    binary,
     bind_peer,
     free_port,
     soa_serial,
@@ -88,6 +84,12 @@ from resolver.rpz.testing import (  # noqa: E402
     wait_for,
     write_list,
 )
+from rpz_waits import wait_serial  # noqa: E402
+
+from blocklist.config import validate_config  # noqa: E402
+from blocklist.state import Entry, Kind, ListState  # noqa: E402
+from blocklist.sync.config import SyncConfig  # noqa: E402
+from blocklist.sync.follower import Follower  # noqa: E402
 
 ZONE = "rpz.cordon.example."
 ORIGIN = dns.name.from_text(ZONE)
@@ -437,7 +439,7 @@ async def bench_ixfr_sizes(tmp: Path) -> list[tuple[int, int, int]]:
             q, _ = dns.xfr.make_query(zone, serial=serial, keyring=KEY)
             serial += 1
             write_list(state_dir, current, serial=serial)
-            await svc.wait_serial(serial)
+            await wait_serial(svc, serial)
             size = await asyncio.to_thread(ixfr_size, svc.port, q)
             out.append((changes, size, len(removed) + len(added)))
     finally:
@@ -586,7 +588,7 @@ key "cordon-rpz." {{ algorithm hmac-sha256; secret "{SECRET}"; }};
 zone "{ZONE}" {{ type primary; file "{zone_file}"; }};
 """
     )
-    argv = ["/usr/sbin/named", "-g", "-c", str(conf), "-n", "1"]
+    argv = [binary("named"), "-g", "-c", str(conf), "-n", "1"]
     if os.geteuid() == 0:
         argv += ["-u", "root"]
     peer = Peer("bind-primary", port, workdir, log_path=workdir / "named.log", argv=argv)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from resolver.rpz.testing import Peer, binary, free_port
+from rpz_fixtures import Peer, binary, free_port
 
 
 def pdns_lua(

@@ -169,7 +169,13 @@ async def test_long_poll_answers_on_publish(api: RunningAuthority) -> None:
         return time.monotonic(), open_notification(data, [api.root], int(time.time())).serial
 
     waiters = [asyncio.create_task(poll()) for _ in range(20)]
-    await asyncio.sleep(0.5)
+    # Every request has reached the server and is parked there; only then is "not answered yet"
+    # a finding.
+    for _ in range(400):
+        if api.authority.long_polls_waiting == 20:
+            break
+        await asyncio.sleep(0.025)
+    assert api.authority.long_polls_waiting == 20
     assert not any(w.done() for w in waiters)
     await add_and_approve(api, "second.example")
     published_at = time.monotonic()

@@ -438,7 +438,7 @@ def test_import_csv_reports_bad_lines_and_batch_needs_confirmation(
     assert batch["status"] == "pending" and batch["size"] == 3
     four = authority.json("list", "--search", "csv-four", who="olga")["entries"][0]
     assert four["hosting_country"] == "DE" and four["evidence"] == "ev-default"
-    url = authority.json("list", "--search", "share.example", who="olga")["entries"][0]
+    url = authority.json("list", "--search", "share.example/csv", who="olga")["entries"][0]
     assert url["kind"] == "url" and url["notes"] == "a note, with a comma"
 
     # The importer may not accept its own batch; a large batch needs confirmation.

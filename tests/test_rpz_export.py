@@ -10,13 +10,13 @@ import stat
 from pathlib import Path
 
 import pytest
+from rpz_fixtures import NOW, ROOT_PUB, plain_state, write_list
 
 from blocklist.config import validate_config
 from blocklist.sync.local import LocalSigner
 from resolver.rpz.config import RpzConfig
 from resolver.rpz.export import ExportFollower, export_settings
 from resolver.rpz.service import HashedEditionError
-from resolver.rpz.testing import NOW, ROOT_PUB, plain_state, write_list
 
 ZONE = "rpz.cordon.example."
 

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from rpz_peers_support import kresd_conf, kresd_peer, pdns_lua, pdns_peer, pdns_serial
-
-from resolver.rpz.testing import (
+from rpz_fixtures import (
     ROOT_PUB,
     STOP_HOST,
     STOP_V4,
@@ -31,11 +29,11 @@ from resolver.rpz.testing import (
     StaticUpstream,
     dig,
     free_port,
-    have,
     soa_serial,
     wait_for,
     write_list,
 )
+from rpz_peers_support import kresd_conf, kresd_peer, pdns_lua, pdns_peer, pdns_serial
 
 REPO = Path(__file__).resolve().parent.parent
 ZONE = "rpz.cordon.example."
@@ -47,13 +45,6 @@ REFRESH, PACKETCACHE = 2, 2
 PDNS_BOUND = REFRESH + PACKETCACHE + POLL + 10  # docs: refresh + packetcache-ttl, plus slack
 KRESD_BOUND = POLL + 10  # docs: list_poll_interval + the export + kresd's re-read
 INITIAL = ["blocked.example", "old.test", "keep.test"]
-
-
-def needs(*binaries: str):
-    return pytest.mark.skipif(
-        not all(have(b) for b in binaries),
-        reason=f"needs {', '.join(binaries)} (Debian: pdns-recursor, knot-resolver, lua-cqueues)",
-    )
 
 
 @dataclass
@@ -174,7 +165,7 @@ def pdns(workdir: Path, port: int, upstream: StaticUpstream, secret: str = SECRE
     )
 
 
-@needs("pdns_recursor", "rec_control", "dig")
+@pytest.mark.tools("pdns_recursor", "dig")
 def test_pdns_enforces_and_follows_updates_past_its_packet_cache(tmp_path: Path) -> None:
     upstream = StaticUpstream(ttl=3600)  # long TTLs: only packetcache-ttl bounds a stale answer
     with primary(tmp_path) as (port, server):
@@ -202,7 +193,7 @@ def test_pdns_enforces_and_follows_updates_past_its_packet_cache(tmp_path: Path)
             upstream.close()
 
 
-@needs("pdns_recursor", "rec_control", "dig")
+@pytest.mark.tools("pdns_recursor", "dig")
 def test_pdns_wrong_tsig_key_is_refused_and_the_seed_file_keeps_blocking(tmp_path: Path) -> None:
     upstream = StaticUpstream()
     with primary(tmp_path) as (port, server):
@@ -260,7 +251,7 @@ def kresd_serial(peer: Peer) -> int | None:
     return None
 
 
-@needs("kresd", "dig")
+@pytest.mark.tools("kresd", "dig")
 def test_kresd_enforces_the_followed_export_and_its_updates(tmp_path: Path) -> None:
     upstream = StaticUpstream(ttl=3600)
     toml, zone_file, peer = kresd_setup(tmp_path, upstream)
@@ -287,7 +278,7 @@ def test_kresd_enforces_the_followed_export_and_its_updates(tmp_path: Path) -> N
         upstream.close()
 
 
-@needs("kresd", "dig")
+@pytest.mark.tools("kresd", "dig")
 def test_kresd_missing_or_damaged_export_is_repaired(tmp_path: Path) -> None:
     upstream = StaticUpstream()
     toml, zone_file, peer = kresd_setup(tmp_path, upstream)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -323,12 +323,3 @@ def plan_ixfr(
     if order is not None and order >= 0:
         return UP_TO_DATE
     return history.chain(client_serial, current.serial)
-
-
-def apply_diffs(names: Iterable[str], diffs: Iterable[Diff]) -> set[str]:
-    """What a secondary holds after applying `diffs` (a model for tests)."""
-    out = set(names)
-    for d in diffs:
-        out.difference_update(d.removed)
-        out.update(d.added)
-    return out
