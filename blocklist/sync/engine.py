@@ -13,9 +13,15 @@ from enum import Enum
 
 from blocklist.artefacts import apply_delta, check_file, decode_delta, decode_snapshot
 from blocklist.errors import ArtefactError
-from blocklist.notification import DeltaRef, Notification, check_notification, open_notification
+from blocklist.notification import (
+    DeltaRef,
+    Notification,
+    check_notification,
+    open_trusted_notification,
+)
 from blocklist.state import ListState
 from blocklist.sync.rails import Hold, Rails
+from blocklist.sync.replay import DEFAULT_MAX_JUMP, ReplayState, admit, ratchet
 from blocklist.sync.verified import VerifiedList
 
 Fetch = Callable[[str, int], Awaitable[bytes]]
@@ -36,6 +42,8 @@ class Outcome:
     hold: Hold | None = None
     path: str = ""  # "deltas" | "snapshot" | ""
     candidate_checksum: bytes | None = None
+    replay: ReplayState | None = None  # to persist before what it admits is put in force
+    fallback: str = ""  # why the deltas were not used and the snapshot was fetched
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class Settings:
     list_id: str
     edition: str
     max_entries: int
+    root_threshold: int = 1
+    max_serial_jump: int = DEFAULT_MAX_JUMP
 
 
 def _check_delta_header(delta, note: Notification, ref: DeltaRef) -> None:
@@ -93,23 +103,33 @@ async def update(
     rails: Rails,
     now: int,
     release: bytes | None = None,
+    replay: ReplayState | None = None,
 ) -> Outcome:
     """Verify `data` (a notification bundle) and move from `current` to what it names.
 
     Raises SigningError (bad signature, unknown/expired key), FreshnessError (expired
     notification: keep `current`, alarm), RollbackError (older serial), ArtefactError (wrong
-    list, bad files, checksum mismatch). `release` is the state checksum of a held update the
-    operator has chosen to accept despite the rails.
+    list, bad files, checksum mismatch, serial jump). `release` is the state checksum of a held
+    update the operator has chosen to accept despite the rails. `replay` is the replay state
+    (blocklist/sync/replay.py): serials, key sets and root versions below it are refused.
     """
-    note = open_notification(data, settings.pinned_roots, now)
-    check_notification(
-        note,
-        now=now,
-        list_id=settings.list_id,
-        edition=settings.edition,
-        current_serial=current.serial if current else None,
+    replay = replay or ReplayState()
+    note, trusted = open_trusted_notification(
+        data,
+        settings.pinned_roots,
+        now,
+        threshold=settings.root_threshold,
+        floor=replay.floor,
     )
-    if current is not None and note.serial == current.serial:
+    check_notification(
+        note, now=now, list_id=settings.list_id, edition=settings.edition, current_serial=None
+    )
+    admitted = admit(replay, note, trusted, settings.max_serial_jump)
+    if (
+        current is not None
+        and note.serial == current.serial
+        and note.session == current.notification.session
+    ):
         if note.state_checksum != current.checksum.hex():
             raise ArtefactError(
                 "equivocation",
@@ -117,21 +137,27 @@ async def update(
                 f"({note.state_checksum[:16]}… and {current.checksum.hex()[:16]}…)",
             )
         if note.expires > current.expires:
-            return Outcome(Result.REFRESHED, current.refreshed(note, data, now))
-        return Outcome(Result.UNCHANGED, current)
+            return Outcome(Result.REFRESHED, current.refreshed(note, data, now), replay=admitted)
+        return Outcome(Result.UNCHANGED, current, replay=admitted)
 
     state: ListState | None = None
-    path = ""
-    if current is not None and str(current.notification.session) == note.session:
-        refs = note.deltas_from(current.serial)
-        if refs:
-            try:
-                state = await _apply_deltas(current.state, refs, note, fetch, settings)
-                path = "deltas"
-                if state.checksum.hex() != note.state_checksum:
-                    state = None
-            except ArtefactError:
-                state = None  # a bad or missing delta: the snapshot is the way back
+    path = fallback = ""
+    if current is None:
+        fallback = "no list in force"
+    elif str(current.notification.session) != note.session:
+        fallback = f"new session {note.session}"
+    elif not (refs := note.deltas_from(current.serial)):
+        fallback = f"no delta chain from serial {current.serial}"
+    else:
+        try:
+            state = await _apply_deltas(current.state, refs, note, fetch, settings)
+            path = "deltas"
+            if state.checksum.hex() != note.state_checksum:
+                state = None
+                fallback = "the deltas built a state with another checksum"
+        except ArtefactError as exc:
+            state = None  # a bad or missing delta: the snapshot is the way back
+            fallback = f"delta refused: {exc}"
     if state is None:
         state = await _from_snapshot(note, fetch, settings)
         path = "snapshot"
@@ -143,6 +169,11 @@ async def update(
         )
     hold = rails.check(current.state if current else None, state, note.bulk_change)
     if hold is not None and release != state.checksum:
-        return Outcome(Result.HELD, current, note.serial, hold, path, state.checksum)
+        held = ratchet(replay, trusted)
+        return Outcome(
+            Result.HELD, current, note.serial, hold, path, state.checksum, held, fallback
+        )
     verified = VerifiedList(state, note, data, now, note.serial)
-    return Outcome(Result.APPLIED, verified, note.serial, None, path)
+    return Outcome(
+        Result.APPLIED, verified, note.serial, None, path, replay=admitted, fallback=fallback
+    )
