@@ -412,6 +412,40 @@ def decode_bundle(data: bytes, max_size: int) -> tuple[list[bytes], bytes]:
     return certs, signed
 
 
+def verify_keys(
+    pinned_roots: Iterable[bytes],
+    certs: Sequence[bytes],
+    now: int | None,
+    *,
+    threshold: int = 1,
+    floor: TrustFloor | None = None,
+) -> TrustedKeys:
+    """The keys a bundle's slots vouch for: root-signed documents (signing/trust.py) or, until
+    an ASP has seen a key set, a legacy certificate chain. Key windows are checked by the
+    caller (`TrustedKeys.check_signer_at`) for documents; by `verify_chain` for a chain."""
+    if any(is_document(c) for c in certs):
+        roots = tuple(bytes(r) for r in pinned_roots)
+        trust = verify_trust(RootSet(roots, threshold), certs, floor)
+        keyset = trust.keyset
+        return TrustedKeys(
+            root=trust.roots.keys[0],
+            signing_keys=trust.signing_keys,
+            not_after=trust.not_after,
+            not_before=trust.not_before,
+            keyset_version=keyset.version,
+            root_version=trust.root_version,
+            recover_session=keyset.recover_session,
+            revoked=keyset.revoked,
+        )
+    if floor is not None and floor.keyset_version > 0:
+        raise CertificateError(
+            "superseded",
+            f"the notification carries a bare certificate chain, but key set "
+            f"{floor.keyset_version} has been seen: only a key set can vouch for keys now",
+        )
+    return verify_chain(pinned_roots, certs, now)
+
+
 def open_bundle(
     data: bytes,
     pinned_roots: Iterable[bytes],
@@ -432,28 +466,7 @@ def open_bundle(
     `TrustedKeys.check_signer_at`.
     """
     certs, signed = decode_bundle(data, max_size)
-    if any(is_document(c) for c in certs):
-        roots = tuple(bytes(r) for r in pinned_roots)
-        trust = verify_trust(RootSet(roots, threshold), certs, floor)
-        keyset = trust.keyset
-        trusted = TrustedKeys(
-            root=trust.roots.keys[0],
-            signing_keys=trust.signing_keys,
-            not_after=trust.not_after,
-            not_before=trust.not_before,
-            keyset_version=keyset.version,
-            root_version=trust.root_version,
-            recover_session=keyset.recover_session,
-            revoked=keyset.revoked,
-        )
-    else:
-        if floor is not None and floor.keyset_version > 0:
-            raise CertificateError(
-                "superseded",
-                f"the notification carries a bare certificate chain, but key set "
-                f"{floor.keyset_version} has been seen: only a key set can vouch for keys now",
-            )
-        trusted = verify_chain(pinned_roots, certs, now)
+    trusted = verify_keys(pinned_roots, certs, now, threshold=threshold, floor=floor)
     kid = peek_key_id(signed, max_size)
     if trusted.keyset_version or kid in trusted.signing_keys:
         if now is not None:

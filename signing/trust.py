@@ -368,6 +368,14 @@ def parse_keyset(payload: bytes, what: str, signers: frozenset[bytes] = frozense
     )
 
 
+def peek_keyset(data: bytes) -> KeySet | None:
+    """The key set in a document, NOT verified (the authority reading its own file), or None."""
+    if not is_document(data):
+        return None
+    doc_type, payload, _ = _split(data)
+    return parse_keyset(payload, "key set") if doc_type == DocType.KEY_SET else None
+
+
 # ---------------------------------------------------------------- walking the trust
 
 

@@ -35,6 +35,7 @@ from signing import (
     issue_certificate,
     public_key_raw,
 )
+from signing.trust import DocType, SetKey, keyset_payload, sign_document
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 
@@ -348,7 +349,22 @@ async def test_tampered_and_uncertified_notifications(api, host, tmp_path) -> No
         host.files["notification.bin"] = resign(api, note, rogue, chain)
         with pytest.raises(SigningError) as info:
             await f.poll_once()
-        assert info.value.reason == "uncertified_key"
+        # A key set has been seen: a bare certificate chain can no longer vouch for any key.
+        assert info.value.reason == "superseded"
+        rogue_set = sign_document(
+            [rogue_root],
+            DocType.KEY_SET,
+            keyset_payload(
+                version=99,
+                root_version=1,
+                issued=now,
+                keys=[SetKey(public_key_raw(rogue), "rogue", now - 9, now + 99)],
+            ),
+        )
+        host.files["notification.bin"] = resign(api, note, rogue, [rogue_set])
+        with pytest.raises(SigningError) as info:
+            await f.poll_once()
+        assert info.value.reason == "unknown_key"
         assert f.current.serial == 1
         host.files["notification.bin"] = good
         assert (await f.poll_once()).result is Result.APPLIED
