@@ -683,9 +683,22 @@ def test_sync_status_command(tmp_path: Path) -> None:
     }
     (tmp_path / "st" / STATUS_FILE).write_text(json.dumps(status))
     result = subprocess.run([*cmd, "--status"], env=env, capture_output=True, text=True)
+    # An alarm is raised: monitoring must see a failure.
     assert (
-        result.returncode == 0 and "serial      4" in result.stdout and "expired" in result.stdout
+        result.returncode == 3 and "serial      4" in result.stdout and "expired" in result.stdout
     )
+    status["alarms"] = {}
+    (tmp_path / "st" / STATUS_FILE).write_text(json.dumps(status))
+    result = subprocess.run([*cmd, "--status"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    status["held"] = {"serial": 5, "checksum": "cd" * 32, "reason": "growth", "message": "m"}
+    (tmp_path / "st" / STATUS_FILE).write_text(json.dumps(status))
+    result = subprocess.run([*cmd, "--status"], env=env, capture_output=True, text=True)
+    assert result.returncode == 3
+    result = subprocess.run([*cmd, "--release-held"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "serial 5 will be applied" in result.stdout
+    status["held"] = None
+    (tmp_path / "st" / STATUS_FILE).write_text(json.dumps(status))
     result = subprocess.run([*cmd, "--release-held"], env=env, capture_output=True, text=True)
     assert result.returncode == 1 and "no held update" in result.stderr
 

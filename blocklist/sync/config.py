@@ -109,6 +109,15 @@ class RailsSection(Section):
     max_growth: Annotated[float, Field(ge=0)] = 0.25
     max_shrink: Annotated[float, Field(ge=0, le=1)] = 0.25
     min_change: Annotated[int, Field(ge=0)] = 1000
+    # Churn, counted apart from the net size, so a wholesale replacement (or any churn that keeps
+    # the size) is held whatever the list size: entries added and entries removed by one update,
+    # each against an absolute limit and against a share of the previous list once above
+    # `min_churn` entries.
+    max_added: Annotated[int, Field(ge=0)] = 100_000
+    max_removed: Annotated[int, Field(ge=0)] = 100_000
+    max_added_share: Annotated[float, Field(ge=0)] = 0.25
+    max_removed_share: Annotated[float, Field(ge=0, le=1)] = 0.25
+    min_churn: Annotated[int, Field(ge=0)] = 100
 
 
 class SyncConfig(Section):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blocklist.digests import query_digests
+from blocklist.digests import DIGEST_SIZE, query_digests
 from blocklist.domains import canonical_domain
 from blocklist.state import Kind, ListState
 from blocklist.sync.config import RailsSection
@@ -17,8 +17,16 @@ from blocklist.sync.config import RailsSection
 
 @dataclass(frozen=True)
 class Hold:
-    reason: str  # "protected_name" | "growth" | "shrink"
+    reason: str  # "protected_name" | "growth" | "shrink" | "additions" | "removals"
     message: str
+
+
+def churn(old: ListState, new: ListState) -> tuple[int, int]:
+    """(entries added, entries removed) from `old` to `new`, by digest."""
+    size = DIGEST_SIZE
+    before = {old.digests[i : i + size] for i in range(0, len(old.digests), size)}
+    after = {new.digests[i : i + size] for i in range(0, len(new.digests), size)}
+    return len(after - before), len(before - after)
 
 
 class Rails:
@@ -43,6 +51,9 @@ class Rails:
                     )
         if old is None or bulk_change:
             return None
+        held = self._churn(old, new)
+        if held is not None:
+            return held
         before, after = len(old), len(new)
         change = after - before
         if abs(change) <= self.config.min_change:
@@ -59,4 +70,27 @@ class Rails:
                 f"the update shrinks the list from {before} to {after} entries, more than "
                 f"{self.config.max_shrink:.0%}, and is not marked as a bulk change",
             )
+        return None
+
+    def _churn(self, old: ListState, new: ListState) -> Hold | None:
+        c = self.config
+        added, removed = churn(old, new)
+        before = len(old)
+        for reason, count, limit, share in (
+            ("additions", added, c.max_added, c.max_added_share),
+            ("removals", removed, c.max_removed, c.max_removed_share),
+        ):
+            verb = "adds" if reason == "additions" else "removes"
+            if count > limit:
+                return Hold(
+                    reason,
+                    f"the update {verb} {count} entries, more than the {limit} allowed at once "
+                    f"({added} added, {removed} removed), and is not marked as a bulk change",
+                )
+            if count > c.min_churn and count > share * before:
+                return Hold(
+                    reason,
+                    f"the update {verb} {count} of {before} entries, more than {share:.0%} "
+                    f"({added} added, {removed} removed), and is not marked as a bulk change",
+                )
         return None
