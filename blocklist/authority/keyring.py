@@ -9,7 +9,8 @@ Files in the keys directory:
   root.pub     the first root public key (what an ASP with one pinned root pins).
   signing.key  the online signing key (0600) the service signs notifications with.
   chain.txt    the trust documents carried in every notification, one base64 document per line:
-               the root rotations since the ceremony in order, then the current key set
+               root document 1 (the ceremony's set), the rotations since in order, then the
+               current key set
                (signing/trust.py). A directory made before key sets existed holds a legacy
                certificate chain; the next renewal replaces it with key set 1.
 
@@ -125,7 +126,9 @@ def ceremony(
     os.chmod(keys_dir, 0o700)
     privs = [generate_key() for _ in range(roots)]
     root_set = RootSet(tuple(public_key_raw(k) for k in privs), threshold, 1)
-    root_payload(root_set.keys, threshold, 1, now)  # validates k of n before anything is written
+    # Root document 1, signed by every root at the ceremony: it tells anyone who pins one of
+    # the roots (the publisher's own check, a careless ASP) the whole set and its threshold.
+    root_doc = sign_document(privs, DocType.ROOT, root_payload(root_set.keys, threshold, 1, now))
     for name, key in zip(_root_key_names(roots, 1), privs, strict=True):
         save_private_key(keys_dir / name, key)
     _write_roots(keys_dir, root_set)
@@ -134,20 +137,14 @@ def ceremony(
     keyset = _keyset_doc(
         privs[:threshold], 1, 1, now, [_set_key(signer, now, signing_days)], (), None
     )
-    _write_chain(keys_dir, [keyset])
+    _write_chain(keys_dir, [root_doc, keyset])
     return "\n".join(format_public_key(k) for k in root_set.keys)
 
 
 def load_signer(keys_dir: Path) -> Signer:
     key = load_private_key(keys_dir / "signing.key")
     chain = read_chain(keys_dir)
-    roots = read_roots(keys_dir)
-    root = roots.keys[0]
-    if chain and is_document(chain[-1]):
-        # The publisher checks with one root: take one that signed the key set.
-        _, signers = open_document(chain[-1], DocType.KEY_SET, roots.ids, 1, "key set")
-        root = roots.ids[sorted(signers)[0]]
-    return Signer(key, chain, root)
+    return Signer(key, chain, read_roots(keys_dir).keys[0])
 
 
 def _set_key(key: Ed25519PrivateKey, now: int, days: int) -> SetKey:

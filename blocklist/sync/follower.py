@@ -465,6 +465,11 @@ class Follower:
             self._write_status()
             return outcome
 
+    def _long_polling(self, wait: int) -> bool:
+        is_api = getattr(self.source, "is_api", None)
+        url = getattr(self.source, "notification_url", "")
+        return wait > 0 and (is_api is None or is_api(url))
+
     def _note_fallbacks(self) -> None:
         fallbacks = list(getattr(self.source, "fallbacks", []))
         if fallbacks and fallbacks != self.fallbacks:
@@ -495,9 +500,10 @@ class Follower:
                     outcome.verified.notification.min_poll_interval if outcome.verified else 60
                 )
                 idle = outcome.result in (Result.UNCHANGED, Result.REFRESHED)
-                if (idle or outcome.result is Result.HELD) and (quick or wait == 0):
+                held = outcome.result is Result.HELD
+                if (idle and (quick or wait == 0)) or (held and not self._long_polling(wait)):
                     # A static host answers at once: poll at the pace asked. A held update
-                    # does not pause a long-poll: it waits past the held serial.
+                    # does not pause a long-poll: the next one waits past the held serial.
                     pause = min_poll * random.uniform(0.8, 1.2)
             except (FetchError, SigningError, ArtefactError, OSError):
                 # Already recorded by poll_once/step; the list in force stays in force.
