@@ -241,6 +241,7 @@ class Publisher:
         self._pinned_root = pinned_root
         self._sync_limit = sync_snapshot_limit
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
         for edition in EDITIONS:
             (self._dir / edition.label).mkdir(parents=True, exist_ok=True)
         self._reset()
@@ -422,6 +423,11 @@ class Publisher:
                 self._sign(probe, signing_key, certs)
             self._key, self._certs = signing_key, certs
         self.follow_recovery()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """`callback()` after each commit (publication sinks, blocklist/authority/sinks.py).
+        Called under the publisher's lock: it must only wake a worker, never do I/O itself."""
+        self._listeners.append(callback)
 
     def follow_recovery(self) -> Published | None:
         """Start, once, the session a root-signed recovery in the key set names: ASPs take that
@@ -634,6 +640,8 @@ class Publisher:
             else:  # resign or compaction: keep what the replaced version named, too
                 self._keep_cur[edition] |= _refs(note)
             self._notes[edition] = note
+        for callback in self._listeners:
+            callback()
 
     def _gc(self) -> None:
         """Delete snapshot/delta files no notification of the current or previous serial names."""
