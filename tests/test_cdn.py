@@ -8,6 +8,7 @@ S3-compatible bucket (a loopback S3 server that checks SigV4 signatures).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import shutil
 import socket
 import subprocess
@@ -17,10 +18,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from authority_fixtures import RunningAuthority, start_authority
 from test_sync import base_url, delist, publish, sync_config
 
-from blocklist.authority.sinks import BackgroundPusher, Pusher, WebRootSink, named_files
+from blocklist.authority.sinks import (
+    BackgroundPusher,
+    Pusher,
+    S3Sink,
+    SinkError,
+    WebRootSink,
+    named_files,
+    sigv4_headers,
+)
 from blocklist.sync.follower import Follower
 
 pytestmark = pytest.mark.skipif(
@@ -248,3 +259,97 @@ def test_sink_pushes_files_before_the_notification_and_deletes_late(
     for name in names:
         assert (tmp_path / "www/hashed" / name).exists()
     assert not (tmp_path / "www/plain").exists()
+
+
+def test_sigv4_matches_the_aws_published_example() -> None:
+    # "Example: GET Object" in the AWS S3 Signature Version 4 documentation.
+    headers = sigv4_headers(
+        "GET",
+        "https://examplebucket.s3.amazonaws.com/test.txt",
+        {"Range": "bytes=0-9"},
+        b"",
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "us-east-1",
+        dt.datetime(2013, 5, 24, tzinfo=dt.UTC),
+    )
+    assert headers["authorization"].endswith(
+        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+    )
+
+
+class LoopbackS3:
+    """A minimal S3-compatible bucket on loopback that checks each request's SigV4 signature
+    and payload hash, and records the order of operations."""
+
+    def __init__(self, access: str, secret: str) -> None:
+        self.access, self.secret = access, secret
+        self.objects: dict[str, bytes] = {}
+        self.ops: list[tuple[str, str]] = []
+        app = web.Application()
+        app.router.add_route("*", "/{bucket}/{key:.*}", self.handle)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        sent = {k.lower(): v for k, v in request.headers.items()}
+        names = sent["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+        extra = {k: sent[k] for k in names if not k.startswith("x-amz-") and k != "host"}
+        when = dt.datetime.strptime(sent["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        url = f"http://{sent['host']}{request.raw_path}"
+        expected = sigv4_headers(
+            request.method, url, extra, body, self.access, self.secret, "us-east-1", when
+        )
+        if expected["authorization"] != sent["authorization"]:
+            return web.Response(status=403, text="SignatureDoesNotMatch")
+        key = request.match_info["key"]
+        self.ops.append((request.method, key))
+        if request.method == "PUT":
+            self.objects[key] = body
+            return web.Response(status=200)
+        if request.method == "DELETE":
+            self.objects.pop(key, None)
+            return web.Response(status=204)
+        return web.Response(status=405)
+
+
+async def test_s3_sink_pushes_in_commit_order(tmp_path: Path) -> None:
+    from test_publisher import make
+
+    from blocklist.state import Entry, Kind
+
+    s3 = LoopbackS3("AKTEST", "secret-test")
+    await s3.server.start_server()
+    try:
+        endpoint = str(s3.server.make_url("")).rstrip("/")
+        pub = make(tmp_path / "pub")
+        clock = [1000.0]
+        pusher = Pusher(
+            tmp_path / "pub",
+            S3Sink(endpoint, "cordon", "AKTEST", "secret-test", prefix="lists/national"),
+            cache_seconds=60,
+            clock=lambda: clock[0],
+        )
+        pub.publish([], [Entry.from_value("one.example", 1, Kind.DOMAIN)])
+        await asyncio.to_thread(pusher.push)
+        assert s3.ops[-1] == ("PUT", "lists/national/hashed/notification.bin")
+        assert s3.ops[0][1].startswith("lists/national/hashed/snapshot-")
+        first = s3.ops[0][1]
+        pub.new_session()
+        clock[0] += 61
+        await asyncio.to_thread(pusher.push)  # unnamed now: the clock starts
+        assert first in s3.objects
+        clock[0] += 61
+        await asyncio.to_thread(pusher.push)
+        assert ("DELETE", first) in s3.ops and first not in s3.objects
+        # A wrong secret is refused by the bucket and reported, nothing half-pushed.
+        bad = Pusher(
+            tmp_path / "pub",
+            S3Sink(endpoint, "cordon", "AKTEST", "wrong"),
+            state_file=tmp_path / "bad.json",
+        )
+        with pytest.raises(SinkError, match="403"):
+            await asyncio.to_thread(bad.push)
+    finally:
+        await s3.server.close()
