@@ -643,3 +643,34 @@ def test_trust_documents_refuse_bad_input() -> None:
             revoked=[key_id(public_key_raw(k))],
         )
     assert format_public_key(public_key_raw(k)).startswith("ed25519:")
+
+
+def test_units_keep_the_list_to_its_group() -> None:
+    units = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+    sync = (units / "cordon-sync.service").read_text()
+    assert "StateDirectoryMode=0750" in sync and "UMask=0027" in sync
+    assert "Group=cordon-list" in sync
+    for reader in ("cordon-resolver.service", "cordon-stoppage.service"):
+        assert "SupplementaryGroups=cordon-list" in (units / reader).read_text(), reader
+    assert "g cordon-list" in (units / "cordon.sysusers.conf").read_text()
+
+
+async def test_stored_file_is_checked_at_its_signed_time(api, host, tmp_path) -> None:
+    """`verified_at` in state.bin is not signed: a key past its window cannot come back by a
+    stored file that claims it was verified while the key was valid."""
+    f = await synced(api, host, tmp_path)
+    await f.close()
+    signer = api.authority.signer
+    window_end = signer.verify(now()).expires_soonest()
+    good = open_notification(host.files["notification.bin"], [api.root], now())
+    late = good.model_copy(update={"created": window_end + 10, "expires": window_end + 99})
+    data = sign_notification(late, signer.key, signer.chain)
+    persist.save(
+        tmp_path / "sync-state", persist.VerifiedList(f.current.state, late, data, now(), 1)
+    )
+    f = static_follower(api, host, tmp_path)
+    try:
+        assert await f.load() is None
+        assert f.last_error["kind"] == "state_file" and "expired" in f.last_error["message"]
+    finally:
+        await f.close()
