@@ -198,17 +198,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def parse_certificate_payload(payload: bytes, issuer_key_id: bytes) -> KeyCertificate:
-    """Parse the JSON of an already verified certificate; CertificateError on any deviation."""
-    where = f"certificate signed by {issuer_key_id.hex()}"
+def strict_json(payload: bytes, where: str) -> Any:
+    """Signed JSON, refusing duplicate fields and NaN/Infinity; CertificateError otherwise."""
     try:
-        obj = json.loads(
+        return json.loads(
             payload.decode("utf-8"),
             object_pairs_hook=_no_duplicate_keys,
             parse_constant=_reject_constant,
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CertificateError("bad_certificate", f"{where} is not valid JSON: {exc}") from None
+
+
+def parse_certificate_payload(payload: bytes, issuer_key_id: bytes) -> KeyCertificate:
+    """Parse the JSON of an already verified certificate; CertificateError on any deviation."""
+    where = f"certificate signed by {issuer_key_id.hex()}"
+    obj = strict_json(payload, where)
     if not isinstance(obj, dict):
         raise CertificateError("bad_certificate", f"{where} is not a JSON object")
     if set(obj) != _FIELDS:

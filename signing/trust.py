@@ -222,16 +222,9 @@ def _dumps(obj: dict) -> bytes:
 
 
 def _loads(payload: bytes, fields: frozenset[str], kind: str, what: str) -> dict:
-    from signing.certs import _no_duplicate_keys, _reject_constant
+    from signing.certs import strict_json  # certs imports this module
 
-    try:
-        obj = json.loads(
-            payload.decode("utf-8"),
-            object_pairs_hook=_no_duplicate_keys,
-            parse_constant=_reject_constant,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CertificateError("bad_certificate", f"{what} is not valid JSON: {exc}") from None
+    obj = strict_json(payload, what)
     if not isinstance(obj, dict) or set(obj) != fields:
         got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise CertificateError(
