@@ -43,6 +43,7 @@ from blocklist.sync.engine import Outcome, Result, Settings, update
 from blocklist.sync.http import FetchError, HttpSource
 from blocklist.sync.rails import Rails
 from blocklist.sync.replay import ReplayState
+from blocklist.sync.states import ALARMS, SYNC_STATES, Facts, assess
 from blocklist.sync.verified import VerifiedList
 from signing import FreshnessError, SigningError
 
@@ -50,8 +51,6 @@ log = logging.getLogger("cordon.sync")
 STATUS_FILE = "status.json"
 RELEASE_FILE = "release"
 Subscriber = Callable[[VerifiedList], Awaitable[None]]
-SYNC_STATES = ("no_list", "in_force", "held", "stale", "expired")
-ALARMS = ("no_list", "frozen", "stale", "held", "replay_state", "fetch")
 
 
 def _event(message: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -126,6 +125,7 @@ class Follower:
         self.replay = ReplayState()
         self.fallbacks: list[str] = []
         self.last_apply: dict | None = None
+        self._replay_damaged: str | None = None
         self.rails = Rails(config.rails)
         self.registry = registry or CollectorRegistry()
         self.metrics = SyncMetrics(self.registry)
@@ -161,7 +161,7 @@ class Follower:
             replay = await asyncio.to_thread(replay_file.load, self.state_dir)
         except ArtefactError as exc:
             self._error("replay_state", f"the replay state cannot be used: {exc}")
-            self.alarms["replay_state"] = str(exc)
+            self._replay_damaged = str(exc)
         try:
             loaded = await asyncio.to_thread(
                 persist.load,
@@ -231,7 +231,7 @@ class Follower:
                 self._write_status()
                 raise
             self.replay = outcome.replay
-            self.alarms.pop("replay_state", None)
+            self._replay_damaged = None
         self.metrics.updates.labels(outcome.result.value).inc()
         if outcome.result is Result.APPLIED:
             assert outcome.verified is not None
@@ -307,31 +307,27 @@ class Follower:
         self.last_error = {"kind": kind, "message": message, "time": int(self.clock())}
         _event("sync error", logging.WARNING, kind=kind, detail=message)
 
-    def check_freshness(self) -> dict[str, str]:
-        now = int(self.clock())
-        alarms: dict[str, str] = {}
+    def _facts(self) -> Facts:
         cur = self.current
-        if cur is None:
-            alarms["no_list"] = "no verified list: nothing is being blocked"
-        else:
-            if now >= cur.expires:
-                alarms["frozen"] = (
-                    f"the notification for serial {cur.serial} expired; still enforcing it"
-                )
-            age = now - cur.verified_at
-            if age > self.config.sync.max_age_hours * 3600:
-                alarms["stale"] = f"no notification verified for {age // 3600} h"
-        if self.held is not None:
-            alarms["held"] = f"serial {self.held['serial']} held: {self.held['message']}"
-        if "replay_state" in self.alarms:
-            alarms["replay_state"] = self.alarms["replay_state"]
+        return Facts(
+            now=int(self.clock()),
+            serial=cur.serial if cur else None,
+            expires=cur.expires if cur else None,
+            verified_at=cur.verified_at if cur else None,
+            max_age_seconds=self.config.sync.max_age_hours * 3600,
+            held=self.held,
+            replay_damaged=self._replay_damaged,
+        )
+
+    def check_freshness(self) -> dict[str, str]:
+        """Re-assess the state (blocklist/sync/states.py); log, export and ack what changed."""
+        state, alarms = assess(self._facts())
         for name in set(alarms) - set(self.alarms):
             _event("alarm raised", logging.ERROR, alarm=name, detail=alarms[name])
         for name in set(self.alarms) - set(alarms):
             _event("alarm cleared", alarm=name)
         for name in ALARMS:
             self.metrics.alarm.labels(name).set(1 if name in alarms else 0)
-        state = self.sync_state(alarms)
         for name in SYNC_STATES:
             self.metrics.state.labels(name).set(1 if name == state else 0)
         changed = set(alarms) != set(self.alarms)
@@ -340,18 +336,9 @@ class Follower:
             self._queue_ack()  # the authority's compliance view shows the alarm too
         return alarms
 
-    def sync_state(self, alarms: dict[str, str] | None = None) -> str:
+    def sync_state(self) -> str:
         """One of SYNC_STATES: the worst condition that holds."""
-        alarms = self.alarms if alarms is None else alarms
-        if self.current is None:
-            return "no_list"
-        if "frozen" in alarms:
-            return "expired"
-        if "stale" in alarms:
-            return "stale"
-        if self.held is not None:
-            return "held"
-        return "in_force"
+        return assess(self._facts())[0]
 
     def status(self) -> dict:
         cur = self.current
