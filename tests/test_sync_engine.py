@@ -4,6 +4,7 @@ no socket, no authority: bytes in, verified state out."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,25 @@ async def test_follower_states_over_the_memory_source(tmp_path: Path) -> None:
 def test_state_machine(facts: Facts, state: str, alarms: set[str]) -> None:
     got_state, got_alarms = assess(facts)
     assert got_state == state and set(got_alarms) == alarms
+
+
+async def test_watcher_refuses_an_older_state_file(tmp_path: Path) -> None:
+    from blocklist.sync.replay import save as save_replay
+    from blocklist.sync.watch import StateWatcher
+
+    signer = LocalSigner.generate(NOW)
+    taken: list[int] = []
+    watcher = StateWatcher(tmp_path, [signer.root_public], lambda v: taken.append(v.serial))
+    signer.save(tmp_path, state_of("a.example"), serial=5, now=NOW)
+    assert await watcher.check() and taken == [5]
+    signer.save(tmp_path, state_of("b.example"), serial=3, now=NOW)  # put back: older
+    assert not await watcher.check() and taken == [5]
+    signer.save(tmp_path, state_of("c.example"), serial=6, now=NOW)
+    assert await watcher.check() and taken == [5, 6]
+    # A recovery session with a lower serial is taken once the replay state names it.
+    signer.session = uuid.uuid4()
+    signer.save(tmp_path, state_of("d.example"), serial=2, now=NOW)
+    assert not await watcher.check()
+    save_replay(tmp_path, ReplayState(session=str(signer.session), serial=2))
+    signer.save(tmp_path, state_of("d.example", "e.example"), serial=2, now=NOW)
+    assert await watcher.check() and taken == [5, 6, 2]
