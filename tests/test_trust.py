@@ -674,3 +674,57 @@ async def test_stored_file_is_checked_at_its_signed_time(api, host, tmp_path) ->
         assert f.last_error["kind"] == "state_file" and "expired" in f.last_error["message"]
     finally:
         await f.close()
+
+
+async def test_recovery_in_the_real_sync_process(api, host, tmp_path) -> None:
+    """The same attack against `resolver sync --once` processes sharing one state directory: the
+    ASP is poisoned, refuses the genuine serial, then recovers from the root-signed statement
+    with nothing deleted, and `--status` is clean again."""
+    import os
+    import subprocess
+    import sys
+
+    await publish(api, "one.example", "two.example")
+    mirror(api, host)
+    state_dir = tmp_path / "asp"
+    toml = tmp_path / "resolver.toml"
+    toml.write_text(
+        "[sync]\n"
+        f'authority_url = "{base_url(api)}"\n'
+        f'notification_url = "{host.url}"\n'
+        f'root_keys = ["{format_public_key(api.root)}"]\n'
+        f'state_dir = "{state_dir}"\n'
+        'instance = "asp-process"\n'
+        "max_serial_jump = 1000\n"
+        "request_timeout = 5\n"
+    )
+    root_dir = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root_dir)}
+
+    def run(*flags: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "resolver.cli", "sync", "--config", str(toml), *flags]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+    result = await asyncio.to_thread(run, "--once")
+    assert result.returncode == 0 and "serial 1" in result.stdout, result.stderr
+    thief = api.authority.signer
+    note = open_notification(host.files["notification.bin"], [api.root], now())
+    state = persist.load(state_dir, [api.root], 1000).state
+    fake, name, snap = forged(note, state, 1001, thief.key, thief.chain)
+    host.files.update({"notification.bin": fake, name: snap})
+    result = await asyncio.to_thread(run, "--once")
+    assert result.returncode == 0 and "serial 1001" in result.stdout, result.stderr
+    await publish(api, "three.example")
+    mirror(api, host)
+    result = await asyncio.to_thread(run, "--once")
+    assert result.returncode == 1 and "not newer" in result.stderr
+    assert (await asyncio.to_thread(run, "--status")).returncode == 0  # no alarm, just refused
+    stolen = key_id(public_key_raw(thief.key)).hex()
+    rev = keyring.revoke(keys_dir(api), [keys_dir(api) / "root.key"], [stolen], now(), recover=True)
+    assert api.authority.reload_signer_if_renewed()
+    mirror(api, host)
+    result = await asyncio.to_thread(run, "--once")
+    assert result.returncode == 0 and "serial 3" in result.stdout, result.stderr
+    loaded = persist.load(state_dir, [api.root], 1000)
+    assert loaded.serial == 3 and loaded.notification.session == rev.recover_session
+    assert (await asyncio.to_thread(run, "--status")).returncode == 0
