@@ -48,10 +48,11 @@ async def update(
     cand: Candidate = checked
     state: ListState | None = None
     path, fallback = "", cand.fallback
+    counts: tuple[int, int] | None = None
     if cand.deltas:
         try:
             blobs = [await fetch(ref.uri, ref.size) for ref in cand.deltas]
-            state, path = trusted.from_deltas(cand, blobs), "deltas"
+            (state, counts), path = trusted.from_deltas(cand, blobs), "deltas"
         except ArtefactError as exc:
             fallback = f"delta refused: {exc}"  # the snapshot is the way back
     if state is None:
@@ -60,5 +61,12 @@ async def update(
         bridge = [await fetch(d.uri, d.size) for d in cand.bridge]
         state, path = trusted.from_snapshot(cand, snapshot, bridge), "snapshot"
     return trusted.decide(
-        cand, state, rails=rails, now=now, path=path, fallback=fallback, release=release
+        cand,
+        state,
+        rails=rails,
+        now=now,
+        path=path,
+        fallback=fallback,
+        release=release,
+        counts=counts if path == "deltas" else None,
     )

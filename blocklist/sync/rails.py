@@ -22,11 +22,13 @@ class Hold:
 
 
 def churn(old: ListState, new: ListState) -> tuple[int, int]:
-    """(entries added, entries removed) from `old` to `new`, by digest."""
+    """(entries added, entries removed) from `old` to `new`, by digest. Used when the update
+    came as a snapshot; a delta chain gives the counts for free."""
     size = DIGEST_SIZE
     before = {old.digests[i : i + size] for i in range(0, len(old.digests), size)}
-    after = {new.digests[i : i + size] for i in range(0, len(new.digests), size)}
-    return len(after - before), len(before - after)
+    nd = new.digests
+    added = sum(1 for i in range(0, len(nd), size) if nd[i : i + size] not in before)
+    return added, len(old) - (len(new) - added)
 
 
 class Rails:
@@ -39,7 +41,14 @@ class Rails:
             for name in (canonical_domain(n) for n in config.protected_names)
         ]
 
-    def check(self, old: ListState | None, new: ListState, bulk_change: bool) -> Hold | None:
+    def check(
+        self,
+        old: ListState | None,
+        new: ListState,
+        bulk_change: bool,
+        counts: tuple[int, int] | None = None,
+    ) -> Hold | None:
+        """A hold, or None. `counts` (added, removed) when the caller knows them (deltas)."""
         for name, digests in self._protected:
             for d in digests:
                 i = new.index_of(d)
@@ -51,7 +60,7 @@ class Rails:
                     )
         if old is None or bulk_change:
             return None
-        held = self._churn(old, new)
+        held = self._churn(old, new, counts)
         if held is not None:
             return held
         before, after = len(old), len(new)
@@ -72,9 +81,9 @@ class Rails:
             )
         return None
 
-    def _churn(self, old: ListState, new: ListState) -> Hold | None:
+    def _churn(self, old: ListState, new: ListState, counts: tuple[int, int] | None) -> Hold | None:
         c = self.config
-        added, removed = churn(old, new)
+        added, removed = counts if counts is not None else churn(old, new)
         before = len(old)
         for reason, count, limit, share in (
             ("additions", added, c.max_added, c.max_added_share),

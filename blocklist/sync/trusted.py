@@ -128,13 +128,18 @@ class TrustedState:
             fallback, deltas = f"no delta chain from serial {current.serial}", None
         return Candidate(note, data, keys, admitted, deltas, fallback)
 
-    def _apply(self, state: ListState, refs: Sequence[DeltaRef], blobs: Sequence[bytes], note):
+    def _apply(
+        self, state: ListState, refs: Sequence[DeltaRef], blobs: Sequence[bytes], note
+    ) -> tuple[ListState, tuple[int, int]]:
+        added = removed = 0
         for ref, blob in zip(refs, blobs, strict=True):
             check_file(blob, ref.size, ref.sha256, f"delta {ref.uri}")
             delta = decode_delta(blob, self.settings.max_entries)
             _check_delta_header(delta, note, ref)
             state = apply_delta(state, delta)
-        return state
+            # An entry changed twice in the chain counts twice: the rails err on holding.
+            added, removed = added + len(delta.added), removed + len(delta.removed)
+        return state, (added, removed)
 
     @staticmethod
     def _check_result(state: ListState, note: Notification) -> ListState:
@@ -146,11 +151,14 @@ class TrustedState:
             )
         return state
 
-    def from_deltas(self, cand: Candidate, blobs: Sequence[bytes]) -> ListState:
-        """The state the candidate's delta chain builds on the list in force."""
+    def from_deltas(
+        self, cand: Candidate, blobs: Sequence[bytes]
+    ) -> tuple[ListState, tuple[int, int]]:
+        """The state the candidate's delta chain builds on the list in force, and the entries
+        it adds and removes (for the rails)."""
         assert self.current is not None and cand.deltas is not None
-        state = self._apply(self.current.state, cand.deltas, blobs, cand.note)
-        return self._check_result(state, cand.note)
+        state, counts = self._apply(self.current.state, cand.deltas, blobs, cand.note)
+        return self._check_result(state, cand.note), counts
 
     def from_snapshot(self, cand: Candidate, snapshot: bytes, bridge: Sequence[bytes]) -> ListState:
         """The state the candidate's snapshot (and the deltas bridging it) builds."""
@@ -166,7 +174,7 @@ class TrustedState:
             raise ArtefactError(
                 "mismatch", f"snapshot {ref.uri} is not the one the notification names"
             )
-        state = self._apply(state, cand.bridge, bridge, note)
+        state, _ = self._apply(state, cand.bridge, bridge, note)
         return self._check_result(state, note)
 
     def decide(
@@ -179,10 +187,11 @@ class TrustedState:
         path: str,
         fallback: str = "",
         release: bytes | None = None,
+        counts: tuple[int, int] | None = None,
     ) -> Outcome:
         """Apply the rails to a verified new state: the new list, or a hold."""
         note, current = cand.note, self.current
-        hold = rails.check(current.state if current else None, state, note.bulk_change)
+        hold = rails.check(current.state if current else None, state, note.bulk_change, counts)
         if hold is not None and release != state.checksum:
             held = ratchet(self.replay, cand.keys)
             return Outcome(
