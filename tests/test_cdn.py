@@ -353,3 +353,21 @@ async def test_s3_sink_pushes_in_commit_order(tmp_path: Path) -> None:
             await asyncio.to_thread(bad.push)
     finally:
         await s3.server.close()
+
+
+def test_sink_config_errors_name_the_key(tmp_path: Path) -> None:
+    from blocklist.authority.sinks import SinkSection
+    from blocklist.config import ConfigError, validate_config
+
+    ok = validate_config({"kind": "webroot", "path": str(tmp_path)}, SinkSection, "a.toml")
+    assert ok.editions == ["hashed"] and isinstance(ok.build(tmp_path).sink, WebRootSink)
+    for data, needle in (
+        ({"kind": "webroot"}, "needs path"),
+        ({"kind": "s3", "endpoint": "http://127.0.0.1:9"}, "bucket, access_key, secret_key_file"),
+        ({"kind": "ftp"}, "kind"),
+        ({"kind": "webroot", "path": "x", "editions": ["secret"]}, "editions"),
+        ({"kind": "webroot", "path": "x", "cache_seconds": -1}, "cache_seconds"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            validate_config(data, SinkSection, "a.toml")
+        assert needle in str(info.value) and "a.toml" in str(info.value), str(info.value)

@@ -33,8 +33,11 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Literal, Protocol
 
+from pydantic import Field, model_validator
+
+from blocklist.config import Section
 from blocklist.files import fsync_dir, write_atomic
 from blocklist.notification import Notification
 from signing import HEADER_SIZE, SIGNATURE_SIZE, decode_bundle
@@ -348,3 +351,57 @@ class BackgroundPusher:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
+
+
+class SinkSection(Section):
+    """One `[[publication.sinks]]` table of authority.toml."""
+
+    kind: Literal["webroot", "s3"]
+    # webroot: the directory a web server (or a CDN origin) serves.
+    path: Path | None = None
+    # s3: an S3-compatible bucket; the secret is read from a file (0600), never from the TOML.
+    endpoint: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    bucket: str = ""
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key: str = ""
+    secret_key_file: Path | None = None
+    # Never "plain" on a public host: the plain edition names every listed address.
+    editions: list[Literal["hashed", "plain"]] = Field(default_factory=lambda: ["hashed"])
+    # The longest a cache in front may serve an old notification (its max-age plus a margin):
+    # files it names are deleted only this long after they stop being named.
+    cache_seconds: Annotated[int, Field(ge=0)] = 300
+
+    @model_validator(mode="after")
+    def _complete(self) -> SinkSection:
+        if self.kind == "webroot" and self.path is None:
+            raise ValueError("a webroot sink needs path")
+        if self.kind == "s3":
+            missing = [
+                name
+                for name in ("endpoint", "bucket", "access_key", "secret_key_file")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"an s3 sink needs {', '.join(missing)}")
+        return self
+
+    def build(self, publication_dir: Path) -> Pusher:
+        sink: Sink
+        if self.kind == "webroot":
+            assert self.path is not None
+            sink = WebRootSink(self.path)
+        else:
+            assert self.secret_key_file is not None and self.endpoint is not None
+            secret = self.secret_key_file.read_text().strip()
+            sink = S3Sink(
+                self.endpoint,
+                self.bucket,
+                self.access_key,
+                secret,
+                region=self.region,
+                prefix=self.prefix,
+            )
+        return Pusher(
+            publication_dir, sink, editions=self.editions, cache_seconds=self.cache_seconds
+        )
