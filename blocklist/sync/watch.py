@@ -34,6 +34,7 @@ class StateWatcher:
         *,
         interval: float = 1.0,
         max_entries: int = 20_000_000,
+        threshold: int = 1,
     ) -> None:
         self.path = state_dir / persist.STATE_FILE
         self.state_dir = state_dir
@@ -41,6 +42,7 @@ class StateWatcher:
         self.on_change = on_change
         self.interval = interval
         self.max_entries = max_entries
+        self.threshold = threshold  # [sync] root_threshold: k of the pinned roots
         self.current: VerifiedList | None = None
         self._seen: tuple[int, int, int] | None = None
         self._task: asyncio.Task | None = None
@@ -59,7 +61,7 @@ class StateWatcher:
             return False
         try:
             loaded = await asyncio.to_thread(
-                persist.load, self.state_dir, self.pinned_roots, self.max_entries
+                persist.load, self.state_dir, self.pinned_roots, self.max_entries, self.threshold
             )
         except (ArtefactError, SigningError, OSError) as exc:
             log.error("cannot load %s, keeping the list in force: %s", self.path, exc)
