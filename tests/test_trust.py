@@ -728,3 +728,51 @@ async def test_recovery_in_the_real_sync_process(api, host, tmp_path) -> None:
     loaded = persist.load(state_dir, [api.root], 1000)
     assert loaded.serial == 3 and loaded.notification.session == rev.recover_session
     assert (await asyncio.to_thread(run, "--status")).returncode == 0
+
+
+def test_recovery_session_is_started_once_across_restarts(tmp_path: Path) -> None:
+    from blocklist.authority.publisher import Publisher
+    from blocklist.state import Entry, Kind
+
+    kd = tmp_path / "keys"
+    keyring.ceremony(kd, now())
+
+    def open_publisher() -> Publisher:
+        signer = keyring.load_signer(kd)
+        return Publisher(
+            tmp_path / "pub", "national", "A", signer.key, signer.chain, pinned_root=signer.root
+        )
+
+    pub = open_publisher()
+    first = pub.publish([], [Entry.from_value("one.example", 1, Kind.DOMAIN)])
+    stolen = key_id(public_key_raw(keyring.load_signer(kd).key)).hex()
+    rev = keyring.revoke(kd, [kd / "root.key"], [stolen], now(), recover=True)
+    # The authority restarts (instead of reloading): the recovery session starts at once...
+    pub = open_publisher()
+    current = pub.current()
+    assert str(current.session) == rev.recover_session and current.serial == first.serial + 1
+    # ...and only once.
+    pub = open_publisher()
+    assert pub.current().serial == first.serial + 1
+    pub.publish([], [Entry.from_value("two.example", 2, Kind.DOMAIN)])
+    pub = open_publisher()
+    assert str(pub.current().session) == rev.recover_session
+
+
+def test_key_commands_refuse_bad_input(tmp_path: Path) -> None:
+    kd = tmp_path / "keys"
+    keyring.ceremony(kd, now())
+    with pytest.raises(CertificateError, match="16-hex-digit key id"):
+        keyring.revoke(kd, [kd / "root.key"], ["xyz"], now())
+    stranger = tmp_path / "stranger.key"
+    from signing import generate_key, save_private_key
+
+    save_private_key(stranger, generate_key())
+    with pytest.raises(CertificateError, match="not a root key in force"):
+        keyring.new_signing_key(kd, stranger, now())
+    with pytest.raises(CertificateError, match="threshold"):
+        keyring.rotate_root(kd, [kd / "root.key"], now(), roots=2, threshold=3)
+    with pytest.raises(CertificateError, match="threshold"):
+        keyring.ceremony(tmp_path / "other", now(), roots=2, threshold=3)
+    # Nothing was changed by the refusals: the service still signs with key set 1.
+    assert keyring.key_state(kd).version == 1

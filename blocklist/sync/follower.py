@@ -406,6 +406,7 @@ class Follower:
                     self._pending_ack = None
                 delay = 1.0
             except FetchError as exc:
+                self.metrics.errors.labels("ack").inc()
                 log.warning("ack failed, retrying: %s", exc)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, self.config.sync.max_backoff_seconds)
