@@ -128,6 +128,7 @@ async def test_follower_states_over_the_memory_source(tmp_path: Path) -> None:
         (Facts(500, 1, 900, 5, 100), "stale", {"stale"}),
         (Facts(950, 1, 900, 5, 100, held={"serial": 2}), "expired", {"frozen", "stale", "held"}),
         (Facts(10, 1, 20, 5, 100, replay_damaged="x"), "in_force", {"replay_state"}),
+        (Facts(10, 1, 20, 5, 100, suspicious="revoked: k"), "in_force", {"suspicious"}),
     ],
 )
 def test_state_machine(facts: Facts, state: str, alarms: set[str]) -> None:

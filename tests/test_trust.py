@@ -178,7 +178,7 @@ async def test_revoked_key_refused_live_and_in_a_stored_file(api, host, tmp_path
         host.files.update({"notification.bin": fake, name: snap})
         with pytest.raises(CertificateError) as info:
             await f.poll_once()
-        assert info.value.reason == "revoked"
+        assert info.value.reason == "revoked" and "suspicious" in f.alarms
         # ... or writes a state file signed by it while the follower is down, with the key set
         # that still listed the key (only the replay file knows it was revoked since).
         await f.close()
@@ -210,6 +210,7 @@ async def test_stolen_key_max_serial_then_root_signed_recovery(api, host, tmp_pa
         with pytest.raises(ArtefactError) as info:
             await f.poll_once()
         assert info.value.reason == "serial_jump" and f.current.serial == 1
+        assert "suspicious" in f.alarms  # an attack indicator, not a stale mirror
         # Within the bound the thief still poisons the serial: the genuine serial 2 is refused.
         fake, name, snap = forged(note, state, 1001, thief.key, thief.chain)
         host.files.update({"notification.bin": fake, name: snap})

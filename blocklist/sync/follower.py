@@ -43,7 +43,7 @@ from blocklist.sync.engine import Outcome, Result, Settings, update
 from blocklist.sync.http import FetchError, HttpSource
 from blocklist.sync.rails import Rails
 from blocklist.sync.replay import ReplayState
-from blocklist.sync.states import ALARMS, SYNC_STATES, Facts, assess
+from blocklist.sync.states import ALARMS, SUSPICIOUS, SYNC_STATES, Facts, assess
 from blocklist.sync.verified import VerifiedList
 from signing import FreshnessError, SigningError
 
@@ -126,6 +126,7 @@ class Follower:
         self.fallbacks: list[str] = []
         self.last_apply: dict | None = None
         self._replay_damaged: str | None = None
+        self._suspicious: str | None = None
         self.rails = Rails(config.rails)
         self.registry = registry or CollectorRegistry()
         self.metrics = SyncMetrics(self.registry)
@@ -220,6 +221,9 @@ class Follower:
         except (SigningError, ArtefactError, FetchError, OSError) as exc:
             kind = getattr(exc, "reason", None) or "fetch"
             self._error(kind, str(exc))
+            if kind in SUSPICIOUS:
+                self._suspicious = f"{kind}: {exc}"
+                self.check_freshness()
             self._write_status()
             raise
         if outcome.replay is not None and outcome.replay != self.replay:
@@ -237,6 +241,7 @@ class Follower:
             assert outcome.verified is not None
             await self._install(outcome.verified)
             self.held = None
+            self._suspicious = None
             with contextlib.suppress(FileNotFoundError):
                 (self.state_dir / RELEASE_FILE).unlink()
             _event(
@@ -317,6 +322,7 @@ class Follower:
             max_age_seconds=self.config.sync.max_age_hours * 3600,
             held=self.held,
             replay_damaged=self._replay_damaged,
+            suspicious=self._suspicious,
         )
 
     def check_freshness(self) -> dict[str, str]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SYNC_STATES = ("no_list", "in_force", "held", "stale", "expired")
-ALARMS = ("no_list", "frozen", "stale", "held", "replay_state")
+ALARMS = ("no_list", "frozen", "stale", "held", "replay_state", "suspicious")
+# Refusals that a stale mirror cannot explain: someone signs with a stolen or revoked key.
+SUSPICIOUS = frozenset({"serial_jump", "revoked", "equivocation"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Facts:
     max_age_seconds: float
     held: dict | None = None
     replay_damaged: str | None = None
+    suspicious: str | None = None  # the last refusal in SUSPICIOUS, until a list is applied
 
 
 def assess(f: Facts) -> tuple[str, dict[str, str]]:
@@ -48,6 +51,8 @@ def assess(f: Facts) -> tuple[str, dict[str, str]]:
         alarms["held"] = f"serial {f.held.get('serial')} held: {f.held.get('message')}"
     if f.replay_damaged:
         alarms["replay_state"] = f.replay_damaged
+    if f.suspicious:
+        alarms["suspicious"] = f.suspicious
     if f.serial is None:
         state = "no_list"
     elif "frozen" in alarms:
