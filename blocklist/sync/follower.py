@@ -40,7 +40,7 @@ from blocklist.sync import replay as replay_file
 from blocklist.sync import verified as persist
 from blocklist.sync.config import SyncConfig
 from blocklist.sync.engine import Outcome, Result, Settings, update
-from blocklist.sync.http import FetchError, HttpSource
+from blocklist.sync.http import FetchError, HttpSource, Source
 from blocklist.sync.rails import Rails
 from blocklist.sync.replay import ReplayState
 from blocklist.sync.states import ALARMS, SUSPICIOUS, SYNC_STATES, Facts, assess
@@ -100,14 +100,14 @@ class Follower:
         self,
         config: SyncConfig,
         *,
-        source: HttpSource | None = None,
+        source: Source | None = None,
         clock: Callable[[], float] = time.time,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         sync = config.sync
         self.state_dir: Path = sync.state_dir
-        self.source = source or HttpSource(
+        self.source: Source = source or HttpSource(
             sync.notification_urls(),
             sync.bearer_token(),
             sync.request_timeout,
@@ -357,7 +357,7 @@ class Follower:
                 "keyset_version": self.replay.keyset_version,
                 "root_version": self.replay.root_version,
             },
-            "mirror": getattr(self.source, "notification_url", None),
+            "mirror": self.source.notification_url,
             "fallbacks": self.fallbacks,
             "last_apply": self.last_apply,
             "instance": self.config.sync.instance,
@@ -446,8 +446,8 @@ class Follower:
             try:
                 outcome = await self.step(data)
             except (SigningError, ArtefactError, FetchError, OSError) as exc:
-                index = getattr(self.source, "index", 0)
-                if index + 1 >= getattr(self.source, "mirror_count", 1):
+                index = self.source.index
+                if index + 1 >= self.source.mirror_count:
                     self._note_fallbacks()
                     self._write_status()
                     raise
@@ -460,12 +460,10 @@ class Follower:
             return outcome
 
     def _long_polling(self, wait: int) -> bool:
-        is_api = getattr(self.source, "is_api", None)
-        url = getattr(self.source, "notification_url", "")
-        return wait > 0 and (is_api is None or is_api(url))
+        return wait > 0 and self.source.is_api(self.source.notification_url)
 
     def _note_fallbacks(self) -> None:
-        fallbacks = list(getattr(self.source, "fallbacks", []))
+        fallbacks = list(self.source.fallbacks)
         if fallbacks and fallbacks != self.fallbacks:
             _event("mirror fallback", logging.WARNING, reasons=fallbacks)
         self.fallbacks = fallbacks

@@ -32,9 +32,25 @@ class FetchError(Exception):
 
 
 class Source(Protocol):
-    """Where notifications and files come from (HTTP mirrors, or an in-memory simulator)."""
+    """Where notifications and files come from (HTTP mirrors, or an in-memory simulator).
 
-    mirror_count: int
+    `index` is the mirror whose notification is being applied (files come from it), among
+    `mirror_count`; `fallbacks` says why earlier ones were passed over in the last poll."""
+
+    index: int
+    fallbacks: list[str]
+
+    @property
+    def mirror_count(self) -> int: ...
+
+    @property
+    def notification_url(self) -> str: ...
+
+    def is_api(self, url: str) -> bool:
+        """True when `url` can long-poll (the authority's API)."""
+        ...
+
+    def passed_over(self, reason: str) -> None: ...
 
     async def notification(self, after: int | None, wait: int, start: int = 0) -> bytes: ...
 

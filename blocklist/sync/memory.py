@@ -32,6 +32,9 @@ class MemorySource:
         except KeyError:
             raise FetchError(f"{uri} is not in the memory source", 404) from None
 
+    def is_api(self, url: str) -> bool:
+        return False
+
     async def ack(self, body: dict) -> None:
         self.acks.append(body)
 
