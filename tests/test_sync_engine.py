@@ -108,6 +108,8 @@ async def test_follower_states_over_the_memory_source(tmp_path: Path) -> None:
     assert (await f.poll_once()).result is Result.HELD and f.sync_state() == "held"
     status = json.loads((tmp_path / STATUS_FILE).read_text())
     assert status["state"] == "held" and "held" in status["alarms"]
+    for name in (STATUS_FILE, "state.bin", "replay.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
     assert f.metrics.state.labels("held")._value.get() == 1
     (tmp_path / "release").write_text(f.held["checksum"])
     assert (await f.poll_once()).result is Result.APPLIED and f.sync_state() == "in_force"
