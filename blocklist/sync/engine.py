@@ -41,7 +41,14 @@ async def update(
     state checksum of a held update the operator has chosen to accept despite the rails.
     `replay` is the replay state (blocklist/sync/replay.py).
     """
-    trusted = TrustedState(current, replay or ReplayState(), settings)
+    if replay is None:
+        # Without a replay file the list in force is the floor: never below what is enforced.
+        replay = (
+            ReplayState(session=current.notification.session, serial=current.serial)
+            if current is not None
+            else ReplayState()
+        )
+    trusted = TrustedState(current, replay, settings)
     checked = trusted.check(data, now)
     if isinstance(checked, Outcome):
         return checked
