@@ -777,3 +777,36 @@ def test_key_commands_refuse_bad_input(tmp_path: Path) -> None:
         keyring.ceremony(tmp_path / "other", now(), roots=2, threshold=3)
     # Nothing was changed by the refusals: the service still signs with key set 1.
     assert keyring.key_state(kd).version == 1
+
+
+async def test_a_mirror_withholding_updates_is_passed_over(api, tmp_path) -> None:
+    """A first mirror that keeps serving an old, unexpired notification delays updates only
+    by `stale_mirror_minutes`, not until the notification expires."""
+    a, b = StaticHost(), StaticHost()
+    for m in (a, b):
+        await m.server.start_server()
+    config = sync_config(
+        tmp_path,
+        base_url(api),
+        "",
+        api.root,
+        notification_url=[a.url, b.url],
+        stale_mirror_minutes=60,
+    )
+    f = Follower(config)
+    try:
+        await publish(api, "one.example")
+        mirror(api, a)
+        mirror(api, b)
+        assert (await f.poll_once()).result is Result.APPLIED
+        await publish(api, "two.example")
+        mirror(api, b)  # a withholds serial 2
+        assert (await f.poll_once()).result is Result.UNCHANGED  # fresh enough: a is trusted
+        assert f.source.index == 0
+        f.clock = lambda: time.time() + 2 * 3600  # the list in force was signed 2 h ago
+        assert (await f.poll_once()).result is Result.APPLIED and f.current.serial == 2
+        assert f.source.index == 1 and "nothing newer" in f.fallbacks[0]
+    finally:
+        await f.close()
+        for m in (a, b):
+            await m.server.close()

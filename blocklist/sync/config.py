@@ -27,6 +27,10 @@ class SyncSection(Section):
     # A notification whose serial jumps further than this ahead of the last one is refused: a
     # stolen key cannot push every ASP to serial 2**63-1 in one step.
     max_serial_jump: Annotated[int, Field(ge=1)] = 1_000_000
+    # With several mirrors: when the newest notification seen was signed longer ago than this
+    # (the authority re-signs hourly), a mirror answering "nothing new" is passed over for the
+    # next one, so a mirror that withholds updates delays them by this much, not until expiry.
+    stale_mirror_minutes: Annotated[float, Field(gt=0)] = 180
     list_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "national"
     edition: Literal["hashed", "plain"] = "hashed"
     state_dir: Path = Path("sync-state")

@@ -455,9 +455,27 @@ class Follower:
                 self.metrics.fallbacks.inc()
                 start = index + 1
                 continue
+            if self._withheld(outcome):
+                self.source.passed_over(
+                    "nothing newer than a notification signed "
+                    f"{(int(self.clock()) - outcome.verified.notification.created) // 60} min ago"
+                )
+                self.metrics.fallbacks.inc()
+                start = self.source.index + 1
+                continue
             self._note_fallbacks()
             self._write_status()
             return outcome
+
+    def _withheld(self, outcome: Outcome) -> bool:
+        """True when a mirror answers "nothing new" although what is in force is old enough
+        to suspect it withholds updates, and another mirror remains to ask."""
+        if outcome.result is not Result.UNCHANGED or outcome.verified is None:
+            return False
+        if self.source.index + 1 >= self.source.mirror_count:
+            return False
+        age = int(self.clock()) - outcome.verified.notification.created
+        return age > self.config.sync.stale_mirror_minutes * 60
 
     def _long_polling(self, wait: int) -> bool:
         return wait > 0 and self.source.is_api(self.source.notification_url)
