@@ -118,6 +118,15 @@ def payload_note(bundle: bytes) -> Notification:
     return Notification.model_validate_json(signed[HEADER_SIZE:-SIGNATURE_SIZE])
 
 
+def key_set_for(key, roots, *, version: int, root_version: int = 1) -> bytes:
+    """A key set naming only `key`, signed by `roots` (what a holder of those roots can make)."""
+    window = SetKey(public_key_raw(key), "x", now() - 9, now() + 999)
+    payload = keyset_payload(
+        version=version, root_version=root_version, issued=now(), keys=[window]
+    )
+    return sign_document(list(roots), DocType.KEY_SET, payload)
+
+
 async def renew(api: RunningAuthority) -> None:
     keyring.new_signing_key(keys_dir(api), keys_dir(api) / "root.key", now())
     assert api.authority.reload_signer_if_renewed()
@@ -367,16 +376,7 @@ async def test_two_of_three_roots_rotation_and_retired_roots(tmp_path: Path, mon
         assert "needs 2" in str(info.value)
         # A key set signed by one root only (a single corrupt holder) is refused by ASPs.
         thief = load_private_key(kd / "signing.key")
-        lone = sign_document(
-            [load_private_key(roots[0])],
-            DocType.KEY_SET,
-            keyset_payload(
-                version=50,
-                root_version=1,
-                issued=now(),
-                keys=[SetKey(public_key_raw(thief), "x", now() - 9, now() + 999)],
-            ),
-        )
+        lone = key_set_for(thief, [load_private_key(roots[0])], version=50)
         note = open_notification(host.files["notification.bin"], [parse_public_key(pins[0])], now())
         host.files["notification.bin"] = sign_notification(
             note.model_copy(update={"expires": note.expires + 1}), thief, [lone]
@@ -394,16 +394,7 @@ async def test_two_of_three_roots_rotation_and_retired_roots(tmp_path: Path, mon
         assert (await f.poll_once()).result is Result.APPLIED
         assert f.replay.root_version == 2 and f.current.serial == 2
         # The retired roots (2 of them, even all 3) can no longer vouch for a key.
-        old_set = sign_document(
-            [load_private_key(p) for p in roots],
-            DocType.KEY_SET,
-            keyset_payload(
-                version=99,
-                root_version=1,
-                issued=now(),
-                keys=[SetKey(public_key_raw(thief), "x", now() - 9, now() + 999)],
-            ),
-        )
+        old_set = key_set_for(thief, [load_private_key(p) for p in roots], version=99)
         note = open_notification(
             host.files["notification.bin"], [parse_public_key(new_pins[0])], now()
         )
