@@ -78,6 +78,7 @@ class StateWatcher:
         ):
             return False
         if self.current is not None and not self._newer(loaded, self.current):
+            self.refused += 1
             log.error(
                 "%s holds serial %s, older than serial %s in force; keeping the list in force",
                 self.path,
