@@ -136,10 +136,26 @@ def authority(tmp_path_factory: pytest.TempPathFactory):
     try:
         wait_healthy(url, proc, log)
         auth = Authority(directory, config, url, root_key, admin, {"admin": admin})
-        for name, role in [("alice", "officer"), ("bob", "approver"), ("olga", "oversight")]:
+        # Oversight offline, on the state directory: independent of the admin, so it can
+        # confirm the approver the admin creates.
+        offline = blocklist(
+            "--json",
+            "officer",
+            "add",
+            "olga",
+            "--role",
+            "oversight",
+            "--config",
+            config,
+            cwd=directory,
+        )
+        assert offline.returncode == 0, offline.stderr
+        auth.tokens["olga"] = json.loads(offline.stdout)["token"]
+        for name, role in [("alice", "officer"), ("bob", "approver")]:
             created = auth.json("officer", "add", name, "--role", role)
             assert created["name"] == name and created["role"] == role
             auth.tokens[name] = created["token"]
+        assert auth.json("officer", "confirm", "bob", who="olga")["active"] is True
         yield auth
     finally:
         proc.kill()

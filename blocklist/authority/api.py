@@ -100,6 +100,24 @@ class OfficerIn(Body):
     role: Literal[ROLES]  # type: ignore[valid-type]
 
 
+class RoleIn(Body):
+    role: Literal[ROLES]  # type: ignore[valid-type]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class DeactivateIn(Body):
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class TokenIn(Body):
+    # Neither: a new token for the caller. Admins may name any officer or ASP.
+    officer: Annotated[str, Field(max_length=64)] | None = None
+    asp: Annotated[str, Field(max_length=64)] | None = None
+    label: Annotated[str, Field(max_length=100)] = ""
+    # Rotation: revoke the token this request was made with, once the new one exists.
+    revoke_current: bool = False
+
+
 class AspIn(Body):
     name: str
     plain_allowed: bool = False
@@ -639,6 +657,55 @@ async def add_officer(request: web.Request, body: OfficerIn) -> web.Response:
     return json_ok({**info, "token": token}, status=201)
 
 
+@routes.route(
+    "post",
+    "/v1/officers/{name}/confirm",
+    "Confirm a new approver or admin, or a raised role (not by the requester or their accounts)",
+    permission="confirm",
+)
+async def confirm_officer(request: web.Request) -> web.Response:
+    store = authority(request).store
+    return json_ok(
+        await off_loop(store.confirm_officer, principal(request), request.match_info["name"])
+    )
+
+
+@routes.route(
+    "post",
+    "/v1/officers/{name}/role",
+    "Change an officer's role (raising to approver or admin waits for a confirmation)",
+    permission="manage",
+    body=RoleIn,
+)
+async def change_role(request: web.Request, body: RoleIn) -> web.Response:
+    store = authority(request).store
+    return json_ok(
+        await off_loop(
+            store.change_role,
+            principal(request),
+            request.match_info["name"],
+            body.role,
+            body.reason,
+        )
+    )
+
+
+@routes.route(
+    "post",
+    "/v1/officers/{name}/deactivate",
+    "Deactivate an officer: every token of theirs is refused from the next request",
+    permission="manage",
+    body=DeactivateIn,
+)
+async def deactivate_officer(request: web.Request, body: DeactivateIn) -> web.Response:
+    store = authority(request).store
+    return json_ok(
+        await off_loop(
+            store.deactivate_officer, principal(request), request.match_info["name"], body.reason
+        )
+    )
+
+
 @routes.route("get", "/v1/asps", "List ASPs", permission="read")
 async def list_asps(request: web.Request) -> web.Response:
     return json_ok({"asps": await off_loop(authority(request).store.list_asps, principal(request))})
@@ -656,6 +723,68 @@ async def add_asp(request: web.Request, body: AspIn) -> web.Response:
         authority(request).store.add_asp, principal(request), body.name, body.plain_allowed
     )
     return json_ok({**info, "token": token}, status=201)
+
+
+@routes.route(
+    "post",
+    "/v1/asps/{name}/deactivate",
+    "Deactivate an ASP: its tokens are refused from the next request",
+    permission="manage",
+    body=DeactivateIn,
+)
+async def deactivate_asp(request: web.Request, body: DeactivateIn) -> web.Response:
+    store = authority(request).store
+    return json_ok(
+        await off_loop(
+            store.deactivate_asp, principal(request), request.match_info["name"], body.reason
+        )
+    )
+
+
+@routes.route(
+    "get",
+    "/v1/tokens",
+    "Token ids, owners and state (never the tokens): admins all, others their own",
+    permission="read",
+    asp=True,
+)
+async def list_tokens(request: web.Request) -> web.Response:
+    store = authority(request).store
+    return json_ok({"tokens": await off_loop(store.list_tokens, principal(request))})
+
+
+@routes.route(
+    "post",
+    "/v1/tokens",
+    "Issue a token (admins: for anyone; others: their own, optionally revoking the current one)",
+    permission="read",
+    asp=True,
+    body=TokenIn,
+)
+async def issue_token(request: web.Request, body: TokenIn) -> web.Response:
+    result = await off_loop(
+        authority(request).store.issue_token,
+        principal(request),
+        officer=body.officer,
+        asp=body.asp,
+        label=body.label,
+        revoke_current=body.revoke_current,
+    )
+    return json_ok(result, status=201)
+
+
+@routes.route(
+    "post",
+    "/v1/tokens/{token_id}/revoke",
+    "Revoke a token at once (admins: any; others: their own)",
+    permission="read",
+    asp=True,
+    body=DeactivateIn,
+)
+async def revoke_token(request: web.Request, body: DeactivateIn) -> web.Response:
+    token_id = path_id(request, "token_id", "token")
+    store = authority(request).store
+    return json_ok(await off_loop(store.revoke_token, principal(request), token_id, body.reason))
 
 
 @routes.route(

@@ -12,7 +12,6 @@ import secrets
 import sqlite3
 
 from blocklist.authority import audit
-from blocklist.authority.db import transaction
 from blocklist.authority.errors import (
     Conflict,
     Forbidden,
@@ -66,8 +65,8 @@ class Complaints:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def _row(self, public_id: str) -> sqlite3.Row:
-        row = self.store.conn.execute(_SELECT + " WHERE c.public_id = ?", (public_id,)).fetchone()
+    def _row(self, conn: sqlite3.Connection, public_id: str) -> sqlite3.Row:
+        row = conn.execute(_SELECT + " WHERE c.public_id = ?", (public_id,)).fetchone()
         if row is None:
             raise NotFound("not_found", f"complaint {public_id!r} does not exist")
         return row
@@ -97,8 +96,8 @@ class Complaints:
         if len(contact) > MAX_CONTACT:
             raise Invalid("too_long", f"contact is longer than {MAX_CONTACT} characters")
         store = self.store
-        with store._lock, transaction(store.conn):
-            row = store.conn.execute(
+        with store.db.write() as conn:
+            row = conn.execute(
                 _SELECT + " WHERE c.asp_id = ? AND c.idempotency_key = ?",
                 (asp.id, idempotency_key),
             ).fetchone()
@@ -106,10 +105,10 @@ class Complaints:
                 return _public(row), False
             known = (
                 entry_id is not None
-                and store.conn.execute("SELECT 1 FROM entries WHERE id = ?", (entry_id,)).fetchone()
+                and conn.execute("SELECT 1 FROM entries WHERE id = ?", (entry_id,)).fetchone()
             )
             public_id = "C-" + secrets.token_hex(6).upper()
-            store.conn.execute(
+            conn.execute(
                 "INSERT INTO complaints (public_id, asp_id, idempotency_key, entry_id, host, role,"
                 " reason, contact, language, received, created, status)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'received')",
@@ -128,26 +127,26 @@ class Complaints:
                 ),
             )
             audit.append(
-                store.conn,
+                conn,
                 time=store.now(),
                 actor=asp.label,
                 action="complaint.receive",
                 entry_id=entry_id if known else None,
                 detail={"complaint": public_id, "role": role},
             )
-            return _public(self._row(public_id)), True
+            return _public(self._row(conn, public_id)), True
 
     def status_for_asp(self, asp: Principal, public_id: str) -> dict:
-        with self.store._lock:
-            row = self._row(public_id)
+        with self.store.db.read() as conn:
+            row = self._row(conn, public_id)
         if row["asp_id"] != asp.id:
             raise NotFound("not_found", f"complaint {public_id!r} does not exist")
         return _public(row)
 
     def decided_since(self, asp: Principal, since: int) -> list[dict]:
         """Decisions on this ASP's complaints made at or after `since` (the forwarder polls)."""
-        with self.store._lock:
-            rows = self.store.conn.execute(
+        with self.store.db.read() as conn:
+            rows = conn.execute(
                 _SELECT + " WHERE c.asp_id = ? AND c.decided >= ? ORDER BY c.decided",
                 (asp.id, since),
             ).fetchall()
@@ -160,14 +159,14 @@ class Complaints:
             sql += " WHERE c.status = ?"
             args.append(status)
         sql += " ORDER BY c.id DESC LIMIT ?"
-        with self.store._lock:
-            rows = self.store.conn.execute(sql, [*args, max(1, min(limit, 10000))]).fetchall()
+        with self.store.db.read() as conn:
+            rows = conn.execute(sql, [*args, max(1, min(limit, 10000))]).fetchall()
         return [_full(r) for r in rows]
 
     def get(self, actor: Principal, public_id: str) -> dict:
         self.store.require(actor, "read")
-        with self.store._lock:
-            return _full(self._row(public_id))
+        with self.store.db.read() as conn:
+            return _full(self._row(conn, public_id))
 
     def decide(self, actor: Principal, public_id: str, decision: str, reasons: str) -> dict:
         self.store.require(actor, "delist")
@@ -175,13 +174,13 @@ class Complaints:
             raise Invalid("invalid_decision", "decision must be upheld or rejected")
         reasons = clean_text(reasons, "reasons", required=True)
         store = self.store
-        with store._lock, transaction(store.conn):
-            row = self._row(public_id)
+        with store.db.write() as conn:
+            row = self._row(conn, public_id)
             if row["status"] != "received":
                 raise Conflict("decided", f"complaint {public_id} is already {row['status']}")
             entry_id = row["entry_id"]
             if entry_id is not None:
-                entry = store.conn.execute(
+                entry = conn.execute(
                     "SELECT added_by, approved_by, status FROM entries WHERE id = ?", (entry_id,)
                 ).fetchone()
                 if actor.id in (entry["added_by"], entry["approved_by"]):
@@ -195,13 +194,13 @@ class Complaints:
                         actor, entry_id, f"complaint {public_id} upheld: {reasons}"
                     )
             now = store.now()
-            store.conn.execute(
+            conn.execute(
                 "UPDATE complaints SET status = ?, decided_by = ?, decided = ?,"
                 " decision_reasons = ? WHERE id = ?",
                 (decision, actor.id, now, reasons, row["id"]),
             )
             audit.append(
-                store.conn,
+                conn,
                 time=now,
                 actor=actor.label,
                 action=f"complaint.{decision}",
@@ -209,4 +208,4 @@ class Complaints:
                 detail={"complaint": public_id},
                 reason=reasons,
             )
-            return _full(self._row(public_id))
+            return _full(self._row(conn, public_id))
