@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from blocklist.authority.anchors import parse_head
 from blocklist.authority.errors import (
     AuthorityError,
     Forbidden,
@@ -805,9 +806,19 @@ async def audit_log(request: web.Request) -> web.Response:
     return json_ok({"records": records})
 
 
-@routes.route("get", "/v1/audit/verify", "Verify the audit hash chain", permission="read")
+@routes.route(
+    "get",
+    "/v1/audit/verify",
+    "Verify the audit hash chain, and that it passes through published heads (head=N:HASH)",
+    permission="read",
+    query=("head",),
+)
 async def audit_verify(request: web.Request) -> web.Response:
-    report = await off_loop(authority(request).store.verify_audit)
+    try:
+        heads = [parse_head(h) for h in request.query.getall("head", [])[:1000]]
+    except ValueError as exc:
+        raise Malformed("bad_query", f"head: {exc}") from None
+    report = await off_loop(authority(request).store.verify_audit, heads)
     return json_ok(report.__dict__)
 
 

@@ -47,6 +47,8 @@ class LifecycleSection(Section):
     gone_min_interval_hours: Annotated[float, Field(ge=0)] = 12
     removal_policy: Literal["auto", "confirm"] = "auto"
     review_grace_days: Annotated[float, Field(ge=0)] = 14
+    # How far a takedown notice's sent time may be from the moment it is recorded.
+    sent_tolerance_minutes: Annotated[float, Field(ge=0, le=24 * 60)] = 60
     # How often the service runs due liveness checks and lapses overdue entries; 0 = never
     # (then `blocklist lifecycle run` does it on demand).
     scheduler_minutes: Annotated[float, Field(ge=0)] = 10

@@ -49,6 +49,9 @@ class LifecyclePolicy:
     gone_min_interval_hours: float = 12  # …each at least this far apart
     removal_policy: str = "auto"  # "auto": delist at once; "confirm": an officer confirms
     review_grace_days: float = 14  # after the review date, before an entry lapses
+    # How far a takedown notice's "sent" time may differ from now (clock skew, a notice sent
+    # a moment before it is recorded). Backdating further would shorten the deadline.
+    sent_tolerance_minutes: float = 60
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,16 @@ class Lifecycle:
                     f"entry {entry_id} is {row['status']}: hosted abroad, "
                     "it is blocked, not taken down",
                 )
-            sent = sent if sent is not None else self.store.now()
+            now = self.store.now()
+            sent = sent if sent is not None else now
+            tolerance = int(self.policy.sent_tolerance_minutes * 60)
+            if abs(sent - now) > tolerance:
+                raise Invalid(
+                    "invalid_sent",
+                    f"the notice's sent time {_utc(sent)} is more than "
+                    f"{tolerance // 60} minutes from now ({_utc(now)}); record a notice when "
+                    "it is sent, so its deadline cannot be shortened by backdating",
+                )
             deadline = int(sent + self.policy.takedown_hours * HOUR)
             conn.execute(
                 "INSERT OR REPLACE INTO takedowns"
@@ -144,8 +156,7 @@ class Lifecycle:
             if now < notice["deadline"]:
                 raise Conflict(
                     "deadline_not_reached",
-                    f"the takedown deadline of entry {entry_id} is "
-                    f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(notice['deadline']))}",
+                    f"the takedown deadline of entry {entry_id} is {_utc(notice['deadline'])}",
                 )
             if row["last_outcome"] != "online":
                 raise Conflict(
@@ -374,6 +385,10 @@ class Lifecycle:
             "time_to_removal_by_month": removal,
             "complaints_by_status": complaints,
         }
+
+
+def _utc(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
 
 
 def _percentile(values: list[float], q: float) -> float:

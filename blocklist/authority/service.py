@@ -21,6 +21,7 @@ from blocklist.authority.liveness import LivenessSettings, check_many
 from blocklist.authority.publisher import Published, Publisher
 from blocklist.authority.store import SYSTEM, PendingChanges, Principal, Store
 from blocklist.domains import ProtectedNames
+from blocklist.notification import AuditHead
 from blocklist.state import Kind, ListState
 
 log = logging.getLogger("cordon.authority")
@@ -88,6 +89,7 @@ class Authority:
                 gone_min_interval_hours=lc.gone_min_interval_hours,
                 removal_policy=lc.removal_policy,
                 review_grace_days=lc.review_grace_days,
+                sent_tolerance_minutes=lc.sent_tolerance_minutes,
             ),
         )
         lv = config.liveness
@@ -115,6 +117,7 @@ class Authority:
             min_poll_interval=config.publication.min_poll_interval,
             clock=clock,
             pinned_root=self.signer.root,
+            audit_head=self.signed_audit_head,
         )
         current = self.publisher.current()
         self._serial = current.serial if current else 0
@@ -225,6 +228,11 @@ class Authority:
         return summary
 
     # ------------------------------------------------------------------ publication
+
+    def signed_audit_head(self) -> AuditHead:
+        """The audit head each notification carries when it is signed."""
+        head = self.store.audit_head()
+        return AuditHead(records=head.records, hash=head.hash)
 
     def current_serial(self) -> int:
         # Read without the publisher's lock: long-polls and /healthz must not wait for a publish.
