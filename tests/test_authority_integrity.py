@@ -300,3 +300,124 @@ def test_truncated_log_and_forged_anchor(store: Store, tmp_path: Path) -> None:
     # A notification not signed under the pinned root is no anchor.
     with pytest.raises(AnchorError):
         head_from_notification(b"not a notification", [b"\0" * 32], "x.bin")
+
+
+# ---------------------------------------------------------------- bad input: 4xx, never 500
+
+
+async def test_bad_numbers_are_4xx(api: RunningAuthority) -> None:
+    for path, expected in [
+        ("/v1/entries/²/approve", 404),  # "²".isdigit() is True
+        ("/v1/entries/99999999999999999999/approve", 404),  # beyond SQLite's integers
+        ("/v1/batches/١٢/accept", 404),  # Arabic-Indic digits
+    ]:
+        status, body = await api.call("bob", "POST", path)
+        assert status == expected and body["error"] == "not_found", (path, body)
+    for query in ["limit=-1", "limit=0", "limit=99999999999999999999", "entry=²", "entry=1e3"]:
+        status, body = await api.call("olga", "GET", f"/v1/audit?{query}")
+        assert status == 400 and body["error"] == "bad_query", (query, body)
+    status, body = await api.call("isp", "GET", "/v1/list/hashed/notification?after=²")
+    assert status == 400
+    for bad in [2**63, -1, 10**30]:
+        status, body = await api.call(
+            "isp",
+            "POST",
+            "/v1/acks",
+            {"instance": "dns-1", "serial": bad, "checksum": "0" * 64},
+        )
+        assert status == 422 and "serial" in body["message"], (bad, body)
+    status, body = await api.call(
+        "isp",
+        "POST",
+        "/v1/complaints",
+        {
+            "idempotency_key": "k" * 20,
+            "entry_id": 2**64,
+            "host": "x.example",
+            "role": "visitor",
+            "reason": "r",
+            "received": 1,
+        },
+    )
+    assert status == 422 and "entry_id" in body["message"]
+
+
+async def test_deeply_nested_json_is_400(api: RunningAuthority) -> None:
+    deep = b'{"instance": "dns-1", "serial": 1, "checksum": "' + b"0" * 64 + b'", "status": '
+    deep += b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"}"
+    resp = await api.client.post(
+        "/v1/acks",
+        data=deep,
+        headers={**api.headers("isp"), "Content-Type": "application/json"},
+    )
+    # Larger than the body limit: refused before parsing; a nested body within it:
+    assert resp.status == 413
+    nested = b'{"status": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    resp = await api.client.post(
+        "/v1/acks",
+        data=nested,
+        headers={**api.headers("isp"), "Content-Type": "application/json"},
+    )
+    body = await resp.json()
+    assert resp.status == 400 and body["error"] == "malformed_json", body
+
+
+async def test_poisoned_ack_is_refused_and_compliance_keeps_working(
+    api: RunningAuthority,
+) -> None:
+    good = {"instance": "dns-1", "serial": 0, "checksum": "0" * 64, "status": {"held": 1}}
+    status, _ = await api.call("isp", "POST", "/v1/acks", good)
+    assert status == 200
+    poisoned = {**good, "status": {"note": "x" * 4100}}
+    status, body = await api.call("isp", "POST", "/v1/acks", poisoned)
+    assert status == 422 and body["error"] == "too_long" and "4000" in body["message"]
+    # The earlier ack stands, whole; every officer still gets the compliance view.
+    status, view = await api.call("olga", "GET", "/v1/compliance")
+    assert status == 200
+    row = next(r for r in view["instances"] if r["instance"] == "dns-1")
+    assert row["status"] == {"held": 1} and row["held"] == 1
+    # A row cut short before acks were checked (an older authority) does not break it either.
+    acks_db = api.authority.store.acks.path
+    with sqlite3.connect(acks_db) as raw:
+        raw.execute("UPDATE acks SET status = ? WHERE instance = 'dns-1'", ('{"note": "xx',))
+    status, view = await api.call("olga", "GET", "/v1/compliance")
+    assert status == 200
+    row = next(r for r in view["instances"] if r["instance"] == "dns-1")
+    assert row["status"] == {"unreadable": True}
+
+
+async def test_complaint_ticket_and_who_may_decide(api: RunningAuthority) -> None:
+    status, entry = await api.call(
+        "alice",
+        "POST",
+        "/v1/entries",
+        {"value": "t.example", "hosting_country": "NL", "evidence": "e"},
+    )
+    await api.call("bob", "POST", f"/v1/entries/{entry['id']}/approve")
+    complaint = {
+        "idempotency_key": "ticket-test-0001",
+        "entry_id": entry["id"],
+        "host": "t.example",
+        "role": "site_owner",
+        "reason": "mine",
+        "received": 1,
+        "ticket": "T-AB12-CD34",
+    }
+    status, filed = await api.call("isp", "POST", "/v1/complaints", complaint)
+    assert status == 201
+    status, found = await api.call("olga", "GET", "/v1/complaints/T-AB12-CD34")
+    assert status == 200 and found["complaint_id"] == filed["complaint_id"]
+    assert found["ticket"] == "T-AB12-CD34"
+    status, body = await api.call(
+        "olga", "POST", "/v1/complaints/T-AB12-CD34/decide", {"decision": "upheld", "reasons": "x"}
+    )
+    assert status == 403 and "may not decide complaints" in body["message"]
+    status, body = await api.call(
+        "carol",
+        "POST",
+        "/v1/complaints/T-AB12-CD34/decide",
+        {"decision": "upheld", "reasons": "checked"},
+    )
+    assert status == 200 and body["status"] == "upheld"
+    status, report = await api.call("olga", "GET", "/v1/report")
+    assert report["delisted_by_cause"] == {"complaint_upheld": 1}

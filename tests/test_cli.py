@@ -287,12 +287,14 @@ def test_add_approve_publish_status_list_show(authority: Authority) -> None:
         "lag",
         "divergent",
         "overdue",
+        "held",
+        "alarms",
         "last",
         "seen",
     ]
     row = next(r for r in compliance.stdout.splitlines() if "resolver-1" in r).split()
-    assert row[:6] == ["isp-one.example", "resolver-1", "1", "0", "no", "no"]
-    assert row[6].endswith("Z") and "T" in row[6]
+    assert row[:8] == ["isp-one.example", "resolver-1", "1", "0", "no", "no", "0", "-"]
+    assert row[8].endswith("Z") and "T" in row[8]
 
 
 def test_self_approval_is_refused(authority: Authority) -> None:

@@ -90,6 +90,8 @@ class BatchLineIn(Body):
 class BatchIn(Body):
     source: Annotated[str, Field(max_length=200)] = ""
     lines: Annotated[list[BatchLineIn], Field(min_length=1, max_length=5_000_000)]
+    # Lines the client refused before sending, so the audit record counts every refusal.
+    refused_by_client: DbInt = 0
 
 
 class BatchAcceptIn(Body):
@@ -431,7 +433,13 @@ async def import_batch(request: web.Request, body: BatchIn) -> web.Response:
         for n, e in enumerate(body.lines, start=1)
     ]
     store = authority(request).store
-    report = await off_loop(store.import_batch, principal(request), lines, body.source)
+    report = await off_loop(
+        store.import_batch,
+        principal(request),
+        lines,
+        body.source,
+        refused_by_client=body.refused_by_client,
+    )
     return json_ok(report.to_dict(), status=201 if report.batch_id else 200)
 
 

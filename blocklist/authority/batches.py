@@ -13,8 +13,6 @@ from blocklist.authority import audit
 from blocklist.authority.db import Database
 from blocklist.authority.entries import (
     DAY,
-    LISTED_SQL,
-    LIVE_SQL,
     MAX_TEXT,
     check_country,
     check_not_puppet,
@@ -22,6 +20,7 @@ from blocklist.authority.entries import (
 )
 from blocklist.authority.errors import AuthorityError, Conflict, Invalid, NotFound
 from blocklist.authority.roles import Principal, require
+from blocklist.authority.statuses import LISTED_SQL, LIVE_SQL
 from blocklist.entries import parse_kind
 from blocklist.errors import InvalidEntry
 from blocklist.state import Kind

@@ -12,13 +12,15 @@ import secrets
 import sqlite3
 
 from blocklist.authority import audit
+from blocklist.authority.entries import clean_text
 from blocklist.authority.errors import (
     Conflict,
     Forbidden,
     Invalid,
     NotFound,
 )
-from blocklist.authority.store import Principal, Store, clean_text
+from blocklist.authority.roles import Principal
+from blocklist.authority.store import Store
 
 ROLES = ("site_owner", "hosting_provider", "visitor", "other")
 DECISIONS = ("upheld", "rejected")
@@ -39,6 +41,7 @@ def _public(row: sqlite3.Row) -> dict:
 def _full(row: sqlite3.Row) -> dict:
     return {
         "complaint_id": row["public_id"],
+        "ticket": row["ticket"],
         "asp": row["asp_name"],
         "entry_id": row["entry_id"],
         "host": row["host"],
@@ -68,8 +71,20 @@ class Complaints:
     def _row(self, conn: sqlite3.Connection, public_id: str) -> sqlite3.Row:
         row = conn.execute(_SELECT + " WHERE c.public_id = ?", (public_id,)).fetchone()
         if row is None:
-            raise NotFound("not_found", f"complaint {public_id!r} does not exist")
+            raise NotFound("not_found", f"complaint {public_id[:80]!r} does not exist")
         return row
+
+    def _find(self, conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
+        """By complaint id (C-…), or by the ticket (T-…) the stop page gave the visitor."""
+        if not ref.startswith("T-"):
+            return self._row(conn, ref)
+        rows = conn.execute(_SELECT + " WHERE c.ticket = ?", (ref,)).fetchall()
+        if not rows:
+            raise NotFound("not_found", f"no complaint has the ticket {ref[:80]!r}")
+        if len(rows) > 1:  # tickets are unique per stop page, not across ASPs
+            ids = ", ".join(r["public_id"] for r in rows)
+            raise Conflict("ambiguous", f"ticket {ref} names several complaints: {ids}")
+        return rows[0]
 
     def submit(
         self,
@@ -110,8 +125,8 @@ class Complaints:
             public_id = "C-" + secrets.token_hex(6).upper()
             conn.execute(
                 "INSERT INTO complaints (public_id, asp_id, idempotency_key, entry_id, host, role,"
-                " reason, contact, language, received, created, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'received')",
+                " reason, contact, language, received, created, status, ticket)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'received', ?)",
                 (
                     public_id,
                     asp.id,
@@ -124,6 +139,7 @@ class Complaints:
                     language[:16],
                     received,
                     store.now(),
+                    ticket,
                 ),
             )
             audit.append(
@@ -163,19 +179,20 @@ class Complaints:
             rows = conn.execute(sql, [*args, max(1, min(limit, 10000))]).fetchall()
         return [_full(r) for r in rows]
 
-    def get(self, actor: Principal, public_id: str) -> dict:
+    def get(self, actor: Principal, ref: str) -> dict:
         self.store.require(actor, "read")
         with self.store.db.read() as conn:
-            return _full(self._row(conn, public_id))
+            return _full(self._find(conn, ref))
 
     def decide(self, actor: Principal, public_id: str, decision: str, reasons: str) -> dict:
-        self.store.require(actor, "delist")
+        self.store.require(actor, "decide")
         if decision not in DECISIONS:
             raise Invalid("invalid_decision", "decision must be upheld or rejected")
         reasons = clean_text(reasons, "reasons", required=True)
         store = self.store
         with store.db.write() as conn:
-            row = self._row(conn, public_id)
+            row = self._find(conn, public_id)
+            public_id = row["public_id"]
             if row["status"] != "received":
                 raise Conflict("decided", f"complaint {public_id} is already {row['status']}")
             entry_id = row["entry_id"]
@@ -191,7 +208,10 @@ class Complaints:
                     )
                 if decision == "upheld" and entry["status"] in ("active", "pending"):
                     store.delist_in_transaction(
-                        actor, entry_id, f"complaint {public_id} upheld: {reasons}"
+                        actor,
+                        entry_id,
+                        f"complaint {public_id} upheld: {reasons}",
+                        cause="complaint_upheld",
                     )
             now = store.now()
             conn.execute(

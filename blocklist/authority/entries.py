@@ -16,18 +16,16 @@ from blocklist.authority import audit
 from blocklist.authority.db import Database
 from blocklist.authority.errors import Conflict, Forbidden, Invalid, NotFound
 from blocklist.authority.roles import Principal, require
+from blocklist.authority.statuses import (
+    ENTRY_STATUSES,
+    LIVE_SQL,
+    LIVE_STATUSES,
+)
 from blocklist.domains import ProtectedNames
 from blocklist.entries import entry_digest, guess_kind
 from blocklist.errors import InvalidEntry
 from blocklist.state import Kind
 
-ENTRY_STATUSES = ("pending", "active", "removal_pending", "takedown", "rejected", "delisted")
-# Statuses that hold the entry's canonical value (one live entry per value).
-LIVE_STATUSES = ("pending", "active", "removal_pending", "takedown")
-# Statuses whose entries are on the published list.
-LISTED_STATUSES = ("active", "removal_pending")
-LIVE_SQL = "(" + ", ".join(f"'{s}'" for s in LIVE_STATUSES) + ")"
-LISTED_SQL = "(" + ", ".join(f"'{s}'" for s in LISTED_STATUSES) + ")"
 MAX_TEXT = 2000
 MAX_VALUE = 8192
 DAY = 86400

@@ -20,20 +20,15 @@ from collections import Counter
 from dataclasses import dataclass
 
 from blocklist.authority import audit
+from blocklist.authority.entries import clean_text
 from blocklist.authority.errors import (
     Conflict,
     Invalid,
     NotFound,
 )
-from blocklist.authority.store import (
-    LISTED_SQL,
-    LISTED_STATUSES,
-    LIVE_SQL,
-    SYSTEM,
-    Principal,
-    Store,
-    clean_text,
-)
+from blocklist.authority.roles import SYSTEM, Principal
+from blocklist.authority.statuses import LISTED_SQL, LISTED_STATUSES, LIVE_SQL
+from blocklist.authority.store import Store
 
 HOUR = 3600
 DAY = 86400

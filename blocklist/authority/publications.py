@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from blocklist.authority import audit
 from blocklist.authority.db import Database
-from blocklist.authority.entries import LISTED_SQL
 from blocklist.authority.roles import Principal
+from blocklist.authority.statuses import LISTED_SQL
 from blocklist.state import Entry, Kind
 
 

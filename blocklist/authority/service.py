@@ -105,6 +105,11 @@ class Authority:
         )
         self.complaints = Complaints(self.store)
         self.signer = signer or load_signer(config.keys_dir)
+        if (config.keys_dir / "root.key").exists():
+            log.warning(
+                "the root private key is still in the state directory: move it offline",
+                extra={"fields": {"path": str(config.keys_dir / "root.key")}},
+            )
         self._signer_stamp = self._keys_stamp()
         self.publish_dir: Path = config.publish_dir
         self.publisher = Publisher(

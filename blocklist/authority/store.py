@@ -17,11 +17,6 @@ from blocklist.authority.batches import Batches, ImportLine, ImportReport
 from blocklist.authority.compliance import Compliance, open_acks
 from blocklist.authority.db import Database
 from blocklist.authority.entries import (
-    ENTRY_STATUSES,
-    LISTED_SQL,
-    LISTED_STATUSES,
-    LIVE_SQL,
-    LIVE_STATUSES,
     Entries,
     EntryRecord,
     check_country,
@@ -31,6 +26,13 @@ from blocklist.authority.errors import AuthorityError
 from blocklist.authority.principals import Principals, hash_token
 from blocklist.authority.publications import PendingChanges, Publications
 from blocklist.authority.roles import ROLES, SYSTEM, Principal, require
+from blocklist.authority.statuses import (
+    ENTRY_STATUSES,
+    LISTED_SQL,
+    LISTED_STATUSES,
+    LIVE_SQL,
+    LIVE_STATUSES,
+)
 from blocklist.domains import ProtectedNames
 
 __all__ = [
