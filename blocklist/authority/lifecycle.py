@@ -5,9 +5,12 @@ States of an entry (see docs/authority.md for the diagram):
   hosted abroad:  pending → active → (K × gone) → removal_pending* → delisted (removed at source)
                                    → (review date + grace passed) → delisted (lapsed)
   hosted at home: takedown → (deadline passed, still online, officer escalates) → pending → …
-                           → (K × gone) → delisted (removed at source, never listed)
+                           → (K × gone)* → delisted (removed at source, never listed)
 
-  * with the "confirm" policy an officer confirms; with "auto" the entry is delisted at once.
+  * an officer confirms, except with the "auto" policy when all K were strong evidence (the
+    name gone from every one of two or more resolvers): then the entry is delisted at once.
+    HTTP 404/410/451 and refused connections are the site's own word, which a cloaking site
+    gives the checker alone, so they never delist without an officer.
 
 Every transition writes an audit record with its reason, in the transaction that makes it.
 """
@@ -26,6 +29,7 @@ from blocklist.authority.errors import (
     Invalid,
     NotFound,
 )
+from blocklist.authority.liveness import STRONG
 from blocklist.authority.roles import SYSTEM, Principal
 from blocklist.authority.statuses import LISTED_SQL, LISTED_STATUSES, LIVE_SQL
 from blocklist.authority.store import Store
@@ -42,7 +46,9 @@ class LifecyclePolicy:
     check_interval_hours: float = 24  # how often each entry is checked
     gone_threshold: int = 3  # K consecutive "gone" checks…
     gone_min_interval_hours: float = 12  # …each at least this far apart
-    removal_policy: str = "auto"  # "auto": delist at once; "confirm": an officer confirms
+    # "auto": strong evidence delists at once, weak evidence waits for an officer;
+    # "confirm": an officer confirms every removal.
+    removal_policy: str = "auto"
     review_grace_days: float = 14  # after the review date, before an entry lapses
     # How far a takedown notice's "sent" time may differ from now (clock skew, a notice sent
     # a moment before it is recorded). Backdating further would shorten the deadline.
@@ -58,6 +64,11 @@ class Check:
     http_status: int | None = None
     redirect: str | None = None
     address: str | None = None
+    evidence: str = ""  # for "gone": how strong (liveness.STRONG, ...)
+
+    @property
+    def strong(self) -> bool:
+        return self.outcome == "gone" and self.evidence == STRONG
 
 
 class Lifecycle:
@@ -225,16 +236,20 @@ class Lifecycle:
                 ),
             )
             count, last_gone = row["gone_count"], row["last_gone"]
+            strong = row["strong_gone_count"]
             if check.outcome == "online":
-                count, last_gone = 0, None
+                count, strong, last_gone = 0, 0, None
             elif check.outcome == "gone" and (last_gone is None or now - last_gone >= gap):
                 count, last_gone = count + 1, now
+                strong = strong + 1 if check.strong else 0  # a weak "gone" breaks the streak
             conn.execute(
-                "UPDATE entries SET last_check = ?, last_outcome = ?, gone_count = ?, last_gone = ?"
-                " WHERE id = ?",
-                (now, check.outcome, count, last_gone, entry_id),
+                "UPDATE entries SET last_check = ?, last_outcome = ?, gone_count = ?,"
+                " strong_gone_count = ?, last_gone = ? WHERE id = ?",
+                (now, check.outcome, count, strong, last_gone, entry_id),
             )
             status = row["status"]
+            if check.outcome == "online" and status == "takedown" and row["removed_at"]:
+                conn.execute("UPDATE entries SET removed_at = NULL WHERE id = ?", (entry_id,))
             if check.outcome == "online" and status == "removal_pending":
                 conn.execute(
                     "UPDATE entries SET status = 'active', removed_at = NULL WHERE id = ?",
@@ -244,22 +259,32 @@ class Lifecycle:
                 return "back_online"
             if count < self.policy.gone_threshold or status not in ("active", "takedown"):
                 return None
-            reason = f"{count} consecutive checks found the content gone ({check.detail})"
+            if row["removed_at"] is not None and status == "takedown":
+                return None  # already waiting for an officer's confirmation
+            auto = self.policy.removal_policy == "auto" and strong >= self.policy.gone_threshold
+            kind = "strong (name gone from every resolver)" if auto else "weak"
+            reason = f"{count} consecutive checks found the content gone ({check.detail}); {kind}"
             conn.execute("UPDATE entries SET removed_at = ? WHERE id = ?", (now, entry_id))
-            if status == "active" and self.policy.removal_policy == "confirm":
-                conn.execute(
-                    "UPDATE entries SET status = 'removal_pending' WHERE id = ?", (entry_id,)
-                )
-                self._audit(conn, actor, "entry.removal_pending", entry_id, reason)
-                return "removal_pending"
-            self.store.delist_in_transaction(actor, entry_id, reason, cause="removed_at_source")
-            return "removed_at_source"
+            if auto:
+                self.store.delist_in_transaction(actor, entry_id, reason, cause="removed_at_source")
+                return "removed_at_source"
+            new_status = "removal_pending" if status == "active" else status
+            conn.execute(
+                "UPDATE entries SET status = ?, status_reason = ? WHERE id = ?",
+                (new_status, reason, entry_id),
+            )
+            # A takedown entry is not listed: it stays in takedown, marked for confirmation.
+            self._audit(
+                conn, actor, "entry.removal_pending", entry_id, reason, evidence=check.evidence
+            )
+            return "removal_pending"
 
     def confirm_removal(self, actor: Principal, entry_id: int) -> None:
         self.store.require(actor, "delist")
         with self.store.db.write() as conn:
             row = self._entry(conn, entry_id)
-            if row["status"] != "removal_pending":
+            marked = row["status"] == "takedown" and row["removed_at"] is not None
+            if row["status"] != "removal_pending" and not marked:
                 raise Conflict("not_removal_pending", f"entry {entry_id} is {row['status']}")
             self.store.delist_in_transaction(
                 actor, entry_id, "removal at source confirmed", cause="removed_at_source"

@@ -102,6 +102,8 @@ class Authority:
             http_port=lv.http_port,
             https_port=lv.https_port,
             allow_private_addresses=lv.allow_private_addresses,
+            extra_resolvers=tuple(lv.extra_resolver_addresses),
+            proxy=lv.proxy,
         )
         self.complaints = Complaints(self.store)
         self.signer = signer or load_signer(config.keys_dir)
@@ -214,7 +216,12 @@ class Authority:
         for entry_id, result in results.items():
             outcomes[result.outcome] += 1
             check = Check(
-                result.outcome, result.detail, result.http_status, result.redirect, result.address
+                result.outcome,
+                result.detail,
+                result.http_status,
+                result.redirect,
+                result.address,
+                result.evidence,
             )
             moved = await asyncio.to_thread(self.lifecycle.record_check, entry_id, check)
             if moved:
