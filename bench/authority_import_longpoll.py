@@ -27,10 +27,8 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,18 +38,9 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[k]
+from authority_longpoll import free_port, pct  # noqa: E402
 
 
 def import_body(lines: int) -> bytes:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from authority_fixtures import RunningAuthority, start_authority
+from test_store import Clock
 
 from blocklist.authority import audit
 from blocklist.authority.anchors import AnchorError, head_from_notification
@@ -21,14 +22,6 @@ from blocklist.authority.lifecycle import Check, Lifecycle, LifecyclePolicy
 from blocklist.authority.roles import SYSTEM, Principal
 from blocklist.authority.store import Store
 from blocklist.notification import open_notification
-
-
-class Clock:
-    def __init__(self, t: float = 1_790_000_000) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

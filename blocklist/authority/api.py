@@ -21,7 +21,7 @@ from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from blocklist.authority.anchors import parse_head
 from blocklist.authority.errors import (
@@ -52,6 +52,8 @@ EDITIONS = ("hashed", "plain")
 _PARSE_INLINE_BYTES = 256 * 1024
 MAX_ID = 2**63 - 1
 T = TypeVar("T")
+B = TypeVar("B", bound=BaseModel)
+MAX_IMPORT_LINES = 5_000_000
 
 DbInt = Annotated[int, Field(ge=0, le=MAX_ID)]
 
@@ -89,9 +91,12 @@ class BatchLineIn(Body):
 
 class BatchIn(Body):
     source: Annotated[str, Field(max_length=200)] = ""
-    lines: Annotated[list[BatchLineIn], Field(min_length=1, max_length=5_000_000)]
+    lines: Annotated[list[BatchLineIn], Field(min_length=1, max_length=MAX_IMPORT_LINES)]
     # Lines the client refused before sending, so the audit record counts every refusal.
     refused_by_client: DbInt = 0
+
+
+_BATCH_LINES = TypeAdapter(list[BatchLineIn])
 
 
 class BatchAcceptIn(Body):
@@ -181,13 +186,17 @@ async def off_loop(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.to_thread(partial(func, *args, **kwargs))
 
 
-def _decode(raw: bytes, model: type[BaseModel]) -> BaseModel:
+def _decode(raw: bytes, model: type[B]) -> B:
     try:
         data = json.loads(raw or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Malformed("malformed_json", f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise Malformed("malformed_json", "request body is nested too deeply") from None
+    return _decode_value(data, model)
+
+
+def _decode_value(data: Any, model: type[B]) -> B:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -200,12 +209,108 @@ def _decode(raw: bytes, model: type[BaseModel]) -> BaseModel:
         raise Malformed("malformed_json", "request body is nested too deeply") from None
 
 
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+_CHUNK = 2000  # lines validated per step: each step holds the GIL for a few milliseconds
+
+
+def _decode_batch(raw: bytes) -> BatchIn:
+    """The import body, parsed and validated in small steps.
+
+    `json.loads` and pydantic hold the GIL for the whole of a 1M-line body (~4 s), which would
+    freeze the event loop even from a worker thread. Here the `lines` array is decoded one
+    element at a time and validated `_CHUNK` lines at a time, so the loop gets the GIL back
+    between steps; the result and the error messages are those of `_decode`.
+    """
+
+    def bad(what: str) -> Malformed:
+        return Malformed("malformed_json", f"request body is not valid JSON: {what}")
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad(str(exc)) from None
+
+    def ws(pos: int) -> int:
+        return _WS.match(text, pos).end()  # type: ignore[union-attr]
+
+    top: dict[str, Any] = {}
+    try:
+        pos = ws(0)
+        if text[pos : pos + 1] != "{":
+            return _decode(raw, BatchIn)  # not an object: the ordinary path says why
+        pos = ws(pos + 1)
+        closed = text[pos : pos + 1] == "}"
+        pos += closed
+        while not closed:
+            key, pos = _DECODER.raw_decode(text, pos)
+            pos = ws(pos)
+            if not isinstance(key, str) or text[pos : pos + 1] != ":":
+                raise bad(f"expected a key and ':' at char {pos}")
+            pos = ws(pos + 1)
+            if key == "lines" and text[pos : pos + 1] == "[":
+                items: list[Any] = []
+                pos = ws(pos + 1)
+                if text[pos : pos + 1] == "]":
+                    pos += 1
+                else:
+                    while True:
+                        item, pos = _DECODER.raw_decode(text, pos)
+                        items.append(item)
+                        pos = ws(pos)
+                        sep = text[pos : pos + 1]
+                        pos = ws(pos + 1)
+                        if sep == "]":
+                            break
+                        if sep != ",":
+                            raise bad(f"expected ',' or ']' at char {pos}")
+                value: Any = items
+            else:
+                value, pos = _DECODER.raw_decode(text, pos)
+            top[key] = value
+            pos = ws(pos)
+            sep = text[pos : pos + 1]
+            pos = ws(pos + 1)
+            if sep == "}":
+                closed = True
+            elif sep != ",":
+                raise bad(f"expected ',' or '}}' at char {pos}")
+        if ws(pos) != len(text):
+            raise bad(f"extra data at char {pos}")
+    except json.JSONDecodeError as exc:
+        raise bad(str(exc)) from None
+    except RecursionError:
+        raise Malformed("malformed_json", "request body is nested too deeply") from None
+    lines = top.get("lines")
+    if not isinstance(lines, list) or not lines or len(lines) > MAX_IMPORT_LINES:
+        return _decode(raw, BatchIn)  # the ordinary path names the problem
+    head = _decode_value({**top, "lines": lines[:1]}, BatchIn)
+    validated: list[BatchLineIn] = []
+    for start in range(0, len(lines), _CHUNK):
+        try:
+            validated += _BATCH_LINES.validate_python(lines[start : start + _CHUNK])
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ["lines", start + int(first["loc"][0]), *first["loc"][1:]]
+            where = ".".join(str(p) for p in loc)
+            raise Invalid(
+                "invalid_body", f"{where}: {first['msg']}", errors=len(exc.errors())
+            ) from None
+        except RecursionError:
+            raise Malformed("malformed_json", "request body is nested too deeply") from None
+    return BatchIn.model_construct(
+        source=head.source, lines=validated, refused_by_client=head.refused_by_client
+    )
+
+
 async def parse_body(request: web.Request, op: Operation) -> BaseModel:
     assert op.body is not None
     raw = await request.read()
     limit = authority(request).config.api.max_body_bytes
     if not op.large_body and len(raw) > limit:
         raise TooLarge("too_large", f"request body is larger than {limit} bytes")
+    if op.body is BatchIn and len(raw) > _PARSE_INLINE_BYTES:
+        return await asyncio.to_thread(_decode_batch, raw)
     if len(raw) > _PARSE_INLINE_BYTES:
         return await asyncio.to_thread(_decode, raw, op.body)
     return _decode(raw, op.body)
@@ -420,7 +525,20 @@ async def delist(request: web.Request, body: ReasonIn) -> web.Response:
     large_body=True,
 )
 async def import_batch(request: web.Request, body: BatchIn) -> web.Response:
-    lines = [
+    lines = await off_loop(_import_lines, body)
+    store = authority(request).store
+    report = await off_loop(
+        store.import_batch,
+        principal(request),
+        lines,
+        body.source,
+        refused_by_client=body.refused_by_client,
+    )
+    return json_ok(report.to_dict(), status=201 if report.batch_id else 200)
+
+
+def _import_lines(body: BatchIn) -> list[ImportLine]:
+    return [
         ImportLine(
             e.line if e.line is not None else n,
             e.value,
@@ -432,15 +550,6 @@ async def import_batch(request: web.Request, body: BatchIn) -> web.Response:
         )
         for n, e in enumerate(body.lines, start=1)
     ]
-    store = authority(request).store
-    report = await off_loop(
-        store.import_batch,
-        principal(request),
-        lines,
-        body.source,
-        refused_by_client=body.refused_by_client,
-    )
-    return json_ok(report.to_dict(), status=201 if report.batch_id else 200)
 
 
 @routes.route("get", "/v1/batches/{batch_id}", "Show a batch", permission="read")

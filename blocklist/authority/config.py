@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from blocklist.authority.liveness import BROWSER_USER_AGENT
+from blocklist.authority.liveness import BROWSER_USER_AGENT, parse_proxy
 from blocklist.config import ProtectedNameList, Section
 
 
@@ -85,9 +85,7 @@ class LivenessSection(Section):
     @classmethod
     def _proxy(cls, value: str) -> str:
         if value:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"{value!r} is not host:port")
+            parse_proxy(value)
         return value
 
     @property
@@ -102,12 +100,12 @@ def _resolver_address(value: str) -> tuple[str, int]:
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
+            if not rest.startswith(":") or not (rest[1:].isascii() and rest[1:].isdigit()):
                 raise ValueError(f"{value!r} is not ip, ip:port or [ipv6]:port")
             port = int(rest[1:])
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
-        if not port_text.isdigit():
+        if not (port_text.isascii() and port_text.isdigit()):
             raise ValueError(f"{value!r} is not ip, ip:port or [ipv6]:port")
         port = int(port_text)
     try:

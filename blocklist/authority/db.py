@@ -321,10 +321,16 @@ class Database:
             yield self._writer
             return
         conn = self._reader()
+        depth = getattr(self._local, "depth", 0)
+        if depth:  # a read inside a read joins its snapshot
+            yield conn
+            return
         conn.execute("BEGIN")
+        self._local.depth = 1
         try:
             yield conn
         finally:
+            self._local.depth = 0
             conn.execute("COMMIT")
 
     def _reader(self) -> sqlite3.Connection:

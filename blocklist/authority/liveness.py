@@ -64,6 +64,14 @@ _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
+def parse_proxy(text: str) -> tuple[str, int]:
+    """ "host:port" or "[v6]:port" of an HTTP CONNECT proxy; ValueError when it is not."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise ValueError(f"proxy {text[:80]!r} must be host:port")
+    return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True)
 class LivenessSettings:
     # The DNS resolver used for lookups, chosen by the authority; never the system's.
@@ -93,10 +101,7 @@ class LivenessSettings:
 
     @property
     def proxy_address(self) -> tuple[str, int] | None:
-        if not self.proxy:
-            return None
-        host, _, port = self.proxy.rpartition(":")
-        return host.strip("[]"), int(port)
+        return parse_proxy(self.proxy) if self.proxy else None
 
     def __post_init__(self) -> None:
         # Settings come from configuration: refuse nonsense before any check runs, so that a
@@ -109,9 +114,7 @@ class LivenessSettings:
             if not 0 < port < 65536:
                 raise ValueError(f"resolver port {port} is out of range")
         if self.proxy:
-            host, sep, port = self.proxy.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("proxy must be host:port")
+            parse_proxy(self.proxy)
         if not _HEADER_VALUE.fullmatch(self.user_agent):
             raise ValueError("user_agent must be printable ASCII on one line")
         if not self.schemes or not set(self.schemes) <= set(_DEFAULT_PORTS):
