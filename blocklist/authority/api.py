@@ -24,6 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from blocklist.authority.anchors import parse_head
+from blocklist.authority.bulk import drain, gc_paused
 from blocklist.authority.errors import (
     AuthorityError,
     Forbidden,
@@ -38,7 +39,7 @@ from blocklist.authority.openapi import openapi
 from blocklist.authority.roles import ROLES, Principal, require
 from blocklist.authority.routes import Handler, Operation, RouteTable
 from blocklist.authority.service import Authority
-from blocklist.authority.store import ImportLine
+from blocklist.authority.store import ImportLine, ImportReport, Store
 from blocklist.entries import parse_kind
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -215,6 +216,11 @@ _CHUNK = 2000  # lines validated per step: each step holds the GIL for a few mil
 
 
 def _decode_batch(raw: bytes) -> BatchIn:
+    with gc_paused():
+        return _decode_batch_steps(raw)
+
+
+def _decode_batch_steps(raw: bytes) -> BatchIn:
     """The import body, parsed and validated in small steps.
 
     `json.loads` and pydantic hold the GIL for the whole of a 1M-line body (~4 s), which would
@@ -298,6 +304,7 @@ def _decode_batch(raw: bytes) -> BatchIn:
             ) from None
         except RecursionError:
             raise Malformed("malformed_json", "request body is nested too deeply") from None
+    drain(lines)
     return BatchIn.model_construct(
         source=head.source, lines=validated, refused_by_client=head.refused_by_client
     )
@@ -525,16 +532,19 @@ async def delist(request: web.Request, body: ReasonIn) -> web.Response:
     large_body=True,
 )
 async def import_batch(request: web.Request, body: BatchIn) -> web.Response:
-    lines = await off_loop(_import_lines, body)
-    store = authority(request).store
-    report = await off_loop(
-        store.import_batch,
-        principal(request),
-        lines,
-        body.source,
-        refused_by_client=body.refused_by_client,
-    )
+    report = await off_loop(_run_import, authority(request).store, principal(request), body)
     return json_ok(report.to_dict(), status=201 if report.batch_id else 200)
+
+
+def _run_import(store: Store, who: Principal, body: BatchIn) -> ImportReport:
+    with gc_paused():
+        lines = _import_lines(body)
+        drain(body.lines)
+        report = store.import_batch(
+            who, lines, body.source, refused_by_client=body.refused_by_client
+        )
+        drain(lines)
+    return report
 
 
 def _import_lines(body: BatchIn) -> list[ImportLine]:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 from blocklist.authority import audit
+from blocklist.authority.bulk import drain
 from blocklist.authority.db import Database
 from blocklist.authority.entries import (
     DAY,
@@ -168,6 +169,10 @@ class Batches:
                 rows,
             )
             takedown = sum(1 for r in rows if r[7] == "takedown")
+            accepted = len(fresh)
+            drain(rows)
+            drain(fresh)
+            drain(good)
             audit.append(
                 conn,
                 time=now,
@@ -175,12 +180,12 @@ class Batches:
                 action="batch.import",
                 detail={
                     "batch": batch_id,
-                    "entries": len(fresh),
+                    "entries": accepted,
                     "refused": len(refused) + refused_by_client,
                     "source": source[:200],
                 },
             )
-        return ImportReport(batch_id, len(fresh), refused, takedown)
+        return ImportReport(batch_id, accepted, refused, takedown)
 
     def get_batch(self, actor: Principal, batch_id: int) -> dict:
         require(actor, "read")
