@@ -278,3 +278,19 @@ def test_compliance_report(store: Store) -> None:
     assert not rows[("isp-one", "dns-1")]["overdue"]
     with pytest.raises(AuthorityError):
         store.record_ack(o["alice"], "x", 1, b"\1" * 32, {})
+
+
+def test_gc_pause_nests_and_drain_empties() -> None:
+    import gc
+
+    from blocklist.authority.bulk import drain, gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer import still runs
+    assert gc.isenabled()
+    items = list(range(12_345))
+    drain(items)
+    assert items == []
