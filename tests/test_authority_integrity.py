@@ -73,6 +73,7 @@ def test_raising_a_role_needs_a_second_person(store: Store) -> None:
     assert who(store, token).role == "officer"
     refused("four_eyes", 403, store.confirm_officer, admin, "alice")
     refused("forbidden", 403, store.change_role, alice, "alice", "admin", reason="me")
+    refused("four_eyes", 403, store.change_role, admin, "root", "officer", reason="me")
     _, olga = store.add_officer(SYSTEM, "olga", "oversight")
     store.confirm_officer(who(store, olga), "alice")
     assert who(store, token).role == "admin"

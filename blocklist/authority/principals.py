@@ -94,6 +94,28 @@ class Principals:
         )
         return cur.lastrowid or 0, token
 
+    def _add_principal(
+        self, actor: Principal, kind: str, fields: dict, detail: dict
+    ) -> tuple[int, str]:
+        """Insert an officer or an ASP with its first API token, and audit it, in one go."""
+        table, label = ("officers", "officer") if kind == "officer" else ("asps", "ASP")
+        now = self.db.now()
+        values = [int(v) if isinstance(v, bool) else v for v in fields.values()]
+        with self.db.write() as conn:
+            try:
+                cur = conn.execute(
+                    f"INSERT INTO {table} ({', '.join(fields)}, created)"
+                    f" VALUES ({', '.join('?' * len(fields))}, ?)",
+                    (*values, now),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict("exists", f"{label} {fields['name']!r} already exists") from None
+            new_id = cur.lastrowid or 0
+            owner = (new_id, None) if kind == "officer" else (None, new_id)
+            _, token = self._issue_token(conn, *owner, "initial")
+            audit.append(conn, time=now, actor=actor.label, action=f"{kind}.add", detail=detail)
+        return new_id, token
+
     # ------------------------------------------------------------------ officers
 
     def _officer_row(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
@@ -105,7 +127,7 @@ class Principals:
     def add_officer(self, actor: Principal, name: str, role: str) -> tuple[dict, str]:
         """Create an officer and a first API token (returned once, stored only as a hash).
 
-        An admin creating an approver, admin or oversight account gets it inactive until a
+        An admin creating an approver or admin account gets it inactive until a
         second person confirms (`confirm_officer`).
         """
         require(actor, "manage")
@@ -113,32 +135,15 @@ class Principals:
         if role not in ROLES:
             raise Invalid("invalid_role", f"role {role!r} is not one of {', '.join(ROLES)}")
         needs_confirmation = actor.kind == "officer" and role in GUARDED_ROLES
-        now = self.db.now()
-        with self.db.write() as conn:
-            try:
-                cur = conn.execute(
-                    "INSERT INTO officers (name, role, created, active, created_by, confirmed)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        name,
-                        role,
-                        now,
-                        0 if needs_confirmation else 1,
-                        actor.id if actor.kind == "officer" else None,
-                        None if needs_confirmation else now,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise Conflict("exists", f"officer {name!r} already exists") from None
-            new_id = cur.lastrowid
-            _, token = self._issue_token(conn, new_id, None, "initial")
-            audit.append(
-                conn,
-                time=now,
-                actor=actor.label,
-                action="officer.add",
-                detail={"officer": name, "role": role, "confirmation": needs_confirmation},
-            )
+        fields = {
+            "name": name,
+            "role": role,
+            "active": not needs_confirmation,
+            "created_by": actor.id if actor.kind == "officer" else None,
+            "confirmed": None if needs_confirmation else self.db.now(),
+        }
+        detail = {"officer": name, "role": role, "confirmation": needs_confirmation}
+        new_id, token = self._add_principal(actor, "officer", fields, detail)
         info = {"id": new_id, "name": name, "role": role, "active": not needs_confirmation}
         if needs_confirmation:
             info["awaiting_confirmation"] = True
@@ -304,24 +309,10 @@ class Principals:
     def add_asp(self, actor: Principal, name: str, plain_allowed: bool = False) -> tuple[dict, str]:
         require(actor, "manage")
         check_name(name, "ASP")
-        now = self.db.now()
-        with self.db.write() as conn:
-            try:
-                cur = conn.execute(
-                    "INSERT INTO asps (name, plain_allowed, created) VALUES (?, ?, ?)",
-                    (name, int(plain_allowed), now),
-                )
-            except sqlite3.IntegrityError:
-                raise Conflict("exists", f"ASP {name!r} already exists") from None
-            new_id = cur.lastrowid
-            _, token = self._issue_token(conn, None, new_id, "initial")
-            audit.append(
-                conn,
-                time=now,
-                actor=actor.label,
-                action="asp.add",
-                detail={"asp": name, "plain_allowed": plain_allowed},
-            )
+        fields = {"name": name, "plain_allowed": plain_allowed}
+        new_id, token = self._add_principal(
+            actor, "asp", fields, {"asp": name, "plain_allowed": plain_allowed}
+        )
         return {"id": new_id, "name": name, "plain_allowed": plain_allowed}, token
 
     def list_asps(self, actor: Principal) -> list[dict]:
