@@ -206,6 +206,12 @@ class Demo:
             raise RuntimeError(f"blocklist init failed: {out.stderr}")
         root = next(w for w in out.stdout.split() if w.startswith("ed25519:"))
         self.tokens["admin"] = (self.dir / "admin.token").read_text().strip()
+        # As in production, the root key leaves the state directory after the ceremony (the
+        # service warns while it is there); the demo only moves it aside.
+        offline = self.dir / "offline-keys"
+        offline.mkdir(mode=0o700, exist_ok=True)
+        for key in (self.dir / "authority-state" / "keys").glob("root*.key"):
+            key.rename(offline / key.name)
         # The approver is created on the state directory itself: one an admin creates through
         # the API stays inactive until a second person confirms it.
         out = self.cli(

@@ -877,7 +877,7 @@ def test_init_writes_a_config_and_serve_warns_about_the_root_key(tmp_path: Path)
         serve = blocklist(
             "serve", "--config", config, "--port", str(port), cwd=config.parent, timeout=60
         )
-    assert "warning: the root private key is still in" in serve.stderr
+    assert "warning: root private key(s) still in" in serve.stderr and "root" in serve.stderr
     assert serve.returncode == 1 and "cannot serve" in serve.stderr
 
 

@@ -107,10 +107,11 @@ class Authority:
         )
         self.complaints = Complaints(self.store)
         self.signer = signer or load_signer(config.keys_dir)
-        if (config.keys_dir / "root.key").exists():
+        root_keys = sorted(config.keys_dir.glob("root*.key"))
+        if root_keys:
             log.warning(
-                "the root private key is still in the state directory: move it offline",
-                extra={"fields": {"path": str(config.keys_dir / "root.key")}},
+                "root private key(s) still in the state directory: move them offline",
+                extra={"fields": {"paths": [str(k) for k in root_keys]}},
             )
         self._signer_stamp = self._keys_stamp()
         self.publish_dir: Path = config.publish_dir

@@ -136,11 +136,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             2,
             [f"hint: run `blocklist init --config {args.config} --admin NAME` first"],
         )
-    root_key = config.keys_dir / "root.key"
-    if root_key.exists():
+    root_keys = sorted(config.keys_dir.glob("root*.key"))
+    if root_keys:
         say(
-            f"warning: the root private key is still in {root_key}; anyone who reads the state "
-            "directory can certify signing keys. Move it offline (docs/authority.md, Keys)."
+            f"warning: root private key(s) still in {config.keys_dir} "
+            f"({', '.join(k.name for k in root_keys)}); anyone who reads the state directory "
+            "can certify signing keys. Move them offline (docs/authority.md, Setting up)."
         )
     host = args.host or config.api.host
     port = args.port or config.api.port
