@@ -371,3 +371,28 @@ def test_sink_config_errors_name_the_key(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             validate_config(data, SinkSection, "a.toml")
         assert needle in str(info.value) and "a.toml" in str(info.value), str(info.value)
+
+
+async def test_configured_sink_follows_every_publication(tmp_path: Path) -> None:
+    """`[[publication.sinks]]` in authority.toml: the running service pushes each publication to
+    the web root by itself (no hand-made pusher), files before the notification."""
+    root = tmp_path / "webroot"
+    sinks = [{"kind": "webroot", "path": str(root), "cache_seconds": 0}]
+    running = await start_authority(tmp_path, publication={"sinks": sinks})
+    try:
+        assert len(running.authority.sinks) == 1
+        pushed = root / "hashed" / "notification.bin"
+        local = running.authority.publish_dir / "hashed" / "notification.bin"
+        for serial, name in enumerate(["one.example", "two.example"], start=1):
+            assert (await publish(running, name))["serial"] == serial
+            deadline = time.monotonic() + 20
+            while not (pushed.exists() and pushed.read_bytes() == local.read_bytes()):
+                assert time.monotonic() < deadline, "the sink did not follow the publication"
+                await asyncio.sleep(0.05)
+            _, names = named_files(pushed.read_bytes())
+            assert names and all((root / "hashed" / n).exists() for n in names)
+        assert not (root / "plain").exists()  # the plain edition stays off public hosts
+        assert running.authority.sinks[0].last_error is None
+    finally:
+        await running.client.close()
+        await running.authority.stop()
