@@ -9,17 +9,24 @@ never needs, and in the hashed edition never has, the listed names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 from blocklist.digests import digest, query_digests
-from blocklist.domains import canonical_domain
+from blocklist.domains import canonical_domain, looks_like_ipv4
 from blocklist.errors import InvalidEntry
 from blocklist.state import ID_SIZE, Kind, ListState
 from blocklist.sync.verified import VerifiedList
 from blocklist.urls import url_lookup_expressions
 
 _CACHE_LIMIT = 4096
+# Names already in canonical form once lowercased: ASCII letters, digits, '_' and inner '-', no
+# punycode label. Most Host headers are like this; they skip the IDNA mapping, which would give
+# the same result (tests/test_stoppage_units.py compares both on generated names).
+_PLAIN_NAME = re.compile(
+    r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +35,18 @@ class Match:
     kind: Kind
 
 
-@lru_cache(maxsize=_CACHE_LIMIT)
 def canonical_host(header: str) -> str | None:
     """The canonical domain of a Host header value, or None (IP literal, junk, empty)."""
+    host = header.lower()
+    if host.endswith("."):
+        host = host[:-1]
+    if len(host) <= 253 and "xn--" not in host and _PLAIN_NAME.fullmatch(host):
+        return None if looks_like_ipv4(host) else host
+    return _canonical_host_slow(header)
+
+
+@lru_cache(maxsize=_CACHE_LIMIT)
+def _canonical_host_slow(header: str) -> str | None:
     host = header.strip()
     if not host or host.startswith("[") or len(host) > 300:
         return None
