@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from blocklist.config import load_config
 from blocklist.logs import setup_logging
 from blocklist.sync.watch import StateWatcher
+from stoppage import privacy
 from stoppage.app import StopPage, make_app
 from stoppage.config import StoppageConfig
 from stoppage.counters import COUNTERS_FILE, HourlyCounters
@@ -222,6 +223,7 @@ async def run(config: StoppageConfig, source: str) -> None:
 def serve(config_path: Path) -> None:
     config = load_config(config_path, StoppageConfig)
     setup_logging()
+    privacy.install()
     try:
         import uvloop
 

@@ -305,3 +305,51 @@ async def test_a_refusing_authority_marks_the_complaint_undeliverable(
             assert row["attempts"] == 0 and "HTTP 422" in row["last_error"]
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("knows_ticket", [True, False])
+async def test_the_ticket_goes_to_the_authority(tmp_path: Path, knows_ticket: bool) -> None:
+    """The person's ticket is sent as `ticket`; an authority that refuses the field still gets
+    the complaint, once, without it."""
+    port = free_port()
+    bodies: list[dict] = []
+
+    async def intake(request: web.Request) -> web.Response:
+        body = await request.json()
+        bodies.append(body)
+        if "ticket" in body and not knows_ticket:
+            return web.json_response(
+                {"error": "invalid_body", "message": "ticket: Extra inputs are not permitted"},
+                status=422,
+            )
+        return web.json_response({"complaint_id": "C-1", "status": "received"}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/complaints", intake)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    config = make_config(
+        tmp_path, write_list(tmp_path), sync={"authority_url": f"http://127.0.0.1:{port}"}
+    )
+    try:
+        async with running(config) as stop, aiohttp.ClientSession() as session:
+            _, _, body = await submit(session, stop)
+            ticket, secret = ticket_and_secret(body)
+
+            async def forwarded() -> bool:
+                return (await status_page(session, stop, ticket, secret))[0] == "forwarded"
+
+            await wait_for(forwarded)
+            if knows_ticket:
+                assert [b["ticket"] for b in bodies] == [ticket]
+            else:
+                assert [b.get("ticket") for b in bodies] == [ticket, None]
+                # Later complaints go without it at once.
+                _, _, body = await submit(session, stop)
+                assert ticket_and_secret(body)
+                await wait_for(lambda: len(bodies) == 3)
+                assert "ticket" not in bodies[2]
+            [row, *_] = outbox_rows(config.complaints.outbox_path)
+            assert row["state"] == "forwarded"
+    finally:
+        await server.close()
