@@ -128,7 +128,7 @@ def attacks() -> dict[str, bytes]:
         "bad request line": f"GET /{m} HTTP/9.{m}\r\nHost: {HOST}\r\n\r\n".encode(),
         "junk method": f"{m.upper()}\x01 / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode(),
         "header without colon": f"GET / HTTP/1.1\r\nHost: {HOST}\r\n{m} no colon\r\n\r\n".encode(),
-        "control byte in a header": f"GET / HTTP/1.1\r\nHost: {HOST}\r\nX-A: {m}\x00\r\n\r\n".encode(),
+        "control byte in a header": _get("/", f"Host: {HOST}", f"X-A: {m}\x00"),
         "non-UTF-8 path": b"GET /\xff\xfe" + m.encode() + b" HTTP/1.1\r\nHost: a.test\r\n\r\n",
         "bad chunked body": (
             f"POST /complaint HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n"
