@@ -113,8 +113,11 @@ class HourlyCounters:
         """The snapshot as JSON, one hour per chunk (so a server can yield between chunks)."""
         current = int((time.time() if now is None else now) // 3600) * 3600
         yield b'{"version":1,"hours":{'
-        for i, hour in enumerate(sorted(self.hours)):
-            yield (b"," if i else b"") + f'"{hour}":'.encode() + self._hour_json(hour, current)
+        sep = b""
+        for hour in sorted(self.hours):
+            if hour in self.hours:  # pruned while the caller was writing an earlier chunk
+                yield sep + f'"{hour}":'.encode() + self._hour_json(hour, current)
+                sep = b","
         yield b"}}"
 
     def snapshot(self) -> dict:
