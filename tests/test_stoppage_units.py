@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from babel import Locale
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_stoppage_support import DOMAIN_ID, ENTRIES, HOST, URL_ID, config_data, make_config
 
 from blocklist.config import ConfigError, load_config, validate_config
@@ -415,3 +417,62 @@ def test_cli_check_and_outbox(tmp_path: Path, capsys) -> None:
     config.write_text(config.read_text() + "[server]\nport = 99999\n")
     assert main(["check", "--config", str(config)]) == 2
     assert "stoppage.toml: server.port" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- fast paths against references
+
+_LABEL = st.from_regex(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,8}[A-Za-z0-9_])?", fullmatch=True)
+_HOSTS = st.one_of(
+    st.lists(_LABEL, min_size=1, max_size=8).map(".".join),
+    st.lists(_LABEL, min_size=1, max_size=4).map(lambda x: ".".join(x) + "."),
+    st.text(alphabet="abcXYZ019-_.:[]é*%", max_size=30),
+)
+_PATHS = st.lists(
+    st.sampled_from(["a", "b.html", "..", ".", "", "%2e", "%2F", "%41", "x y", "é", "?q=1", "#f"]),
+    max_size=7,
+).map(lambda parts: "/" + "/".join(parts))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_HOSTS)
+def test_canonical_host_fast_path_equals_the_reference(header: str) -> None:
+    from stoppage.matching import _canonical_host_slow
+
+    assert canonical_host(header) == _canonical_host_slow(header)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_HOSTS, _PATHS)
+def test_lookup_expressions_equal_the_reference(header: str, path: str) -> None:
+    from blocklist.errors import InvalidEntry
+    from blocklist.urls import url_lookup_expressions
+    from stoppage.matching import lookup_expressions
+
+    host = canonical_host(header)
+    if host is None:
+        return
+    try:
+        expected = url_lookup_expressions(f"http://{host}{path}")
+    except (InvalidEntry, ValueError):
+        expected = []
+    assert lookup_expressions(host, path) == expected
+
+
+def test_prefix_index_finds_what_the_list_finds() -> None:
+    from blocklist.digests import digest
+    from blocklist.state import ListState
+
+    rng = random.Random(5)
+    digests = sorted({digest(str(rng.random())) for _ in range(5000)})
+    digests += [b"\x00" * 32, b"\xff" * 32]
+    digests.sort()
+    state = ListState(b"".join(digests), b"\0" * 8 * len(digests), b"\1" * len(digests))
+    matcher = Matcher(None)
+    matcher.state = state
+    from stoppage.matching import prefix_starts
+
+    matcher._starts = prefix_starts(state.digests)
+    probes = digests + [digest(str(rng.random())) for _ in range(2000)]
+    assert [matcher.index_of(d) for d in probes] == [state.index_of(d) for d in probes]
+    empty = Matcher(None)
+    assert empty.index_of(digests[0]) == -1
