@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import socket
 import sqlite3
 from pathlib import Path
@@ -121,6 +123,9 @@ async def test_complaint_reaches_authority_and_upheld_decision_lifts_the_block(
             status, _, body = await submit(session, stop, fields)
             assert status == 200
             ticket, secret = ticket_and_secret(body)
+            # The received page gives an address on the stop page itself, not on the host.
+            follow = html.unescape(re.search(r'id="follow" href="([^"]+)"', body).group(1))
+            assert follow == f"{config.status_url}?ticket={ticket}&lang=en"
 
             async def forwarded() -> bool:
                 return (await status_page(session, stop, ticket, secret))[0] == "forwarded"
@@ -128,6 +133,8 @@ async def test_complaint_reaches_authority_and_upheld_decision_lifts_the_block(
             await wait_for(forwarded)
             [filed] = await authority_complaints(api)
             assert filed["entry_id"] == entry_id and filed["host"] == HOST
+            if "ticket" in filed:  # an authority that files the person's ticket
+                assert filed["ticket"] == ticket
             assert filed["role"] == "site_owner" and filed["reason"] == "Wrongly listed bakery"
             assert filed["contact"] == "owner@bakery.example" and filed["language"] == "en"
             [row] = outbox_rows(config.complaints.outbox_path)
@@ -165,6 +172,20 @@ async def test_complaint_reaches_authority_and_upheld_decision_lifts_the_block(
             await wait_for(lambda: stop.service.matcher.lookup(HOST) is None)
             status, _, _ = await fetch(session, stop, "/")
             assert status == 200
+            # The host no longer resolves to the stop page; the stable address (the stop page's
+            # own address as Host) still shows the decision.
+            path = "/" + follow.split("/", 3)[3]
+            status, _, body = await fetch(session, stop, path, host="127.0.0.1")
+            assert status == 200 and f'value="{ticket}"' in body
+            status, _, body = await fetch(
+                session,
+                stop,
+                "/complaint/status?lang=en",
+                host="127.0.0.1",
+                method="POST",
+                data={"ticket": ticket, "secret": secret},
+            )
+            assert status == 200 and status_of(body) == "upheld"
     finally:
         await sync.close()
 
