@@ -63,6 +63,7 @@ def _canonical_host_slow(header: str) -> str | None:
 
 
 _PATH_HOST = "a.invalid"
+_CACHED_PATH = 256
 
 
 @lru_cache(maxsize=_CACHE_LIMIT)
@@ -89,7 +90,8 @@ def lookup_expressions(host: str, raw_path: str) -> list[str]:
             return url_lookup_expressions(f"http://{host}{path}")
         except (InvalidEntry, ValueError):
             return []
-    paths = _path_strings(path)
+    # Long paths are computed each time: the cache stays small (4096 x 256 characters at most).
+    paths = _path_strings(path) if len(path) <= _CACHED_PATH else _path_strings.__wrapped__(path)
     labels = host.split(".")[-5:]
     hosts = list(dict.fromkeys([host, *(".".join(labels[i:]) for i in range(len(labels) - 1))]))
     return list(dict.fromkeys(h + p for h in hosts[:5] for p in paths))
@@ -167,9 +169,10 @@ class Matcher:
             found = self._hit(digest(expression), Kind.URL)
             if found is not None:
                 break
-        if len(self._urls) >= _CACHE_LIMIT:
-            self._urls.clear()
-        self._urls[key] = found
+        if len(raw_path) <= _CACHED_PATH:
+            if len(self._urls) >= _CACHE_LIMIT:
+                self._urls.clear()
+            self._urls[key] = found
         return found
 
     def lookup(self, host: str | None, raw_path: str = "/") -> Match | None:
