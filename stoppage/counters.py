@@ -30,6 +30,18 @@ COUNTERS_FILE = "counters.json"
 OTHER = "other"
 
 
+def bump(counts: dict, key: object, cap: int) -> bool:
+    """Add one to `counts[key]`; False (nothing added) when `key` is new and `cap` keys exist."""
+    n = counts.get(key)
+    if n is not None:
+        counts[key] = n + 1
+    elif len(counts) < cap:
+        counts[key] = 1
+    else:
+        return False
+    return True
+
+
 class HourlyCounters:
     def __init__(
         self, keep_hours: int, path: Path | None = None, max_entries: int = 10_000
@@ -70,13 +82,7 @@ class HourlyCounters:
         hour = int((time.time() if now is None else now) // 3600) * 3600
         if hour != self._hour:
             self._switch(hour)
-        counts = self._counts
-        n = counts.get(entry_id)
-        if n is not None:
-            counts[entry_id] = n + 1
-        elif len(counts) < self.max_entries:
-            counts[entry_id] = 1
-        else:
+        if not bump(self._counts, entry_id, self.max_entries):
             self.other[hour] = self.other.get(hour, 0) + 1
         self.dirty = True
 
@@ -189,11 +195,5 @@ class StopPageMetrics:
 
     def blocked_hit(self, entry_id: int) -> None:
         counts = self.blocked.counts
-        key = str(entry_id)
-        n = counts.get(key)
-        if n is not None:
-            counts[key] = n + 1
-        elif len(counts) < self.max_entry_labels:
-            counts[key] = 1
-        else:
+        if not bump(counts, str(entry_id), self.max_entry_labels):
             counts[OTHER] = counts.get(OTHER, 0) + 1

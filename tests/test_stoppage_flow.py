@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 import socket
@@ -190,6 +191,19 @@ async def test_complaint_reaches_authority_and_upheld_decision_lifts_the_block(
         await sync.close()
 
 
+@contextlib.asynccontextmanager
+async def intake_stub(handler):
+    """A loopback stand-in for the authority's complaint intake; yields its base URL."""
+    app = web.Application()
+    app.router.add_post("/v1/complaints", handler)
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        await server.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -299,19 +313,11 @@ async def test_authority_down_then_lossy_then_up_delivers_each_complaint_once(
 async def test_a_refusing_authority_marks_the_complaint_undeliverable(
     api: RunningAuthority, tmp_path: Path
 ) -> None:
-    port = free_port()
-
     async def refuse(_request: web.Request) -> web.Response:
         return web.json_response({"error": "invalid_body", "message": "no"}, status=422)
 
-    app = web.Application()
-    app.router.add_post("/v1/complaints", refuse)
-    server = TestServer(app, host="127.0.0.1", port=port)
-    await server.start_server()
-    config = make_config(
-        tmp_path, write_list(tmp_path), sync={"authority_url": f"http://127.0.0.1:{port}"}
-    )
-    try:
+    async with intake_stub(refuse) as url:
+        config = make_config(tmp_path, write_list(tmp_path), sync={"authority_url": url})
         async with running(config) as stop, aiohttp.ClientSession() as session:
             _, _, body = await submit(session, stop)
             ticket, secret = ticket_and_secret(body)
@@ -324,15 +330,12 @@ async def test_a_refusing_authority_marks_the_complaint_undeliverable(
             assert "could not be passed on to" in page and "Test ISP" in page
             [row] = outbox_rows(config.complaints.outbox_path)
             assert row["attempts"] == 0 and "HTTP 422" in row["last_error"]
-    finally:
-        await server.close()
 
 
 @pytest.mark.parametrize("knows_ticket", [True, False])
 async def test_the_ticket_goes_to_the_authority(tmp_path: Path, knows_ticket: bool) -> None:
     """The person's ticket is sent as `ticket`; an authority that refuses the field still gets
     the complaint, once, without it."""
-    port = free_port()
     bodies: list[dict] = []
 
     async def intake(request: web.Request) -> web.Response:
@@ -345,14 +348,8 @@ async def test_the_ticket_goes_to_the_authority(tmp_path: Path, knows_ticket: bo
             )
         return web.json_response({"complaint_id": "C-1", "status": "received"}, status=201)
 
-    app = web.Application()
-    app.router.add_post("/v1/complaints", intake)
-    server = TestServer(app, host="127.0.0.1", port=port)
-    await server.start_server()
-    config = make_config(
-        tmp_path, write_list(tmp_path), sync={"authority_url": f"http://127.0.0.1:{port}"}
-    )
-    try:
+    async with intake_stub(intake) as url:
+        config = make_config(tmp_path, write_list(tmp_path), sync={"authority_url": url})
         async with running(config) as stop, aiohttp.ClientSession() as session:
             _, _, body = await submit(session, stop)
             ticket, secret = ticket_and_secret(body)
@@ -372,5 +369,3 @@ async def test_the_ticket_goes_to_the_authority(tmp_path: Path, knows_ticket: bo
                 assert "ticket" not in bodies[2]
             [row, *_] = outbox_rows(config.complaints.outbox_path)
             assert row["state"] == "forwarded"
-    finally:
-        await server.close()

@@ -19,38 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_stoppage_crash import CONFIG
 from test_stoppage_support import HOST, write_list
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 CLIENT = "127.0.0.77"
 MARK = "zq7visitor"
-
-CONFIG = """\
-[sync]
-root_keys = ["{root}"]
-state_dir = "sync-state"
-authority_url = "http://127.0.0.1:9"
-
-[authority]
-website = "https://authority.example/"
-legal_basis = "Test Act, article 1."
-
-[page]
-hotline = {{ name = "Hotline", url = "https://hotline.example/" }}
-confidential_help = [{{ name = "Help", url = "https://help.example/" }}]
-
-[server]
-listen = ["127.0.0.1"]
-port = 0
-list_poll_interval = 0.2
-
-[complaints]
-state_dir = "stoppage-state"
-
-[metrics]
-enabled = true
-port = 0
-"""
 
 
 def _wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout: float = 30) -> dict:
@@ -148,7 +122,7 @@ def attacks() -> dict[str, bytes]:
 def server(tmp_path: Path):
     root = write_list(tmp_path)
     config = tmp_path / "stoppage.toml"
-    config.write_text(CONFIG.format(root=root))
+    config.write_text(CONFIG.format(root=root, url="http://127.0.0.1:9", token="not-a-real-token"))
     out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(
