@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -226,7 +227,14 @@ def _ms(text: str) -> float:
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(port: int, script: Path, seconds: float, connections: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port: int, script: Path, seconds: float, connections: int, pid: int = 0) -> dict:
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         [
             "wrk",
@@ -247,7 +255,9 @@ def wrk(port: int, script: Path, seconds: float, connections: int) -> dict:
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     errors = re.search(r"Socket errors: (.*)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    cpu = (cpu_seconds(pid) - cpu_before) if pid else float("nan")
     return {
+        "cpu_us": cpu / max(1, total) * 1e6,
         "rps": rps,
         "total": total,
         "p50": _ms(lat.get("50", "")),
@@ -274,7 +284,7 @@ def show(name: str, r: dict) -> None:
     errs = f"  socket errors: {r['errors']}" if r["errors"] else ""
     print(
         f"  {name:50} {r['rps']:>8.0f} req/s  p50 {r['p50']:>7.2f} ms  p99 {r['p99']:>7.2f} ms"
-        f"{errs}",
+        f"  {r['cpu_us']:>5.0f} µs CPU/req{errs}",
         flush=True,
     )
 
@@ -392,20 +402,30 @@ def main() -> int:
         ]
         # The machine is shared: each scenario runs `repeat` times, interleaved with the peer's,
         # and the median run is kept.
+        pids = {port: proc.pid, peer_port: peer.pid}
         r: dict = {}
         for i in range(args.repeat):
             print(f"  round {i + 1} of {args.repeat}", flush=True)
             for name, p, script in runs:
-                result = wrk(p, lua[script], d, c)
+                result = wrk(p, lua[script], d, c, pids[p])
                 r.setdefault((script, p), []).append(result)
                 show(name, result)
 
         # Ratios are taken within a round (ours next to the peer's), then the median round.
-        def ratio(ours: str, peer: str) -> float:
-            values = sorted(
-                a["rps"] / b["rps"] for a, b in zip(r[ours, port], r[peer, peer_port], strict=True)
-            )
+        def ratio(ours: str, peer: str, key: str = "rps") -> float:
+            pairs = zip(r[ours, port], r[peer, peer_port], strict=True)
+            if key == "rps":
+                values = sorted(a["rps"] / b["rps"] for a, b in pairs)
+            else:  # the peer's CPU time per request over ours: throughput if each had a core
+                values = sorted(b["cpu_us"] / a["cpu_us"] for a, b in pairs)
             return values[len(values) // 2]
+
+        cpu_ratios = {
+            "listed": ratio("listed", "listed", "cpu"),
+            "listed-close": ratio("listed-close", "listed-close", "cpu"),
+            "url": ratio("url", "listed", "cpu"),
+            "unlisted": ratio("unlisted", "listed", "cpu"),
+        }
 
         ratios = {
             "listed": ratio("listed", "listed"),
@@ -429,6 +449,10 @@ def main() -> int:
         )
         print(f"  listed URL paths          {ratios['url']:.2f}x")
         print(f"  unlisted, keep-alive      {ratios['unlisted']:.2f}x  (target >= 0.7x)")
+        print(
+            "  by server CPU time per request (less sensitive to other load on the machine): "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in cpu_ratios.items())
+        )
 
         print(f"\nmemory soak: >= {args.soak} requests to random listed hosts, keep-alive")
         done = 0
@@ -482,6 +506,7 @@ def main() -> int:
             + json.dumps(
                 {
                     "ratios": {k: round(v, 2) for k, v in ratios.items()},
+                    "cpu_ratios": {k: round(v, 2) for k, v in cpu_ratios.items()},
                     "listed_keepalive": round(ka),
                     "peer_keepalive": round(ka_peer),
                     "listed_new_conn": round(nc),

@@ -13,8 +13,9 @@ import re
 from array import array
 from dataclasses import dataclass
 from functools import lru_cache
+from hashlib import sha256
 
-from blocklist.digests import digest, query_digests
+from blocklist.digests import digest
 from blocklist.domains import canonical_domain, looks_like_ipv4
 from blocklist.errors import InvalidEntry
 from blocklist.state import ID_SIZE, Kind, ListState, bisect_digest
@@ -30,7 +31,7 @@ _PLAIN_NAME = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to build, one per request
 class Match:
     entry_id: int
     kind: Kind
@@ -146,11 +147,16 @@ class Matcher:
             return self._domains[host]
         except KeyError:
             pass
+        # The name, then each parent but the top-level label (as query_digests), digested one
+        # at a time: a listed name stops at its first digest.
         found = None
-        for d in query_digests(host):
-            found = self._hit(d, Kind.DOMAIN)
+        name = host.encode()
+        start, last = 0, name.rfind(b".")
+        while 0 <= start <= last:
+            found = self._hit(sha256(name[start:]).digest(), Kind.DOMAIN)
             if found is not None:
                 break
+            start = name.find(b".", start) + 1
         if len(self._domains) >= _CACHE_LIMIT:
             self._domains.clear()
         self._domains[host] = found

@@ -35,6 +35,8 @@ CSS_FILE = PACKAGE_DIR / "static" / "style.css"
 # Private-use characters: never in a template, a catalogue or (refused by `_clean`) a config text.
 _OPEN, _CLOSE = "\ue000", "\ue001"
 _MARK = re.compile(f"{_OPEN}([a-z_]+){_CLOSE}")
+# What markupsafe.escape replaces; a value without any (a plain host name) is copied as it is.
+_SPECIAL = re.compile("[&<>\"']")
 
 
 def slot(name: str) -> str:
@@ -76,7 +78,10 @@ class Prerendered:
         parts = self.parts
         out = [parts[0]]
         for i, name in enumerate(self.slots, 1):
-            out.append(str(escape(values[name])).encode("utf-8"))
+            value = values[name]
+            if _SPECIAL.search(value) is not None:
+                value = str(escape(value))
+            out.append(value.encode("utf-8"))
             out.append(parts[i])
         return b"".join(out)
 

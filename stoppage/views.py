@@ -22,7 +22,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_PATH = 8192
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to build, one per request
 class View:
     status: int
     kind: str  # page kind: "blocked", "blocked_url", "neutral", "form", "not_blocked"
