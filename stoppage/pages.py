@@ -26,7 +26,8 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from stoppage.config import Localized, StoppageConfig, localize_lang
-from stoppage.i18n import REFERENCE_LANGUAGE, Catalogue, Translator
+from stoppage.i18n import Catalogue, Translator
+from stoppage.views import ROLES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -231,8 +232,6 @@ class Renderer:
         invalid: tuple[str, ...] = (),
         switch_base: str = "?",
     ) -> dict[str, Any]:
-        from stoppage.views import ROLES
-
         form = {"role": "", "reason": "", "contact": "", "language": lang}
         form.update(values or {})
         c = self.config.complaints
@@ -275,6 +274,3 @@ def missing_texts(config: StoppageConfig) -> list[tuple[str, str, str]]:
             if code != lang:
                 out.append((lang, key, code))
     return out
-
-
-__all__ = ["REFERENCE_LANGUAGE", "Prerendered", "Renderer", "missing_texts", "slot"]
