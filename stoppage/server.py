@@ -95,6 +95,7 @@ class StopPageServer:
             self.service.set_list,
             interval=config.server.list_poll_interval,
             max_entries=config.sync.max_entries,
+            threshold=config.sync.root_threshold,
         )
         self.addresses: list[tuple[str, int]] = []
         self.metrics_address: tuple[str, int] | None = None
