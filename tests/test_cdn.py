@@ -141,6 +141,16 @@ async def api(tmp_path: Path):
     await running.client.close()
 
 
+async def pushed(api: RunningAuthority, root: Path, timeout: float = 20) -> None:
+    """Until the web root holds the notification just published (the push runs in a thread)."""
+    local = api.authority.publish_dir / "hashed" / "notification.bin"
+    target = root / "hashed" / "notification.bin"
+    deadline = time.monotonic() + timeout
+    while not (target.exists() and target.read_bytes() == local.read_bytes()):
+        assert time.monotonic() < deadline, "the sink did not push the publication"
+        await asyncio.sleep(0.05)
+
+
 async def converge(followers: list[Follower], serial: int, timeout: float = 30) -> int:
     """Poll every follower not yet at `serial` until all are; returns the polls made."""
     polls = 0
@@ -183,10 +193,12 @@ async def test_fifty_followers_converge_through_nginx_and_varnish(
         for serial, names in enumerate((["a.example", "b.example"], ["c.example"]), start=1):
             body = await publish(api, *names)
             assert body["serial"] == serial
+            await pushed(api, cdn.root)
             polls += await converge(followers, serial)
         for entry in (1, 2):
             await delist(api, entry)
         await publish(api)
+        await pushed(api, cdn.root)
         polls += await converge(followers, 3)
         assert {f.current.checksum for f in followers} == {
             api.authority.publisher.hashed_state.checksum
@@ -381,15 +393,10 @@ async def test_configured_sink_follows_every_publication(tmp_path: Path) -> None
     running = await start_authority(tmp_path, publication={"sinks": sinks})
     try:
         assert len(running.authority.sinks) == 1
-        pushed = root / "hashed" / "notification.bin"
-        local = running.authority.publish_dir / "hashed" / "notification.bin"
         for serial, name in enumerate(["one.example", "two.example"], start=1):
             assert (await publish(running, name))["serial"] == serial
-            deadline = time.monotonic() + 20
-            while not (pushed.exists() and pushed.read_bytes() == local.read_bytes()):
-                assert time.monotonic() < deadline, "the sink did not follow the publication"
-                await asyncio.sleep(0.05)
-            _, names = named_files(pushed.read_bytes())
+            await pushed(running, root)
+            _, names = named_files((root / "hashed" / "notification.bin").read_bytes())
             assert names and all((root / "hashed" / n).exists() for n in names)
         assert not (root / "plain").exists()  # the plain edition stays off public hosts
         assert running.authority.sinks[0].last_error is None
