@@ -1213,12 +1213,13 @@ static int push(PyObject *list, int reason, const uint8_t *data, Py_ssize_t n,
     return rc;
 }
 
-/* drain(fd, rounds): up to `rounds` recvmmsg batches of 64 datagrams, answered and sent with
- * sendmmsg. Returns [(reason, bytes, addr, allowed)]: 2 = handle in Python, 3 = a miss to
+/* drain(fd, rounds, now): up to `rounds` recvmmsg batches of 64 datagrams, answered and sent
+ * with sendmmsg; `now` is the resolver's monotonic clock (the same one Python reads). Returns [(reason, bytes, addr, allowed)]: 2 = handle in Python, 3 = a miss to
  * forward, 4 = a reply the socket had no room for (queue it). */
 static PyObject *Engine_drain(Engine *e, PyObject *args) {
     int fd, rounds;
-    if (!PyArg_ParseTuple(args, "ii", &fd, &rounds)) return NULL;
+    double now;
+    if (!PyArg_ParseTuple(args, "iid", &fd, &rounds, &now)) return NULL;
     if (!e->rbuf) {
         e->rbuf = PyMem_RawMalloc((size_t)BATCH * RECV_SIZE);
         e->obuf = PyMem_RawMalloc((size_t)BATCH * OUT_SIZE);
@@ -1241,7 +1242,6 @@ static PyObject *Engine_drain(Engine *e, PyObject *args) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) break;
             continue; /* EINTR, or an ICMP error queued for an earlier reply */
         }
-        double now = monotonic_now();
         int nsend = 0;
         for (int i = 0; i < got; i++) {
             e->udp++;
@@ -1320,7 +1320,7 @@ static PyMethodDef Engine_methods[] = {
     {"answer", (PyCFunction)Engine_answer, METH_VARARGS,
      "answer(data, allowed, now=None): bytes, None, or what Python must do (2 all, 3 miss)."},
     {"drain", (PyCFunction)Engine_drain, METH_VARARGS,
-     "drain(fd, rounds): answer what the socket holds; returns what Python must handle."},
+     "drain(fd, rounds, now): answer what the socket holds; returns what Python must handle."},
     {NULL}};
 static PyGetSetDef Engine_getset[] = {
     {"bytes", (getter)Engine_get_bytes, NULL, "cached bytes", NULL},
