@@ -99,6 +99,7 @@ class Resolver:
             self.fast.set_stats(
                 stats.blocked_by_entry, stats.max_entry_labels, self.servfail_without_list
             )
+            self.fast.set_acl([], [], self.refuse)  # networks: set by the UDP server
             self._push_list()
         self.upstreams = Upstreams(config.upstream, stats)
         self.inflight: dict[bytes, asyncio.Future] = {}
@@ -127,6 +128,23 @@ class Resolver:
         self.fast.set_list(lists.matcher, lists.gen, lists.loaded, answers.variants, answers.text)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ synchronous part
+
+    def handle_passed(self, reason: int, data: bytes, allowed: bool) -> bytes | Query | None:
+        """`handle` for a datagram the C path passed back (`fastpath.MISS`: it was parsed and
+        found neither cached nor listed, so only the parse and the count remain)."""
+        if reason == fastpath.MISS:
+            self.stats.cache_misses += 1
+            return parse_query(data)  # type: ignore[return-value]
+        return self.handle(data, allowed, True)
+
+    def answer_udp(self, data: bytes, allowed: bool, now: float) -> bytes | Query | None:
+        """What the UDP loop does with one datagram: C first when it runs, else `handle`."""
+        if self.fast is None:
+            return self.handle(data, allowed, True)
+        result = self.fast.answer(data, allowed, now)
+        if result.__class__ is int:
+            return self.handle_passed(result, data, allowed)
+        return result
 
     def handle(self, data: bytes, allowed: bool, udp: bool) -> bytes | Query | None:
         """Response bytes, None (drop), or the Query to forward. Never raises on bad input."""
@@ -241,10 +259,15 @@ class Resolver:
         if result.__class__ is int:
             return result  # type: ignore[return-value]
         data, info = result  # type: ignore[misc]
+        return self.store(q, key, data, info, time.monotonic())
+
+    def store(
+        self, q: Query, key: bytes, data: bytes, info: ResponseInfo, now: float
+    ) -> CacheEntry:
+        """The cache entry for an upstream reply to `q`, cached when its lifetime allows."""
         lists = self.lists
         names = tuple({*info.answer_owners, *info.cname_targets} - {q.qname})
         blocked = lists.matcher.match_any(names) if names else -1
-        now = time.monotonic()
         lifetime = self._lifetime(info)
         if lifetime > 0:
             data = clamp_ttls(data, info, lifetime, self.config.cache.min_ttl)

@@ -27,7 +27,6 @@ from resolver.dnswire import (
     Query,
     TcpDeframer,
     frame,
-    parse_query,
     truncate_for_udp,
 )
 from resolver.engine import Resolver
@@ -100,17 +99,12 @@ class UdpServer:
         except Exception:
             resolver.errors.report("UDP fast path")
             return
-        stats = resolver.stats
         for reason, data, addr, allowed in rest:
             try:
-                if reason == fastpath.MISS:
-                    # C parsed it and found it neither cached nor listed, as handle() would.
-                    stats.cache_misses += 1
-                    self._reply(parse_query(data), addr)  # type: ignore[arg-type]
-                elif reason == fastpath.UNSENT:
+                if reason == fastpath.UNSENT:
                     self._queue(data, addr)
                 else:
-                    self._reply(resolver.handle(data, allowed, True), addr)
+                    self._reply(resolver.handle_passed(reason, data, allowed), addr)
             except Exception:
                 resolver.errors.report("UDP query")
 
