@@ -611,7 +611,7 @@ static Py_ssize_t response_for(const uint8_t *d, const Query *q, int rcode, int 
             put16(opts, 15);
             put16(opts + 2, (unsigned)(2 + tlen));
             put16(opts + 4, (unsigned)ede_code);
-            memcpy(opts + 6, text, (size_t)tlen);
+            if (tlen) memcpy(opts + 6, text, (size_t)tlen);
             olen = 6 + tlen;
         }
         len += opt_rr(o + len, rcode >> 4, q->do_, opts, olen);
