@@ -69,6 +69,8 @@ class ServerSection(Section):
     list_poll_interval: Annotated[float, Field(gt=0, le=300)] = 1.0
     # Before any verified list exists: forward every query (and alarm), or refuse to resolve.
     without_list: Literal["forward", "servfail"] = "forward"
+    # Answer UDP in the compiled fast path when it is built (false: the pure-Python reference).
+    fast_path: bool = True
 
 
 class AclSection(Section):

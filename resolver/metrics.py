@@ -130,6 +130,11 @@ def families(snap: dict[str, Any], status: dict[str, Any] | None, now: float) ->
         lst.get("last_swap_seconds", 0.0),
     )
     gauge("workers", "Worker processes answering", snap.get("workers", 1))
+    gauge(
+        "fast_path_workers",
+        "Workers answering UDP in the compiled C fast path (the rest run pure Python)",
+        snap.get("fast_path", 0),
+    )
     gauge("workers_with_list", "Workers enforcing a list", snap.get("workers_with_list", 0))
     gauge("rss_bytes", "Resident memory of all worker processes", snap.get("rss_bytes", 0))
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from blocklist.sync.verified import VerifiedList
 from blocklist.sync.watch import StateWatcher
+from resolver import fastpath
 from resolver.acl import Acl
 from resolver.config import BlockingSection, ResolverConfig
 from resolver.dnswire import BlockedAnswers, SoaParams
@@ -61,8 +62,14 @@ def make_answers(blocking: BlockingSection, authority: str, serial: int) -> Bloc
     )
 
 
-def build_list(blocking: BlockingSection, verified: VerifiedList) -> tuple[Matcher, BlockedAnswers]:
-    matcher = Matcher(verified.state, verified.serial)
+def build_list(
+    blocking: BlockingSection, verified: VerifiedList, fast: bool = False
+) -> tuple[Matcher, BlockedAnswers]:
+    """The lookup index (the C one on the fast path: a bucket table, no copy) and answers."""
+    if fast:
+        matcher = fastpath.list_index(verified.state)
+    else:
+        matcher = Matcher(verified.state, verified.serial)
     return matcher, make_answers(blocking, verified.notification.authority, verified.serial)
 
 
@@ -89,7 +96,8 @@ class ResolverService:
 
     async def _on_list(self, verified: VerifiedList) -> None:
         started = time.perf_counter()
-        matcher, answers = await asyncio.to_thread(build_list, self.config.blocking, verified)
+        fast = self.resolver.fast is not None
+        matcher, answers = await asyncio.to_thread(build_list, self.config.blocking, verified, fast)
         self.resolver.set_list(matcher, answers, verified.serial)
         del matcher, answers
         await asyncio.to_thread(_malloc_trim)  # ctypes releases the GIL meanwhile
@@ -114,7 +122,20 @@ class ResolverService:
         )
         self.swapped.set()
 
+    def _log_path(self) -> None:
+        if self.resolver.fast is not None:
+            log.info("UDP fast path: compiled C extension (resolver._fastpath)")
+        elif not self.config.server.fast_path:
+            log.warning("UDP fast path off (server.fast_path = false): pure-Python path")
+        else:
+            log.warning(
+                "UDP fast path unavailable, running the slower pure-Python path: %s. "
+                "Install gcc and the Python headers (python3-dev) and reinstall.",
+                fastpath.UNAVAILABLE,
+            )
+
     async def start(self, port: int | None = None) -> None:
+        self._log_path()
         await self.watcher.start()
         if self.resolver.lists.serial is None:
             log.error(

@@ -1,0 +1,279 @@
+"""Cordon's resolver against Unbound with the same list as RPZ, side by side in the same run.
+
+    python bench/resolver_compare.py OUT_DIR [--entries N] [--seconds S] [--no-python]
+
+OUT_DIR is what bench/resolver_data.py wrote. One Cordon worker against one Unbound thread
+(then two against two), both forwarding misses to a third Unbound that answers everything
+locally, measured with dnsperf (-c 4 -q 500, one thread) on loopback only. Rows:
+
+  listed names, repeated      10k listed names asked again and again
+  unique names below listed   200k distinct names, each below a listed domain
+  cache hits, 100k names      100k distinct names, all cached beforehand
+  misses, unique names        every name new: forwarded, cached, answered
+  mix                         90% hits over the 100k names, 9% unique misses, 1% unique blocked
+  mix, 2 workers/threads      the same with two Cordon workers and two Unbound threads
+  RSS of the list             resident memory with the list minus without it
+  start to first answer       process start to the first answer, list loaded
+
+Cordon's pure-Python path (server.fast_path = false) is measured too, for the speed-up the C
+path brings. Prints a table with ratios and writes OUT_DIR/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+
+CORDON, UNBOUND, UPSTREAM = 5300, 5301, 5302
+PROBE = "www.site1.blocked.example"
+
+
+def wait_answer(port: int, timeout: float, name: str = PROBE) -> float:
+    """Seconds until `port` answers `name` with NOERROR and an address."""
+    started = time.monotonic()
+    q = dns.message.make_query(name, "A")
+    while time.monotonic() - started < timeout:
+        try:
+            r = dns.query.udp(q, "127.0.0.1", port=port, timeout=0.5)
+            if r.rcode() == dns.rcode.NOERROR and r.answer:
+                return time.monotonic() - started
+        except (dns.exception.Timeout, OSError):
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"no answer on port {port} within {timeout} s")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and its children, MB."""
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+class Server:
+    def __init__(
+        self, name: str, command: list[str], port: int, log: Path, probe: str = PROBE
+    ) -> None:
+        self.name = name
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_answer(port, 900, probe)
+        self.start_seconds = time.monotonic() - started
+        self.port = port
+
+    def rss(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def unbound(out: Path, conf: str, port: int, probe: str = PROBE) -> Server:
+    command = ["unbound", "-d", "-c", str(out / conf)]
+    return Server("unbound", command, port, out / f"{conf}.log", probe)
+
+
+def cordon(out: Path, conf: str, probe: str = PROBE) -> Server:
+    command = [sys.executable, "-m", "resolver.cli", "serve", "--config", str(out / conf)]
+    return Server("cordon", [*command, "--log-level", "info"], CORDON, out / f"{conf}.log", probe)
+
+
+def dnsperf(port: int, queries: Path, seconds: int, *, once: bool = False, clients: int = 4):
+    command = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries)]
+    command += ["-c", str(clients), "-T", "1", "-q", "500"]
+    command += ["-n", "1"] if once else ["-l", str(seconds)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    fields: dict[str, float] = {}
+    for line in out.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key in ("Queries per second", "Queries sent", "Queries lost", "Queries completed"):
+            fields[key] = float(value.split()[0])
+    return fields
+
+
+def write_misses(path: Path, tag: str, count: int) -> Path:
+    rng = random.Random(tag)
+    with path.open("w") as f:
+        for i in range(count):
+            f.write(f"{tag}{i}.{rng.randrange(1 << 30)}.miss.example A\n")
+    return path
+
+
+def write_mix(path: Path, tag: str, count: int, entries: int) -> Path:
+    """90% hits over the 100k cached names, 9% unique misses, 1% unique names below listed."""
+    rng = random.Random(tag)
+    with path.open("w") as f:
+        for i in range(count):
+            r = rng.random()
+            if r < 0.90:
+                f.write(f"host{rng.randrange(100_000)}.cached.example A\n")
+            elif r < 0.99:
+                f.write(f"{tag}{i}.miss.example A\n")
+            else:
+                f.write(f"{tag}{i}.site{rng.randrange(entries)}.blocked.example A\n")
+    return path
+
+
+def warm(port: int, out: Path, passes: int = 1, clients: int = 4) -> None:
+    for _ in range(passes):
+        dnsperf(port, out / "q-cached.txt", 0, once=True, clients=clients)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--no-python", action="store_true", help="skip the pure-Python path")
+    args = parser.parse_args()
+    out: Path = args.out.resolve()
+    s = args.seconds
+    unique = max(400_000, 60_000 * s)  # more than either resolver answers in S seconds
+    rows: dict[str, dict[str, float]] = {}
+
+    def run(row: str, who: str, port: int, queries: Path) -> None:
+        r = dnsperf(port, queries, s)
+        rows.setdefault(row, {})[who] = r["Queries per second"]
+        rows[row][who + "_lost"] = r.get("Queries lost", 0)
+        print(f"  {row:<34} {who:<8} {r['Queries per second']:>10.0f} qps", flush=True)
+
+    upstream = unbound(out, "upstream.conf", UPSTREAM, "x.miss.example")
+    servers: list[Server] = [upstream]
+    try:
+        ub = unbound(out, "unbound.conf", UNBOUND)
+        servers.append(ub)
+        cd = cordon(out, "cordon.toml")
+        servers.append(cd)
+        memory = {"unbound": ub.rss(), "cordon": cd.rss()}
+        starts = {"unbound": ub.start_seconds, "cordon": cd.start_seconds}
+        print(f"started: Cordon {cd.start_seconds:.1f} s, Unbound {ub.start_seconds:.1f} s")
+
+        def single(who: str, port: int) -> None:
+            tag = who[0]
+            run("listed names, repeated", who, port, out / "q-blocked-repeat.txt")
+            run("unique names below listed", who, port, out / "q-blocked-unique.txt")
+            warm(port, out)
+            run("cache hits, 100k names", who, port, out / "q-cached.txt")
+            misses = write_misses(out / "q-miss-run.txt", f"m{tag}", unique)
+            run("misses, unique names", who, port, misses)
+            mix = write_mix(out / "q-mix-run.txt", f"x{tag}", unique * 2, args.entries)
+            run("mix 90/9/1", who, port, mix)
+
+        single("cordon", CORDON)
+        single("unbound", UNBOUND)
+        memory["cordon_after"] = cd.rss()
+        memory["unbound_after"] = ub.rss()
+        cd.stop()
+        servers.remove(cd)
+        if not args.no_python:
+            py = cordon(out, "cordon-python.toml")
+            servers.append(py)
+            single("python", CORDON)
+            py.stop()
+            servers.remove(py)
+        ub.stop()
+        servers.remove(ub)
+
+        # Memory of the list itself: the same resolvers with an empty list.
+        for name, server in (
+            ("cordon_empty", cordon(out, "cordon-empty.toml", "host1.cached.example")),
+            ("unbound_empty", unbound(out, "unbound-empty.conf", UNBOUND, "host1.cached.example")),
+        ):
+            servers.append(server)
+            time.sleep(1)  # let start-up allocations settle before reading RSS
+            memory[name] = server.rss()
+            server.stop()
+            servers.remove(server)
+
+        # Two workers against two threads on the mix. Each Cordon worker has its own cache and
+        # the kernel spreads clients by address, so the warm-up uses many client sockets.
+        ub2 = unbound(out, "unbound-2.conf", UNBOUND)
+        servers.append(ub2)
+        cd2 = cordon(out, "cordon-2.toml")
+        servers.append(cd2)
+        warm(CORDON, out, passes=6, clients=16)
+        warm(UNBOUND, out, passes=1)
+        mix = write_mix(out / "q-mix-run.txt", "y", unique * 3, args.entries)
+        run("mix 90/9/1, 2 workers/threads", "cordon", CORDON, mix)
+        mix = write_mix(out / "q-mix-run.txt", "z", unique * 3, args.entries)
+        run("mix 90/9/1, 2 workers/threads", "unbound", UNBOUND, mix)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+    list_mb = {
+        "cordon": memory["cordon"] - memory["cordon_empty"],
+        "unbound": memory["unbound"] - memory["unbound_empty"],
+    }
+    result = {
+        "entries": args.entries,
+        "seconds": s,
+        "rows": rows,
+        "memory_mb": memory,
+        "list_mb": list_mb,
+        "start_seconds": starts,
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    print_table(result, not args.no_python)
+
+
+def print_table(result: dict, python: bool) -> None:
+    print()
+    print(
+        f"Resolver vs Unbound (RPZ), {result['entries']} listed names, dnsperf -c 4 -q 500, "
+        f"{result['seconds']} s per run, same run (shared 2-core machine: compare ratios)"
+    )
+    head = f"| {'workload':<34} | {'Cordon':>9} | {'Unbound':>9} | {'ratio':>6} |"
+    head += f" {'pure Python':>11} |" if python else ""
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for row, r in result["rows"].items():
+        line = f"| {row:<34} | {r['cordon']:>9.0f} | {r['unbound']:>9.0f} |"
+        line += f" {r['cordon'] / r['unbound']:>5.2f}x |"
+        if python:
+            line += f" {r['python']:>11.0f} |" if "python" in r else f" {'':>11} |"
+        print(line)
+    m, lm, st = result["memory_mb"], result["list_mb"], result["start_seconds"]
+    print(
+        f"| {'RSS after load, MB':<34} | {m['cordon']:>9.0f} | {m['unbound']:>9.0f} |"
+        f" {m['cordon'] / m['unbound']:>5.2f}x |"
+    )
+    print(
+        f"| {'RSS of the list, MB':<34} | {lm['cordon']:>9.0f} | {lm['unbound']:>9.0f} |"
+        f" {lm['cordon'] / lm['unbound']:>5.2f}x |"
+    )
+    print(
+        f"| {'start to first answer, s':<34} | {st['cordon']:>9.1f} | {st['unbound']:>9.1f} |"
+        f" {st['cordon'] / st['unbound']:>5.2f}x |"
+    )
+
+
+if __name__ == "__main__":
+    main()
