@@ -899,6 +899,16 @@ class Store:
         _, token = self.add_officer(SYSTEM, name, "admin")
         return token
 
+    def active_url_entries(self) -> Sequence[Entry]:
+        """Every URL entry that the next publication lists (for its URLHOST entries)."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT id, kind, value, digest FROM entries"
+                f" WHERE status IN {LISTED_SQL} AND kind = ?",
+                (int(Kind.URL),),
+            ).fetchall()
+        return [Entry(bytes(r["digest"]), r["id"], Kind(r["kind"]), r["value"]) for r in rows]
+
     def active_entries(self) -> Sequence[Entry]:
         with self._lock:
             rows = self.conn.execute(
