@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from authority_fixtures import RunningAuthority, start_authority
+
 from blocklist.digests import digest
 from blocklist.entries import parse_kind
 from blocklist.errors import InvalidEntry
@@ -82,7 +82,7 @@ async def test_nothing_new_when_urlhosts_unchanged(api: RunningAuthority) -> Non
     await _add(api, "http://shared.example/a/")
     await _published(api)
     status, body = await api.call("alice", "POST", "/v1/publish")
-    assert body == {"serial": 1, "changed": False, "entries": 2}, body
+    assert status == 200 and body == {"serial": 1, "changed": False, "entries": 2}, body
 
 
 async def test_urlhost_kind_cannot_be_typed_in(api: RunningAuthority) -> None:
