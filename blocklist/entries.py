@@ -25,6 +25,7 @@ def parse_kind(text: str) -> Kind:
         raise InvalidEntry(
             "bad_kind", f"unknown entry kind {text!r} (expected domain or url)"
         ) from None
+    return kind
 
 
 def guess_kind(raw: str) -> Kind:
