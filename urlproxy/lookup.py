@@ -74,8 +74,8 @@ class ProxyList:
         if path not in COMPLAINT_PATHS:
             return False
         params = dict(parse_qsl(query, keep_blank_values=True))
-        if path == "/complaint/status":
-            return "ticket" in params
+        if path == "/complaint/status":  # the notice's footer link, with only its own keys
+            return bool(params) and params.keys() <= {"lang", "ticket"}
         listed = params.get("path")
         return listed is not None and self.matcher.lookup_url(host, listed) is not None
 
