@@ -317,4 +317,3 @@ async def curl(*args: str, timeout: float = 60.0) -> tuple[int, bytes, str]:
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out, err.decode(errors="replace")
-
