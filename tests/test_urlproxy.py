@@ -58,10 +58,8 @@ async def stack(tmp_path, **overrides):
     stop_config = stoppage_config(tmp_path, ROOT_PUB)
     try:
         async with stoppage_running(stop_config) as stop_page:
-            config, ports = proxy_config(
-                tmp_path, upstream.port, origin, stop_page.port, **overrides
-            )
-            async with proxy_process(config, ports) as proxy:
+            config = proxy_config(tmp_path, upstream.port, origin, stop_page.port, **overrides)
+            async with proxy_process(config) as proxy:
                 yield Stack(origin, upstream, proxy, stop_page, cert, fingerprint, tmp_path)
     finally:
         await upstream.stop()

@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from resolver_fixtures import LOCAL, NOW, ROOT_PUB, FakeUpstream, free_port
+from resolver_fixtures import LOCAL, NOW, ROOT_PUB, FakeUpstream
 
 from blocklist.state import Entry, Kind, ListState
 from blocklist.urlhosts import URLHOST_ID_BASE
@@ -218,7 +218,9 @@ class ProxyProcess:
         return self.log_path.read_text(errors="replace")
 
 
-async def wait_healthy(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = None):
+async def wait_healthy(
+    url: str, timeout: float = 20.0, proc: subprocess.Popen | None = None, log: Path | None = None
+):
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while True:
@@ -227,22 +229,42 @@ async def wait_healthy(url: str, timeout: float = 20.0, proc: subprocess.Popen |
                     if resp.status == 200:
                         return
             if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"urlproxy exited with {proc.returncode}")
+                said = log.read_text(errors="replace")[-3000:] if log else ""
+                raise AssertionError(f"urlproxy exited with {proc.returncode}:\n{said}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{url} not healthy after {timeout} s")
             await asyncio.sleep(0.05)
 
 
+async def listening_ports(
+    proc: subprocess.Popen, log: Path, timeout: float = 20.0
+) -> dict[str, int]:
+    """The ports the proxy bound, from its start-up events (it was given port 0)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ports: dict[str, int] = {}
+        for line in log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if "listening" in event.get("message", ""):
+                    ports[event["message"].split()[0]] = int(event["port"])
+        if {"HTTP", "TLS", "metrics"} <= ports.keys():
+            return ports
+        if proc.poll() is not None or time.monotonic() > deadline:
+            said = log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"urlproxy did not start (exit {proc.poll()}):\n{said}")
+        await asyncio.sleep(0.05)
+
+
 def proxy_config(
     tmp_path: Path, upstream_port: int, origin: Origin, stop_port: int, **overrides: dict
-) -> tuple[Path, dict[str, int]]:
-    ports = {"http": free_port(), "https": free_port(), "metrics": free_port()}
+) -> Path:
     data: dict[str, dict[str, Any]] = {
         "sync": {"root_keys": [ROOT_PUB], "state_dir": str(tmp_path / "sync-state")},
         "server": {
             "listen": [PROXY_IP],
-            "http_port": ports["http"],
-            "https_port": ports["https"],
+            "http_port": 0,  # any free port: the ports are read from the proxy's log
+            "https_port": 0,
         },
         "origin": {
             "resolvers": [f"127.0.0.1:{upstream_port}"],
@@ -253,17 +275,17 @@ def proxy_config(
             "connect_timeout": 2.0,
         },
         "stop_page": {"url": f"http://127.0.0.1:{stop_port}/"},
-        "metrics": {"port": ports["metrics"]},
+        "metrics": {"port": 0},
     }
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)
     path = tmp_path / "urlproxy.toml"
     path.write_text(toml_text(data))
-    return path, ports
+    return path
 
 
 @contextlib.asynccontextmanager
-async def proxy_process(config: Path, ports: dict[str, int]) -> AsyncIterator[ProxyProcess]:
+async def proxy_process(config: Path) -> AsyncIterator[ProxyProcess]:
     log_path = config.with_suffix(".log")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -272,9 +294,10 @@ async def proxy_process(config: Path, ports: dict[str, int]) -> AsyncIterator[Pr
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    p = ProxyProcess(proc, ports["http"], ports["https"], ports["metrics"], log_path)
     try:
-        await wait_healthy(p.health_url, proc=proc)
+        ports = await listening_ports(proc, log_path)
+        p = ProxyProcess(proc, ports["HTTP"], ports["TLS"], ports["metrics"], log_path)
+        await wait_healthy(p.health_url, proc=proc, log=log_path)
         yield p
     finally:
         if proc.poll() is None:

@@ -10,6 +10,7 @@ cannot inspect what follows, and wss:// (the usual case) passes through the TLS 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl
@@ -41,6 +42,7 @@ HOP_BY_HOP = frozenset(
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 MAX_FORM_PEEK = 16384  # a stop-page form (complaint, status lookup) is far smaller
 CHUNK = 65536
+SMALL_BODY = 16384  # responses up to this size are sent in one write
 
 _PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>{title}</title>
 <body><h1>{title}</h1><p>{text}</p></body></html>
@@ -206,21 +208,38 @@ class PlainProxy:
             self.metrics.origin_errors.labels(target, kind).inc()
             return bad_gateway()
         async with upstream:
+            length = upstream.content_length if "Content-Length" in upstream.headers else None
+            if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+                # A small body is read whole and sent with the headers in one write: a third
+                # fewer system calls per request; memory stays bounded by SMALL_BODY.
+                try:
+                    body = await upstream.content.readexactly(length)
+                except (TimeoutError, aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
+                    self.metrics.origin_errors.labels(target, "bad_response").inc()
+                    return bad_gateway()
+                small = web.Response(status=upstream.status, reason=upstream.reason, body=body)
+                small.headers.update(end_to_end(upstream.headers))
+                return small
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             response.headers.update(end_to_end(upstream.headers))
-            if upstream.content_length is not None and "Content-Length" in upstream.headers:
-                response.content_length = upstream.content_length
-            await response.prepare(request)
+            if length is not None:
+                response.content_length = length
+            try:
+                await response.prepare(request)
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                return response  # the client left: nothing to send, the origin is let go
             try:
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     await response.write(chunk)
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                return response  # the client left mid-body
             except (TimeoutError, aiohttp.ClientError, OSError):
                 # The response has started: the only honest signal left is to cut it short.
                 self.metrics.origin_errors.labels(target, "cut").inc()
                 if request.transport is not None:
                     request.transport.close()
                 return response
-            with contextlib.suppress(ConnectionResetError):
+            with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
                 await response.write_eof()
             return response
 

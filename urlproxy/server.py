@@ -31,6 +31,23 @@ from urlproxy.tls import TlsSplice
 log = logging.getLogger("cordon.urlproxy")
 
 
+class _NoVisitorDetails(logging.Filter):
+    """aiohttp logs a request it could not handle with the client's address and a traceback
+    that may quote the request's bytes; only the kind of failure is kept (design §10)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        record.msg = "request not handled: %s"
+        record.args = (type(exc).__name__ if exc else "unknown",)
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+SERVER_LOG = logging.getLogger("cordon.urlproxy.http")
+SERVER_LOG.addFilter(_NoVisitorDetails())
+
+
 def _event(message: str, level: int = logging.INFO, **fields) -> None:
     log.log(level, message, extra={"fields": fields})
 
@@ -84,6 +101,7 @@ class UrlProxy:
             app,
             access_log=None,
             handle_signals=False,
+            logger=SERVER_LOG,
             keepalive_timeout=c.server.keepalive_timeout,
             max_line_size=c.server.max_request_line,
             max_field_size=c.server.max_header_bytes,
