@@ -351,3 +351,38 @@ def test_sni_parser_reads_real_client_hellos():
     for junk in (b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00"):
         with pytest.raises(NotRoutable):
             client_hello_name(junk)
+
+
+async def test_private_origins_are_refused_unless_allowed(tmp_path):
+    # A list entry on a host that resolves into the ASP's network must not open a way there.
+    async with stack(tmp_path, origin={"allow_private_addresses": False}) as s:
+        status, body = await get(s, "/x")
+        assert status == 502 and b"did not answer" in body
+        rc, _, _ = await curl("--cacert", str(s.cert), *via(s, "/x", scheme="https"))
+        assert rc != 0  # the TLS splice refuses it too
+        assert s.origin.seen == []
+
+
+async def test_malformed_requests_leave_no_visitor_trace_in_the_log(tmp_path):
+    async with stack(tmp_path) as s:
+        visitor = "127.0.0.7"
+        for request in (
+            b"GARBAGE\r\n\r\n",
+            b"GET /album/41/ HTTP/1.1\r\nHost: "
+            + SHARED.encode()
+            + b"\r\nX-Big: "
+            + b"z" * 20000
+            + b"\r\n\r\n",
+            b"GET /" + b"p" * 20000 + b" HTTP/1.1\r\nHost: " + SHARED.encode() + b"\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection(
+                PROXY_IP, s.proxy.http_port, local_addr=(visitor, 0)
+            )
+            writer.write(request)
+            status_line = await reader.readline()
+            assert re.match(rb"HTTP/1\.[01] 4\d\d ", status_line), status_line
+            writer.close()
+        status, _ = await get(s, "/after")  # the proxy is still serving
+        assert status == 200
+        log = s.proxy.log()
+        assert visitor not in log and "zzzz" not in log and "pppp" not in log and SHARED not in log

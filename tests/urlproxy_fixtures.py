@@ -257,7 +257,7 @@ async def listening_ports(
 
 
 def proxy_config(
-    tmp_path: Path, upstream_port: int, origin: Origin, stop_port: int, **overrides: dict
+    tmp_path: Path, upstream_port: int, peer: Origin, stop_port: int, **overrides: dict
 ) -> Path:
     data: dict[str, dict[str, Any]] = {
         "sync": {"root_keys": [ROOT_PUB], "state_dir": str(tmp_path / "sync-state")},
@@ -268,8 +268,8 @@ def proxy_config(
         },
         "origin": {
             "resolvers": [f"127.0.0.1:{upstream_port}"],
-            "http_port": origin.http_port,
-            "https_port": origin.tls_port,
+            "http_port": peer.http_port,
+            "https_port": peer.tls_port,
             "allow_private_addresses": True,
             "read_timeout": 2.0,
             "connect_timeout": 2.0,
