@@ -386,3 +386,44 @@ async def test_malformed_requests_leave_no_visitor_trace_in_the_log(tmp_path):
         assert status == 200
         log = s.proxy.log()
         assert visitor not in log and "zzzz" not in log and "pppp" not in log and SHARED not in log
+
+
+@pytest.mark.tools("chromium")
+async def test_chromium_through_the_proxy(tmp_path):
+    """A real browser sent to the proxy, as the resolver's answer would send it: the listed URL
+    shows the stop page's notice, another path of the same host the origin's bytes."""
+    import tools
+
+    async with stack(tmp_path) as s:
+        rules = f"MAP {SHARED} {PROXY_IP}:{s.proxy.http_port}"
+
+        async def dump(path: str) -> str:
+            proc = await asyncio.create_subprocess_exec(
+                tools.path("chromium"),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--lang=en",
+                f"--user-data-dir={tmp_path / 'chromium'}",
+                f"--host-resolver-rules={rules}",
+                "--dump-dom",
+                f"http://{SHARED}{path}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 90)
+            assert proc.returncode == 0
+            return out.decode()
+
+        notice = await dump(LISTED_PATH)
+        assert "Test Authority" in notice and "/complaint?path=" in notice
+        page = await dump("/album/7/?from=chromium")
+        assert '"raw_path": "/album/7/?from=chromium"' in page
+        assert [r["raw_path"] for r in s.origin.seen if "chromium" in r["raw_path"]]
