@@ -149,7 +149,9 @@ def wrk(url: str, seconds: int, connections: int, close: bool) -> dict:
         argv += ["-H", "Connection: close"]
     out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"\b(50|99)%\s+([\d.]+(?:us|ms|s))\b", out))
+    if not {"50", "99"} <= pct.keys():
+        raise SystemExit(f"cannot read wrk's latency distribution:\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {
