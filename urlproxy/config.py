@@ -27,7 +27,9 @@ class ServerSection(Section):
     # TLS passed through by SNI to the origin. Off: HTTPS to a diverted host fails (refused).
     tls_passthrough: bool = True
     https_port: Port = 443
-    max_connections: Annotated[int, Field(ge=1)] = 4096
+    # TLS connections spliced at once; more are closed at once (plain HTTP is bounded by the
+    # origin side's max_connections: requests beyond it wait for a free origin connection).
+    max_tls_connections: Annotated[int, Field(ge=1)] = 4096
     # A client that sends no complete request within this many seconds is closed.
     keepalive_timeout: Seconds = 15.0
     max_request_line: Annotated[int, Field(ge=1024, le=65536)] = 8190

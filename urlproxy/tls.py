@@ -53,6 +53,10 @@ class TlsSplice:
         self.tasks: set[asyncio.Task] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.tasks) >= self.config.server.max_tls_connections:
+            self.metrics.tls.labels("refused").inc()
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
