@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import hashlib
 import json
 import os
@@ -25,11 +24,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from resolver_fixtures import LOCAL, NOW, ROOT_PUB, FakeUpstream
+from test_liveness import self_signed
 
 from blocklist.state import Entry, Kind, ListState
 from blocklist.urlhosts import URLHOST_ID_BASE
@@ -64,31 +60,9 @@ def write_proxy_list(state_dir: Path, serial: int = 1, state: ListState | None =
 
 def make_certificate(directory: Path, name: str = SHARED) -> tuple[Path, Path, str]:
     """A self-signed certificate for `name`: (cert file, key file, SHA-256 fingerprint hex)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "origin.pem", directory / "origin.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file, cert.fingerprint(hashes.SHA256()).hex()
+    cert, key = self_signed(directory, name)
+    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+    return cert, key, hashlib.sha256(der).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
