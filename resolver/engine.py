@@ -309,7 +309,13 @@ class Resolver:
         lifetime = self._lifetime(info)
         if lifetime > 0:
             data = clamp_ttls(data, info, lifetime, self.config.cache.min_ttl)
-        entry = CacheEntry(data, info, now, now + lifetime, names, lists.gen, blocked, blocked >= 0)
+        gen = lists.gen
+        divert = lists.divert
+        if divert is not None and divert.diverts(q.qname, q.qtype, q.qclass):
+            # Asked before diverting began: a stale generation makes the first hit re-check it
+            # (and the C path hand it to Python), so the cache never answers a diverted name.
+            gen = -1
+        entry = CacheEntry(data, info, now, now + lifetime, names, gen, blocked, blocked >= 0)
         if lifetime > 0:
             self.cache.put(key, entry)
             self.stats.cache_entries = len(self.cache)

@@ -116,6 +116,32 @@ def test_fast_path_gives_the_reference_bytes_for_diverted_hosts(tmp_path, clock)
     assert allowed_a and any(pair.in_c[p] for p in allowed_a)  # the cached answer, from C again
 
 
+@pytest.mark.skipif(not fastpath.available(), reason=str(fastpath.UNAVAILABLE))
+def test_an_answer_fetched_before_diverting_is_not_served_from_the_cache(tmp_path, clock):
+    pair = Pair(tmp_path, url_proxy=PROXY)
+    state = divert_state([], ["allowed.example"])
+    answers = make_answers(pair.config.blocking, AUTHORITY, 1)
+    pair.pure.set_list(Matcher(state), answers, 1)
+    pair.fast.set_list(fastpath.list_index(state), answers, 1)
+    divert = Diversion(
+        urlhost_digests(state),
+        frozenset(),
+        make_divert_answers(pair.config.url_proxy, pair.config.blocking),
+    )
+    for r in (pair.pure, pair.fast):
+        r.set_divert(divert)
+    for query_wire, reply in REPLIES:  # upstream replies that arrive after diverting began
+        pair.store(query_wire, reply)
+    packets = [client_query("allowed.example", "A", **v) for v in edns_variants()]
+    packets = [p for p in packets if isinstance(parse_query(p), Query)]  # not BADVERS
+    pair.compare(packets, True)
+    for packet in packets:
+        assert not pair.in_c[packet]
+        resp = pair.pure.handle(packet, True, True)
+        assert isinstance(resp, bytes) and bytes([192, 0, 2, 44]) in resp
+        assert b"\xc63d\x07" not in resp  # not the cached 198.51.100.7
+
+
 @pytest.fixture
 def clock(monkeypatch):
     import types
