@@ -427,3 +427,23 @@ async def test_chromium_through_the_proxy(tmp_path):
         page = await dump("/album/7/?from=chromium")
         assert '"raw_path": "/album/7/?from=chromium"' in page
         assert [r["raw_path"] for r in s.origin.seen if "chromium" in r["raw_path"]]
+
+
+async def test_slow_clients_cannot_hold_the_proxy(tmp_path):
+    server = {"keepalive_timeout": 1.0, "body_idle_timeout": 1.0}
+    async with stack(tmp_path, server=server) as s:
+        # Headers dribbled and never finished: closed after keepalive_timeout.
+        reader, writer = await asyncio.open_connection(PROXY_IP, s.proxy.http_port)
+        writer.write(f"GET /x HTTP/1.1\r\nHost: {SHARED}\r\nX-Slow: ".encode())
+        assert await asyncio.wait_for(reader.read(), 20) == b""
+        writer.close()
+        # A body that stops half-way: the proxy gives up on it and on the origin request.
+        reader, writer = await asyncio.open_connection(PROXY_IP, s.proxy.http_port)
+        writer.write(
+            f"POST /upload HTTP/1.1\r\nHost: {SHARED}\r\nContent-Length: 1000\r\n\r\n".encode()
+            + b"a" * 10
+        )
+        await asyncio.wait_for(reader.read(), 20)  # whatever it says, it closes
+        writer.close()
+        status, _ = await get(s, "/after")
+        assert status == 200

@@ -30,8 +30,11 @@ class ServerSection(Section):
     # TLS connections spliced at once; more are closed at once (plain HTTP is bounded by the
     # origin side's max_connections: requests beyond it wait for a free origin connection).
     max_tls_connections: Annotated[int, Field(ge=1)] = 4096
-    # A client that sends no complete request within this many seconds is closed.
+    # A connection without a complete request for this long (idle, or headers sent slowly)
+    # is closed.
     keepalive_timeout: Seconds = 15.0
+    # A request body that sends nothing for this long is cut (and its origin request with it).
+    body_idle_timeout: Seconds = 30.0
     max_request_line: Annotated[int, Field(ge=1024, le=65536)] = 8190
     max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = 8190
     max_request_body: Annotated[int, Field(ge=0)] = 64 << 20

@@ -89,6 +89,7 @@ class PlainProxy:
         o = config.origin
         self._origin_port = o.http_port
         self._max_body = config.server.max_request_body
+        self._body_idle = config.server.body_idle_timeout
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=o.connect_timeout, sock_read=o.read_timeout
         )
@@ -165,7 +166,11 @@ class PlainProxy:
             yield peeked
             return
         seen = 0
-        async for chunk in request.content.iter_any():
+        content, idle = request.content, self._body_idle
+        while True:
+            chunk = await asyncio.wait_for(content.readany(), idle)  # a stalled upload ends
+            if not chunk:
+                return
             seen += len(chunk)
             if seen > self._max_body:
                 raise BodyTooLarge
