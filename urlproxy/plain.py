@@ -159,7 +159,10 @@ class PlainProxy:
         length = request.content_length
         if length is None or length > MAX_FORM_PEEK:
             return None
-        return await request.content.readexactly(length)
+        try:
+            return await asyncio.wait_for(request.content.readexactly(length), self._body_idle)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            raise web.HTTPBadRequest(text="incomplete request body") from None
 
     async def _body(self, request: web.Request, peeked: bytes | None) -> AsyncIterator[bytes]:
         if peeked is not None:
