@@ -265,20 +265,21 @@ async def test_protected_names_are_never_diverted(tmp_path):
 
 async def test_over_the_cap_nothing_is_diverted_and_an_alarm_is_raised(tmp_path, caplog):
     state = divert_state([], ["shared.example", "a.example", "c.example"])
-    async with stack(tmp_path, state, max_hosts=2) as (service, _, _):
-        await asyncio.wait_for(service.swapped.wait(), 10)
+    with caplog.at_level("INFO", logger="cordon.resolver"):
+        async with stack(tmp_path, state, max_hosts=2) as (service, _, _):
+            await asyncio.wait_for(service.swapped.wait(), 10)
 
-        async def probed() -> None:
-            while not service.stats.divert_proxy_up:
-                await asyncio.sleep(0.05)
+            async def probed() -> None:
+                while not service.stats.divert_proxy_up:
+                    await asyncio.sleep(0.05)
 
-        await asyncio.wait_for(probed(), 10)  # the proxy is up: only the cap stops diverting
-        assert service.resolver.lists.divert is None
-        msg = await ask(service.port, "shared.example", "A")
-        assert addresses(msg) == [ORIGIN_V4]
-        snap = await service.snapshot()
-        assert snap["divert"]["over_cap"] == 1 and snap["divert"]["hosts"] == 3
-        assert "more than url_proxy.max_hosts" in caplog.text
+            await asyncio.wait_for(probed(), 10)  # the proxy is up: only the cap stops it
+            assert service.resolver.lists.divert is None
+            msg = await ask(service.port, "shared.example", "A")
+            assert addresses(msg) == [ORIGIN_V4]
+            snap = await service.snapshot()
+            assert snap["divert"]["over_cap"] == 1 and snap["divert"]["hosts"] == 3
+    assert "more than url_proxy.max_hosts" in caplog.text
 
 
 def test_config_needs_a_proxy_address(tmp_path):
