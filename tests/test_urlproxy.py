@@ -447,3 +447,36 @@ async def test_slow_clients_cannot_hold_the_proxy(tmp_path):
         writer.close()
         status, _ = await get(s, "/after")
         assert status == 200
+
+
+def test_check_names_a_bad_key_and_shows_the_list(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[sync]\nroot_keys = []\n\n[server]\nhttp_port = "eighty"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "urlproxy", "check", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert f"{bad}: server.http_port" in out.stderr and f"{bad}: origin: Field required" in (
+        out.stderr
+    ), out.stderr
+
+    write_proxy_list(tmp_path / "sync-state")
+    good = tmp_path / "good.toml"
+    good.write_text(
+        f'[sync]\nroot_keys = ["{ROOT_PUB}"]\nstate_dir = "sync-state"\n'
+        '\n[origin]\nresolvers = ["127.0.0.1:53"]\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "urlproxy", "check", "--config", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "verified list: serial 1, 1 hosts carrying URL entries" in out.stdout
