@@ -39,6 +39,7 @@ from blocklist.urlhosts import URLHOST_ID_BASE  # noqa: E402
 
 SMALL = b"<!doctype html><title>ok</title><p>A small page of the shared host.</p>\n"
 LARGE = bytes(range(256)) * 400  # 102,400 bytes
+HUGE = 1000 * len(LARGE)  # ~100 MB, for bulk transfer through the TLS splice
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,12 +50,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def start_nginx(work: Path, port: int) -> subprocess.Popen:
+def start_nginx(work: Path, port: int, tls_port: int) -> subprocess.Popen:
     www = work / "www"
     www.mkdir()
     work.chmod(0o755)  # nginx workers may run as another user
     (www / "small.html").write_bytes(SMALL)
     (www / "large.bin").write_bytes(LARGE)
+    with open(www / "huge.bin", "wb") as f:  # for the TLS splice's bulk rate
+        for _ in range(HUGE // len(LARGE)):
+            f.write(LARGE)
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+            *("-nodes", "-days", "1", "-subj", f"/CN={SHARED_HOST}"),
+            *("-addext", f"subjectAltName=DNS:{SHARED_HOST}"),
+            *("-keyout", str(work / "origin.key"), "-out", str(work / "origin.pem")),
+        ],
+        check=True,
+        capture_output=True,
+    )
     conf = work / "nginx.conf"
     conf.write_text(
         f"""
@@ -68,6 +82,9 @@ http {{
     keepalive_requests 1000000;
     server {{
         listen {ORIGIN_ADDRESS}:{port} reuseport;
+        listen {ORIGIN_ADDRESS}:{tls_port} ssl;
+        ssl_certificate {work}/origin.pem;
+        ssl_certificate_key {work}/origin.key;
         root {www};
     }}
 }}
@@ -96,7 +113,9 @@ def wait_url(url: str, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def start_proxy(work: Path, origin_port: int, dns_port: int) -> tuple[subprocess.Popen, int]:
+def start_proxy(
+    work: Path, origin_port: int, tls_port: int, dns_port: int
+) -> tuple[subprocess.Popen, int, int]:
     now = int(time.time())
     signer = LocalSigner.generate(now)
     state = ListState.from_entries(
@@ -106,12 +125,13 @@ def start_proxy(work: Path, origin_port: int, dns_port: int) -> tuple[subprocess
         ]
     )
     signer.save(work / "sync-state", state, serial=1, now=now)
-    http_port, metrics_port = free_port(), free_port()
+    http_port, https_port, metrics_port = free_port(), free_port(), free_port()
     config = work / "urlproxy.toml"
     config.write_text(
         f'[sync]\nstate_dir = "{work / "sync-state"}"\nroot_keys = ["{signer.root_text}"]\n'
-        f'\n[server]\nlisten = ["127.0.0.1"]\nhttp_port = {http_port}\ntls_passthrough = false\n'
+        f'\n[server]\nlisten = ["127.0.0.1"]\nhttp_port = {http_port}\nhttps_port = {https_port}\n'
         f'\n[origin]\nresolvers = ["127.0.0.1:{dns_port}"]\nhttp_port = {origin_port}\n'
+        f"https_port = {tls_port}\n"
         "allow_private_addresses = true\n"
         f'\n[stop_page]\nurl = "http://127.0.0.1:9/"\n'
         f"\n[metrics]\nport = {metrics_port}\n"
@@ -123,7 +143,20 @@ def start_proxy(work: Path, origin_port: int, dns_port: int) -> tuple[subprocess
         stderr=subprocess.DEVNULL,
     )
     wait_url(f"http://127.0.0.1:{metrics_port}/healthz")
-    return proc, http_port
+    return proc, http_port, https_port
+
+
+def curl_https(work: Path, address: str, port: int, paths: list[str]) -> float:
+    """Seconds for curl to fetch `paths` over one TLS connection to `address`:`port`, with the
+    origin's name (SNI) and certificate checked against the origin's own."""
+    base = f"https://{SHARED_HOST}:{port}"
+    argv = ["curl", "-sS", "--noproxy", "*", "--cacert", str(work / "origin.pem")]
+    argv += ["--resolve", f"{SHARED_HOST}:{port}:{address}"]
+    for path in paths:
+        argv += ["-o", "/dev/null", base + path]
+    started = time.perf_counter()
+    subprocess.run(argv, check=True)
+    return time.perf_counter() - started
 
 
 def rss_kib(pid: int) -> int:
@@ -182,9 +215,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cordon-urlproxy-bench-") as tmp:
         work = Path(tmp)
         try:
-            origin_port = free_port(ORIGIN_ADDRESS)
-            procs.append(start_nginx(work, origin_port))
-            proxy, proxy_port = start_proxy(work, origin_port, dns_port)
+            origin_port, tls_port = free_port(ORIGIN_ADDRESS), free_port(ORIGIN_ADDRESS)
+            procs.append(start_nginx(work, origin_port, tls_port))
+            proxy, proxy_port, proxy_tls = start_proxy(work, origin_port, tls_port, dns_port)
             procs.append(proxy)
             direct = f"http://{ORIGIN_ADDRESS}:{origin_port}"
             through = f"http://127.0.0.1:{proxy_port}"
@@ -212,6 +245,22 @@ def main() -> int:
                         f"{d['p50']:8.2f}/{d['p99']:<8.2f} {p['p50']:8.2f}/{p['p99']:<8.2f}"
                         f" {added:8.2f}" + (f"  ({p['errors']})" if p["errors"] else "")
                     )
+
+            print("\nHTTPS through the TLS splice vs direct (curl, one TLS connection each)")
+            for label, paths, unit in (
+                ("~100 MB download", ["/huge.bin"], "MB/s"),
+                ("500 small pages", ["/small.html"] * 500, "req/s"),
+            ):
+                d = curl_https(work, ORIGIN_ADDRESS, tls_port, paths)
+                p = curl_https(work, "127.0.0.1", proxy_tls, paths)
+                amount = HUGE / 1e6 if unit == "MB/s" else len(paths)
+                results.append(
+                    {"workload": f"https {label}", "direct_s": d, "proxy_s": p, "ratio": d / p}
+                )
+                print(
+                    f"  {label:20} direct {amount / d:9.0f} {unit}   proxy {amount / p:9.0f} "
+                    f"{unit}   ratio {d / p:.2f}"
+                )
 
             print(f"\nproxy memory over {args.memory_requests} requests (small page, keep-alive)")
             done = 0

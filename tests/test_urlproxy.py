@@ -430,8 +430,16 @@ async def test_chromium_through_the_proxy(tmp_path):
 
 
 async def test_slow_clients_cannot_hold_the_proxy(tmp_path):
-    server = {"keepalive_timeout": 1.0, "body_idle_timeout": 1.0}
+    server = {"keepalive_timeout": 1.0, "body_idle_timeout": 1.0, "tls_idle_timeout": 1.0}
     async with stack(tmp_path, server=server) as s:
+        # A TLS connection that goes quiet after the handshake: the splice is ended.
+        ctx = ssl.create_default_context(cafile=str(s.cert))
+        reader, writer = await asyncio.open_connection(
+            PROXY_IP, s.proxy.https_port, ssl=ctx, server_hostname=SHARED
+        )
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            assert await asyncio.wait_for(reader.read(), 20) == b""
+        writer.close()
         # Headers dribbled and never finished: closed after keepalive_timeout.
         reader, writer = await asyncio.open_connection(PROXY_IP, s.proxy.http_port)
         writer.write(f"GET /x HTTP/1.1\r\nHost: {SHARED}\r\nX-Slow: ".encode())

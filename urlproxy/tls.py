@@ -22,20 +22,50 @@ from urlproxy.sni import MAX_HELLO, NEED_MORE, NotRoutable, client_hello_name
 CHUNK = 65536
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle: float) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[float]
+) -> None:
+    """Copy one direction until EOF, noting the time of the last byte in `seen`."""
+    loop = asyncio.get_running_loop()
     try:
         while True:
-            data = await asyncio.wait_for(reader.read(CHUNK), idle)
+            data = await reader.read(CHUNK)
             if not data:
                 break
+            seen[0] = loop.time()
             writer.write(data)
             await writer.drain()
-    except (TimeoutError, OSError):
+    except OSError:
         pass
     finally:
         with contextlib.suppress(OSError, RuntimeError):
             if writer.can_write_eof():
                 writer.write_eof()
+
+
+async def _splice(
+    a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    b: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    idle: float,
+) -> None:
+    """Both directions at once, ended after `idle` seconds without a byte either way. One
+    watchdog per splice instead of a timer per read: small exchanges stay cheap."""
+    loop = asyncio.get_running_loop()
+    seen = [loop.time()]
+    pipes = asyncio.gather(_pipe(a[0], b[1], seen), _pipe(b[0], a[1], seen))
+    try:
+        while True:
+            left = seen[0] + idle - loop.time()
+            if left <= 0:
+                break
+            done, _ = await asyncio.wait((pipes,), timeout=left)
+            if done:
+                break
+    finally:
+        if not pipes.done():
+            pipes.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pipes
 
 
 class TlsSplice:
@@ -107,8 +137,7 @@ class TlsSplice:
         m.tls_active.inc()
         try:
             o_writer.write(buf)
-            idle = s.tls_idle_timeout
-            await asyncio.gather(_pipe(reader, o_writer, idle), _pipe(o_reader, writer, idle))
+            await _splice((reader, writer), (o_reader, o_writer), s.tls_idle_timeout)
         finally:
             m.tls_active.dec()
             o_writer.close()
