@@ -6,7 +6,9 @@
  * patched) and listed names (SHA-256 of the name's suffixes looked up in the list's packed,
  * sorted digest column). Everything else (misses, answers that need truncation, names with a
  * dot inside a label) goes back to Python, which stays the reference: tests feed both the same
- * corpus and require identical bytes.
+ * corpus and require identical bytes. While the resolver diverts hosts to the URL proxy
+ * (resolver/divert.py), a name with a URLHOST suffix is handed to Python too (never answered
+ * from the cache), which decides whether to divert it.
  *
  *   ListIndex(digests, ids, kinds)  a bucket index over ListState's packed columns (no copy)
  *   Engine(max_entries, max_bytes)  the response cache (LRU, bounded by entries and bytes, the
@@ -206,8 +208,9 @@ static void ListIndex_dealloc(ListIndex *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Entry id of the DOMAIN entry with this digest: 1 and *id when found, else 0. */
-static int index_lookup(const ListIndex *x, const uint8_t dg[32], uint64_t *id) {
+/* Entry id of the DOMAIN entry with this digest: 1 and *id when found; 2 when `divert` is set
+ * and the digest is a URLHOST entry's; else 0. */
+static int index_lookup(const ListIndex *x, const uint8_t dg[32], uint64_t *id, int divert) {
     uint32_t top = get16(dg);
     Py_ssize_t lo = x->bucket[top], hi = x->bucket[top + 1];
     while (lo < hi) {
@@ -225,12 +228,15 @@ static int index_lookup(const ListIndex *x, const uint8_t dg[32], uint64_t *id) 
             *id = v;
             return 1;
         }
+        if (divert && x->k[lo] == 3) return 2;
     }
     return 0;
 }
 
-/* Is the lowercase dotted `name` (or a parent with two labels or more) listed? */
-static int index_match(const ListIndex *x, const uint8_t *name, Py_ssize_t len, uint64_t *id) {
+/* Is the lowercase dotted `name` (or a parent with two labels or more) listed (1), or, with
+ * `divert`, does a suffix hit a URLHOST entry first (2: Python decides)? */
+static int index_match(const ListIndex *x, const uint8_t *name, Py_ssize_t len, uint64_t *id,
+                       int divert) {
     if (!x || !x->n) return 0;
     Py_ssize_t end = -1;
     for (Py_ssize_t i = len - 1; i >= 0; i--)
@@ -242,7 +248,8 @@ static int index_match(const ListIndex *x, const uint8_t *name, Py_ssize_t len, 
     uint8_t dg[32];
     while (0 <= start && start <= end) {
         sha256(name + start, (size_t)(len - start), dg);
-        if (index_lookup(x, dg, id)) return 1;
+        int found = index_lookup(x, dg, id, divert);
+        if (found) return found;
         const uint8_t *dot = memchr(name + start, '.', (size_t)(len - start));
         start = dot ? (Py_ssize_t)(dot - name) + 1 : 0;
     }
@@ -255,7 +262,7 @@ static PyObject *ListIndex_match(ListIndex *self, PyObject *arg) {
         return NULL;
     }
     uint64_t id;
-    if (index_match(self, (const uint8_t *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), &id))
+    if (index_match(self, (const uint8_t *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), &id, 0))
         return PyLong_FromUnsignedLongLong(id);
     return PyLong_FromLong(-1);
 }
@@ -356,6 +363,7 @@ typedef struct {
     ListIndex *index;
     uint64_t gen;
     int loaded, servfail_without_list, have_templates;
+    int divert; /* URLHOST names go to Python (resolver.divert) */
     Variant variants[3];
     PyObject *ede_text;
     /* ACL */
@@ -714,19 +722,21 @@ static int count_blocked(Engine *e, uint64_t id) {
 }
 
 /* Re-evaluate a cache entry against a list that changed since it was stored
- * (Resolver._recheck); -1 when Python must (a name with a dot inside a label). */
+ * (Resolver._recheck); -1 when Python must (a name with a dot inside a label, or a URLHOST
+ * name while diverting: the entry keeps its old generation, so every hit comes back here). */
 static int recheck(Engine *e, Entry *x, const uint8_t *d, const Query *q) {
     uint8_t name[256];
     Py_ssize_t nlen = dotted(d, q, name);
     if (nlen < 0) return -1;
     uint64_t id = 0;
-    int found = index_match(e->index, name, nlen, &id), via = 0;
+    int found = index_match(e->index, name, nlen, &id, e->divert), via = 0;
+    if (found == 2) return -1;
     if (!found) {
         Py_ssize_t k = PyTuple_GET_SIZE(x->names);
         for (Py_ssize_t i = 0; i < k && !found; i++) {
             PyObject *nm = PyTuple_GET_ITEM(x->names, i);
             found = index_match(e->index, (const uint8_t *)PyBytes_AS_STRING(nm),
-                                PyBytes_GET_SIZE(nm), &id);
+                                PyBytes_GET_SIZE(nm), &id, 0);
         }
         via = found;
     }
@@ -863,7 +873,9 @@ static int answer(Engine *e, const uint8_t *d, Py_ssize_t n, int allowed, double
     Py_ssize_t nlen = dotted(d, &q, name);
     if (nlen < 0) return R_PUNT;
     uint64_t id;
-    if (index_match(e->index, name, nlen, &id)) {
+    int found = index_match(e->index, name, nlen, &id, e->divert);
+    if (found == 2) return R_PUNT;
+    if (found) {
         Py_ssize_t len = blocked_answer(e, d, &q, o);
         if (len < 0) return R_PUNT;
         e->outcomes[O_BLOCKED]++;
@@ -933,12 +945,14 @@ static int template_from(PyObject *pair, int qtype, Template *t) {
     return 0;
 }
 
-/* set_list(index, gen, loaded, variants, ede_text): variants as BlockedAnswers.export(). */
+/* set_list(index, gen, loaded, variants, ede_text[, divert]): variants as
+ * BlockedAnswers.export(); divert: hand URLHOST names to Python. */
 static PyObject *Engine_set_list(Engine *e, PyObject *args) {
     PyObject *index, *variants, *ede;
     unsigned long long gen;
-    int loaded;
-    if (!PyArg_ParseTuple(args, "O!KpOS", &ListIndexType, &index, &gen, &loaded, &variants, &ede))
+    int loaded, divert = 0;
+    if (!PyArg_ParseTuple(args, "O!KpOS|p", &ListIndexType, &index, &gen, &loaded, &variants, &ede,
+                          &divert))
         return NULL;
     if (!PyTuple_Check(variants) || PyTuple_GET_SIZE(variants) != 3) {
         PyErr_SetString(PyExc_ValueError, "variants must be a 3-tuple");
@@ -996,6 +1010,7 @@ static PyObject *Engine_set_list(Engine *e, PyObject *args) {
     Py_XSETREF(e->ede_text, ede);
     e->gen = gen;
     e->loaded = loaded;
+    e->divert = divert;
     e->have_templates = 1;
     Py_RETURN_NONE;
 }

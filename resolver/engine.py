@@ -23,6 +23,7 @@ from resolver import fastpath
 from resolver import stats as S
 from resolver.cache import CacheEntry, ResponseCache, clamp_ttls
 from resolver.config import ResolverConfig
+from resolver.divert import Diversion
 from resolver.dnswire import (
     BADVERS,
     EDE_NETWORK_ERROR,
@@ -60,16 +61,22 @@ class ListInForce:
     On the fast path the matcher is the C `ListIndex` (same `match`/`match_any` interface).
     """
 
-    __slots__ = ("answers", "gen", "loaded", "matcher", "serial")
+    __slots__ = ("answers", "divert", "gen", "loaded", "matcher", "serial")
 
     def __init__(
-        self, matcher: Matcher, answers: BlockedAnswers, gen: int, serial: int | None
+        self,
+        matcher: Matcher,
+        answers: BlockedAnswers,
+        gen: int,
+        serial: int | None,
+        divert: Diversion | None = None,
     ) -> None:
         self.matcher = matcher
         self.answers = answers
         self.gen = gen
         self.serial = serial
         self.loaded = serial is not None
+        self.divert = divert  # set only while the URL proxy is healthy (resolver.divert)
 
 
 class Resolver:
@@ -118,14 +125,30 @@ class Resolver:
         """Swap the list in force (one reference; the C engine takes it in the same step)."""
         if self.fast is not None and not fastpath.is_index(matcher):
             matcher = fastpath.index_of(matcher)
-        self.lists = ListInForce(matcher, answers, self.lists.gen + 1, serial)
+        lists = self.lists
+        self.lists = ListInForce(matcher, answers, lists.gen + 1, serial, lists.divert)
+        if self.fast is not None:
+            self._push_list()
+
+    def set_divert(self, divert: Diversion | None) -> None:
+        """Start or stop diverting URLHOST names. A new generation, so cached answers are
+        re-checked (the C path hands a diverted name to Python instead of answering it)."""
+        lists = self.lists
+        self.lists = ListInForce(lists.matcher, lists.answers, lists.gen + 1, lists.serial, divert)
         if self.fast is not None:
             self._push_list()
 
     def _push_list(self) -> None:
         lists = self.lists
         answers = lists.answers
-        self.fast.set_list(lists.matcher, lists.gen, lists.loaded, answers.variants, answers.text)  # type: ignore[union-attr]
+        self.fast.set_list(  # type: ignore[union-attr]
+            lists.matcher,
+            lists.gen,
+            lists.loaded,
+            answers.variants,
+            answers.text,
+            lists.divert is not None,
+        )
 
     # ------------------------------------------------------------------ synchronous part
 
@@ -168,6 +191,13 @@ class Resolver:
             return response_for(query, REFUSED, ede_code=EDE_PROHIBITED)  # type: ignore[arg-type]
         q: Query = query  # type: ignore[assignment]
         lists = self.lists
+        divert = lists.divert
+        if (
+            divert is not None
+            and divert.diverts(q.qname, q.qtype, q.qclass)
+            and lists.matcher.match(q.qname) < 0
+        ):
+            return self._diverted(q, divert, udp)
         now = time.monotonic()
         entry = self.cache.get(cache_key(q), now)
         if entry is not None:
@@ -196,6 +226,14 @@ class Resolver:
         resp = lists.answers.build(q)
         if udp and len(resp) > q.udp_size:
             stats.truncated += 1
+            return truncate_for_udp(resp, q.udp_size)
+        return resp
+
+    def _diverted(self, q: Query, divert: Diversion, udp: bool) -> bytes:
+        self.stats.diverted += 1
+        resp = divert.answers.build(q)
+        if udp and len(resp) > q.udp_size:
+            self.stats.truncated += 1
             return truncate_for_udp(resp, q.udp_size)
         return resp
 
@@ -275,7 +313,13 @@ class Resolver:
         lifetime = self._lifetime(info)
         if lifetime > 0:
             data = clamp_ttls(data, info, lifetime, self.config.cache.min_ttl)
-        entry = CacheEntry(data, info, now, now + lifetime, names, lists.gen, blocked, blocked >= 0)
+        gen = lists.gen
+        divert = lists.divert
+        if divert is not None and divert.diverts(q.qname, q.qtype, q.qclass):
+            # Asked before diverting began: a stale generation makes the first hit re-check it
+            # (and the C path hand it to Python), so the cache never answers a diverted name.
+            gen = -1
+        entry = CacheEntry(data, info, now, now + lifetime, names, gen, blocked, blocked >= 0)
         if lifetime > 0:
             self.cache.put(key, entry)
             self.stats.cache_entries = len(self.cache)

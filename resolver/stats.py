@@ -105,6 +105,12 @@ class Stats:
         self.cache_bytes = 0
         self.cache_evictions = 0
         self.pending = 0
+        # URL proxy diversion (resolver.divert): answers given, and the state of this worker.
+        self.diverted = 0
+        self.divert_hosts = 0  # URLHOST entries in the list in force
+        self.divert_proxy_up = 0
+        self.divert_active = 0
+        self.divert_over_cap = 0
         # The C fast path's engine when it runs: it keeps its own counters, added at snapshot.
         self.fast: Any = None
 
@@ -151,6 +157,13 @@ class Stats:
             "pid": os.getpid(),
             "blocked_by_entry": {str(k): v for k, v in self.blocked_by_entry.items()},
             "blocked_other": blocked_other,
+            "divert": {
+                "answers": self.diverted,
+                "hosts": self.divert_hosts,
+                "proxy_up": self.divert_proxy_up,
+                "active": self.divert_active,
+                "over_cap": self.divert_over_cap,
+            },
             "upstreams": {
                 name: {
                     "queries": u.queries,
