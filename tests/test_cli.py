@@ -263,16 +263,16 @@ def test_add_approve_publish_status_list_show(authority: Authority) -> None:
     assert fields["value"] == "blocked-demo.test"
     assert fields["evidence"] == "case-42"
     assert fields["approved by"] == "bob"
-    assert fields["listed in serial"] == "1"
+    assert fields["listed in serial"] == str(serial)
     assert fields["created"].endswith("Z")
 
-    # An ASP applies serial 1 and acknowledges it; compliance shows it.
+    # An ASP applies the serial just published and acknowledges it; compliance shows it.
     asp = authority.json("asp", "add", "isp-one.example")
     status_json = authority.json("status", who="olga")
     ack = urllib.request.Request(
         authority.url + "/v1/acks",
         data=json.dumps(
-            {"instance": "resolver-1", "serial": 1, "checksum": status_json["checksum"]}
+            {"instance": "resolver-1", "serial": serial, "checksum": status_json["checksum"]}
         ).encode(),
         headers={"Authorization": f"Bearer {asp['token']}", "Content-Type": "application/json"},
         method="POST",
@@ -295,7 +295,7 @@ def test_add_approve_publish_status_list_show(authority: Authority) -> None:
         "seen",
     ]
     row = next(r for r in compliance.stdout.splitlines() if "resolver-1" in r).split()
-    assert row[:8] == ["isp-one.example", "resolver-1", "1", "0", "no", "no", "0", "-"]
+    assert row[:8] == ["isp-one.example", "resolver-1", str(serial), "0", "no", "no", "0", "-"]
     assert row[8].endswith("Z") and "T" in row[8]
 
 
