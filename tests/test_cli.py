@@ -319,6 +319,8 @@ def test_reject_and_delist_need_reasons_and_are_logged(authority: Authority) -> 
     assert authority.run("approve", str(delisted_id), who="bob").returncode == 0
     out = authority.run("delist", str(delisted_id), "--reason", "removed at source", who="alice")
     assert out.returncode == 0, out.stderr
+    out = authority.run("delist", "confirm", str(delisted_id), who="bob")
+    assert out.returncode == 0, out.stderr
     assert authority.json("show", str(delisted_id), who="olga")["status"] == "delisted"
 
     log = authority.run("audit", "log", "--entry", str(delisted_id), who="olga")
