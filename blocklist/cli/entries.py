@@ -213,8 +213,7 @@ def register(cmds: Commands) -> None:
     p.add_argument("--reason", required=True)
     p = cmds.add(
         "delist",
-        "Request that a listed entry come off the list, with a reason; another approver "
-        "confirms or rejects the request (delist confirm ID, delist reject ID --reason R).",
+        "Request a delisting, with a reason; another approver confirms or rejects it.",
         cmd_delist,
     )
     p.usage = DELIST_USAGE
