@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from authority_fixtures import RunningAuthority, start_authority
+from test_complaints import complaint, listed
 
 from blocklist.artefacts import decode_snapshot
 from blocklist.digests import digest
@@ -20,15 +21,6 @@ async def api(tmp_path: Path):
     running = await start_authority(tmp_path)
     yield running
     await running.client.close()
-
-
-async def listed(api: RunningAuthority, value: str = "blocked.example") -> int:
-    _, body = await api.call(
-        "alice", "POST", "/v1/entries", {"value": value, "hosting_country": "NL", "evidence": "e"}
-    )
-    status, approved = await api.call("bob", "POST", f"/v1/entries/{body['id']}/approve")
-    assert status == 200 and approved["status"] == "active", approved
-    return body["id"]
 
 
 async def request(api: RunningAuthority, who: str, entry: int, reason: str = "gone") -> tuple:
@@ -196,15 +188,7 @@ async def test_pending_delistings_are_listed_and_counted(api: RunningAuthority) 
 async def test_an_upheld_complaint_supersedes_a_pending_request(api: RunningAuthority) -> None:
     entry = await listed(api)
     assert (await request(api, "alice", entry))[0] == 202
-    complaint = {
-        "idempotency_key": "k" * 20,
-        "entry_id": entry,
-        "host": "blocked.example",
-        "role": "site_owner",
-        "reason": "removed",
-        "received": 1_790_000_000,
-    }
-    _, filed = await api.call("isp", "POST", "/v1/complaints", complaint)
+    _, filed = await api.call("isp", "POST", "/v1/complaints", complaint(entry))
     status, _ = await api.call(
         "carol",
         "POST",

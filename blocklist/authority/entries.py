@@ -411,26 +411,31 @@ class Entries:
         check_not_puppet(conn, actor, request["requested_by"], what, verb, "requested")
         return request
 
+    def _decide_request(
+        self,
+        conn: sqlite3.Connection,
+        actor: Principal,
+        request: sqlite3.Row,
+        status: str,
+        why: str,
+    ) -> dict:
+        """Close a request as confirmed or rejected; the audit detail that names it."""
+        conn.execute(
+            "UPDATE delist_requests SET status = ?, decided_by = ?, decided = ?,"
+            " decision_reason = ? WHERE id = ?",
+            (status, actor.id, self.db.now(), why, request["id"]),
+        )
+        return {"request": request["id"], "requested_by": f"officer:{request['requested_by_name']}"}
+
     def confirm_delist(self, actor: Principal, entry_id: int, note: str = "") -> EntryRecord:
         """The second officer: the requested delisting takes effect (next publication)."""
         require(actor, "approve")
         note = clean_text(note, "note")
         with self.db.write() as conn:
             request = self._delist_request(conn, actor, entry_id, "confirm")
-            conn.execute(
-                "UPDATE delist_requests SET status = 'confirmed', decided_by = ?, decided = ?,"
-                " decision_reason = ? WHERE id = ?",
-                (actor.id, self.db.now(), note, request["id"]),
-            )
+            detail = self._decide_request(conn, actor, request, "confirmed", note)
             self.delist_in_transaction(
-                actor,
-                entry_id,
-                request["reason"],
-                detail={
-                    "request": request["id"],
-                    "requested_by": f"officer:{request['requested_by_name']}",
-                    "note": note,
-                },
+                actor, entry_id, request["reason"], detail={**detail, "note": note}
             )
             return record(entry_row(conn, entry_id))
 
@@ -440,23 +445,14 @@ class Entries:
         reason = clean_text(reason, "reason", required=True)
         with self.db.write() as conn:
             request = self._delist_request(conn, actor, entry_id, "reject")
-            now = self.db.now()
-            conn.execute(
-                "UPDATE delist_requests SET status = 'rejected', decided_by = ?, decided = ?,"
-                " decision_reason = ? WHERE id = ?",
-                (actor.id, now, reason, request["id"]),
-            )
             audit.append(
                 conn,
-                time=now,
+                time=self.db.now(),
                 actor=actor.label,
                 action="entry.delist_reject",
                 entry_id=entry_id,
                 reason=reason,
-                detail={
-                    "request": request["id"],
-                    "requested_by": f"officer:{request['requested_by_name']}",
-                },
+                detail=self._decide_request(conn, actor, request, "rejected", reason),
             )
             return record(entry_row(conn, entry_id))
 
