@@ -339,7 +339,7 @@ def test_delisting_is_requested_then_confirmed_by_another_approver(authority: Au
     assert f"blocklist delist confirm {entry}" in out.stdout
     assert re.search(r"delistings to confirm +1\n", authority.run("status", who="olga").stdout)
     pending = authority.run("list", "--status", "delist_pending", who="olga")
-    assert "two-people.example" in pending.stdout, pending.stdout + pending.stderr
+    assert "active (delist requested)" in pending.stdout, pending.stdout + pending.stderr
     shown = authority.run("show", str(entry), who="olga").stdout
     assert "alice (awaiting confirmation by another approver)" in shown
     # Refusals: oversight, no reason to reject, bad usage.

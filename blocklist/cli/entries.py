@@ -179,7 +179,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [
         [
             e["id"],
-            e["status"],
+            e["status"] + (" (delist requested)" if e.get("delist_pending") else ""),
             e["kind"],
             e["value"],
             e["hosting_country"],
