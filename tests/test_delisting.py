@@ -105,13 +105,23 @@ async def test_an_account_the_requester_created_cannot_confirm(api: RunningAutho
     assert (await request(api, "admin", entry))[0] == 202
     status, body = await confirm(api, "mallory", entry)
     assert status == 403 and body["error"] == "four_eyes"
-    assert "created by the officer who requested" in body["message"]
+    assert "the officer who requested the delisting" in body["message"]
     status, body = await api.call(
         "mallory", "POST", f"/v1/entries/{entry}/delist/reject", {"reason": "no"}
     )
     assert status == 403 and body["error"] == "four_eyes"
     _, shown = await api.call("olga", "GET", f"/v1/entries/{entry}")
     assert shown["status"] == "active" and shown["delist_pending"] is True
+    # The reverse: the admin cannot confirm a request made through an account they created.
+    status, made = await api.call(
+        "admin", "POST", "/v1/officers", {"name": "trent", "role": "officer"}
+    )
+    assert status == 201, made
+    api.tokens["trent"] = made["token"]
+    other = await listed(api, "other.example")
+    assert (await request(api, "trent", other))[0] == 202
+    status, body = await confirm(api, "admin", other)
+    assert status == 403 and body["error"] == "four_eyes"
 
 
 async def test_oversight_and_plain_officers_cannot_confirm(api: RunningAuthority) -> None:
