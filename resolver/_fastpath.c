@@ -366,6 +366,10 @@ typedef struct {
     unsigned long long udp, outcomes[N_OUTCOMES], cache_hits, blocked_other;
     PyObject *blocked_counts; /* dict entry id -> count (resolver.stats.Stats.blocked_by_entry) */
     Py_ssize_t max_entry_labels;
+    /* blocks Python decides (exemptions, log-only): see set_punt */
+    uint64_t *punt_ids;
+    Py_ssize_t npunt;
+    int punt_all;
     /* batch buffers, allocated by the first drain */
     uint8_t *rbuf, *obuf;
     struct mmsghdr rmsg[BATCH], smsg[BATCH];
@@ -713,6 +717,14 @@ static int count_blocked(Engine *e, uint64_t id) {
     return rc;
 }
 
+/* A block by entry `id` that Python must decide (an exempted name, log-only mode). */
+static inline int punts(const Engine *e, uint64_t id) {
+    if (e->punt_all) return 1;
+    for (Py_ssize_t i = 0; i < e->npunt; i++)
+        if (e->punt_ids[i] == id) return 1;
+    return 0;
+}
+
 /* Re-evaluate a cache entry against a list that changed since it was stored
  * (Resolver._recheck); -1 when Python must (a name with a dot inside a label). */
 static int recheck(Engine *e, Entry *x, const uint8_t *d, const Query *q) {
@@ -807,6 +819,7 @@ static int answer(Engine *e, const uint8_t *d, Py_ssize_t n, int allowed, double
         lru_unlink(e, x);
         lru_append(e, x);
         if (x->blocked) {
+            if (punts(e, x->blocked_id)) return R_PUNT;
             Py_ssize_t len = blocked_answer(e, d, &q, o);
             if (len < 0) return R_PUNT;
             e->cache_hits++;
@@ -827,6 +840,7 @@ static int answer(Engine *e, const uint8_t *d, Py_ssize_t n, int allowed, double
     if (nlen < 0) return R_PUNT;
     uint64_t id;
     if (index_match(e->index, name, nlen, &id)) {
+        if (punts(e, id)) return R_PUNT;
         Py_ssize_t len = blocked_answer(e, d, &q, o);
         if (len < 0) return R_PUNT;
         e->outcomes[O_BLOCKED]++;
@@ -871,6 +885,7 @@ static void Engine_dealloc(Engine *e) {
     }
     Py_XDECREF(e->ede_text);
     Py_XDECREF(e->blocked_counts);
+    PyMem_Free(e->punt_ids);
     PyMem_RawFree(e->rbuf);
     PyMem_RawFree(e->obuf);
     Py_TYPE(e)->tp_free((PyObject *)e);
@@ -1006,6 +1021,28 @@ static PyObject *Engine_set_stats(Engine *e, PyObject *args) {
     Py_XSETREF(e->blocked_counts, counts);
     e->max_entry_labels = max_labels;
     e->servfail_without_list = servfail;
+    Py_RETURN_NONE;
+}
+
+/* set_punt(entry ids, all): blocks by these entries (or by any, with `all`) go to Python. */
+static PyObject *Engine_set_punt(Engine *e, PyObject *args) {
+    PyObject *ids;
+    int all;
+    if (!PyArg_ParseTuple(args, "O!p", &PyTuple_Type, &ids, &all)) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(ids);
+    uint64_t *fresh = n ? PyMem_Malloc((size_t)n * sizeof *fresh) : NULL;
+    if (n && !fresh) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        fresh[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(ids, i));
+        if (PyErr_Occurred()) {
+            PyMem_Free(fresh);
+            return NULL;
+        }
+    }
+    PyMem_Free(e->punt_ids);
+    e->punt_ids = fresh;
+    e->npunt = n;
+    e->punt_all = all;
     Py_RETURN_NONE;
 }
 
@@ -1313,6 +1350,8 @@ static PyMethodDef Engine_methods[] = {
     {"set_acl", (PyCFunction)Engine_set_acl, METH_VARARGS, "set_acl(v4, v6, refuse)"},
     {"set_stats", (PyCFunction)Engine_set_stats, METH_VARARGS,
      "set_stats(blocked_by_entry, max_entry_labels, servfail_without_list)"},
+    {"set_punt", (PyCFunction)Engine_set_punt, METH_VARARGS,
+     "set_punt(entry_ids, all): hand blocks by these entries (or all blocks) to Python."},
     {"counters", (PyCFunction)Engine_counters, METH_NOARGS, "Counters kept by the fast path."},
     {"get", (PyCFunction)Engine_get, METH_VARARGS, "get(key, now): a cache entry or None."},
     {"put", (PyCFunction)Engine_put, METH_VARARGS, "put(key, entry): store a cache entry."},

@@ -72,8 +72,16 @@ def cmd_sync(args: argparse.Namespace, config: ResolverConfig) -> int:
 
 
 async def _run_sync(config: ResolverConfig, once: bool) -> int:
+    from resolver import ackreport
+
     follower = Follower(config)
+    log_only = ackreport.install(follower, config)
+    refresher = None
     try:
+        if log_only is not None:
+            await log_only.refresh()  # the first ack already carries the counts
+            if not once:
+                refresher = asyncio.create_task(log_only.run())
         await follower.load()
         if once:
             try:
@@ -98,6 +106,7 @@ async def _run_sync(config: ResolverConfig, once: bool) -> int:
                 await runner.cleanup()
         return 0
     finally:
+        await ackreport.stop(refresher)
         await follower.close()
 
 
@@ -140,6 +149,58 @@ def cmd_serve(args: argparse.Namespace, config: ResolverConfig) -> int:
         return 1
 
 
+def _control_base(args: argparse.Namespace, config: ResolverConfig) -> str | None:
+    from resolver.control import base_url
+
+    if args.url:
+        return args.url.rstrip("/")
+    m = config.metrics
+    if not m.enabled or not m.port:
+        print(
+            f"{args.config}: the control endpoint is served on the metrics port: set "
+            "metrics.enabled and metrics.port (or pass --url)",
+            file=sys.stderr,
+        )
+        return None
+    return base_url(m.listen, m.port)
+
+
+def cmd_check(args: argparse.Namespace, config: ResolverConfig) -> int:
+    from resolver.control import ControlError, check_url, get_json, print_check
+
+    base = _control_base(args, config)
+    if base is None:
+        return 2
+    try:
+        verdict = get_json(check_url(base, args.name))
+    except ControlError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(verdict, indent=2))
+    else:
+        print_check(verdict)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, config: ResolverConfig) -> int:
+    from resolver.control import ControlError, get_json, print_status, status_url
+
+    base = _control_base(args, config)
+    if base is None:
+        return 2
+    try:
+        status = get_json(status_url(base))
+    except ControlError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print_status(status)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resolver", description="Cordon's ASP-side commands.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (server.workers)")
     serve.add_argument("--metrics-port", type=int, help="metrics and /healthz port")
     serve.add_argument("--log-level", default="info", help="log level (JSON logs on stderr)")
+    check = sub.add_parser(
+        "check",
+        help="is NAME blocked, by which entry and serial, or why not",
+        description="Ask the running `resolver serve` (its loopback control endpoint on the "
+        "metrics port) whether NAME is blocked by the list in force, by which entry and serial, "
+        "or why not: not listed, exempted locally, protected, log-only mode, no list.",
+    )
+    check.add_argument("name", help="the name to check, e.g. www.example.test")
+    status = sub.add_parser(
+        "status",
+        help="list age, alarms, mode, exemptions, cache and upstream health",
+        description="Ask the running `resolver serve` for its state: list serial and age, "
+        "alarms and held updates, mode, exemptions in use, log-only counts, cache and upstreams.",
+    )
+    for p in (check, status):
+        p.add_argument("--config", type=Path, required=True, help="resolver.toml")
+        p.add_argument("--url", help="control endpoint (default: http://metrics.listen:port)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
     add_rpz_commands(sub)
     return parser
 
@@ -194,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sync(args, config)
     if args.command == "serve":
         return cmd_serve(args, config)
+    if args.command == "check":
+        return cmd_check(args, config)
+    if args.command == "status":
+        return cmd_status(args, config)
     return 2
 
 

@@ -12,7 +12,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from blocklist.config import AddressList, LoopbackAddress, OptionalIPv4, OptionalIPv6, Section
+from blocklist.config import (
+    AddressList,
+    LoopbackAddress,
+    OptionalIPv4,
+    OptionalIPv6,
+    ProtectedNameList,
+    Section,
+)
+from blocklist.domains import canonical_domain
 from blocklist.sync.config import SyncConfig
 from resolver.dnswire import MAX_EDE_TEXT, name_to_wire
 from resolver.rpz.config import RpzSection
@@ -155,6 +163,13 @@ class BlockingSection(Section):
     # The SOA synthesized in NODATA answers (its serial is the list serial).
     soa_mname: str = "stop.cordon.invalid"
     soa_rname: str = "hostmaster.cordon.invalid"
+    # "log-only": listed names are answered as if they were not, and counted per entry; the
+    # counts go to the authority in the ack, so a rollout in progress shows there.
+    mode: Literal["enforce", "log-only"] = "enforce"
+    # Names this ASP keeps resolving (its own services): an entry on the name or above it does
+    # not block the name or anything below it; the entry still blocks everything else. Every
+    # exemption that overrides an entry is reported to the authority in the ack.
+    exempt_names: Annotated[ProtectedNameList, Field(max_length=100)] = Field(default_factory=list)
 
     @field_validator("soa_mname", "soa_rname")
     @classmethod
@@ -200,3 +215,15 @@ class ResolverConfig(SyncConfig):
     metrics: MetricsSection = MetricsSection()
     # The RPZ feed's section, so one file can drive `resolver sync` and `resolver rpz serve`.
     rpz: RpzSection | None = None
+
+    @model_validator(mode="after")
+    def _exempt_not_protected(self) -> ResolverConfig:
+        protected = {canonical_domain(n) for n in self.rails.protected_names}
+        both = sorted(protected & {canonical_domain(n) for n in self.blocking.exempt_names})
+        if both:
+            raise ValueError(
+                f"blocking.exempt_names: {', '.join(both)} also in rails.protected_names; a "
+                "protected name holds a list that blocks it, an exempted one applies the list "
+                "without it: choose one"
+            )
+        return self

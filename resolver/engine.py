@@ -43,6 +43,7 @@ from resolver.dnswire import (
     rewrite_response,
     truncate_for_udp,
 )
+from resolver.exemptions import ExemptingMatcher, Exemptions
 from resolver.matcher import Matcher
 from resolver.stats import ErrorReporter, Stats
 from resolver.upstream import Upstreams
@@ -57,15 +58,24 @@ _EDE_TEXT = {
 class ListInForce:
     """What a swap replaces at once: the matcher, the answers for listed names, a generation.
 
-    On the fast path the matcher is the C `ListIndex` (same `match`/`match_any` interface).
+    On the fast path `index` is the C `ListIndex` (same `match`/`match_any` interface);
+    `matcher` is the index, or the index seen through the local exemptions.
     """
 
-    __slots__ = ("answers", "gen", "loaded", "matcher", "serial")
+    __slots__ = ("answers", "exemptions", "gen", "index", "loaded", "matcher", "serial")
 
     def __init__(
-        self, matcher: Matcher, answers: BlockedAnswers, gen: int, serial: int | None
+        self,
+        index: Matcher,
+        answers: BlockedAnswers,
+        gen: int,
+        serial: int | None,
+        exemptions: Exemptions | None = None,
     ) -> None:
-        self.matcher = matcher
+        self.index = index
+        self.exemptions = exemptions or Exemptions.empty()
+        exempting = exemptions is not None and exemptions.by_entry
+        self.matcher = ExemptingMatcher(index, exemptions) if exempting else index
         self.answers = answers
         self.gen = gen
         self.serial = serial
@@ -91,6 +101,8 @@ class Resolver:
         self.fast = fastpath.engine(c.max_entries, c.max_bytes) if fast else None
         self.cache: ResponseCache = self.fast if fast else ResponseCache(c.max_entries, c.max_bytes)
         self.servfail_without_list = config.server.without_list == "servfail"
+        # Log-only rollout: a listed name is answered as if it were not, and counted.
+        self.log_only = config.blocking.mode == "log-only"
         self.refuse = config.acl.refused == "refuse"
         empty = fastpath.list_index(ListState.empty()) if fast else Matcher.empty()
         self.lists = ListInForce(empty, answers, 0, None)
@@ -114,18 +126,27 @@ class Resolver:
     def path(self) -> str:
         return "c" if self.fast is not None else "python"
 
-    def set_list(self, matcher: Matcher, answers: BlockedAnswers, serial: int) -> None:
+    def set_list(
+        self,
+        matcher: Matcher,
+        answers: BlockedAnswers,
+        serial: int,
+        exemptions: Exemptions | None = None,
+    ) -> None:
         """Swap the list in force (one reference; the C engine takes it in the same step)."""
         if self.fast is not None and not fastpath.is_index(matcher):
             matcher = fastpath.index_of(matcher)
-        self.lists = ListInForce(matcher, answers, self.lists.gen + 1, serial)
+        self.lists = ListInForce(matcher, answers, self.lists.gen + 1, serial, exemptions)
         if self.fast is not None:
             self._push_list()
 
     def _push_list(self) -> None:
         lists = self.lists
         answers = lists.answers
-        self.fast.set_list(lists.matcher, lists.gen, lists.loaded, answers.variants, answers.text)  # type: ignore[union-attr]
+        fast = self.fast
+        fast.set_list(lists.index, lists.gen, lists.loaded, answers.variants, answers.text)  # type: ignore[union-attr]
+        # Blocks that are not plain blocks are decided here, in Python, never differently in C.
+        fast.set_punt(lists.exemptions.entry_ids, self.log_only)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ synchronous part
 
@@ -171,12 +192,16 @@ class Resolver:
             if entry.gen != lists.gen:
                 self._recheck(q, entry, lists)
             if entry.blocked >= 0:
-                return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
+                if not self.log_only:
+                    return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
+                stats.count_logged(entry.blocked)
             stats.outcomes[S.CACHED] += 1
             return self._from_entry(q, entry, udp, now)
         entry_id = lists.matcher.match(q.qname)
         if entry_id >= 0:
-            return self._blocked(q, entry_id, False, lists, udp)
+            if not self.log_only:
+                return self._blocked(q, entry_id, False, lists, udp)
+            stats.count_logged(entry_id)
         if not lists.loaded and self.servfail_without_list:
             stats.outcomes[S.SERVFAIL] += 1
             return response_for(q, SERVFAIL, ede_code=EDE_NETWORK_ERROR, ede_text=b"no list")
@@ -250,7 +275,10 @@ class Resolver:
         if entry.gen != lists.gen:  # the list changed while we waited
             self._recheck(q, entry, lists)
         if entry.blocked >= 0:
-            return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
+            if not self.log_only:
+                return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
+            if entry.via_cname:  # a listed query name was counted by `handle` already
+                stats.count_logged(entry.blocked)
         stats.outcomes[S.FORWARDED] += 1
         return self._from_entry(q, entry, udp, time.monotonic())
 
@@ -267,11 +295,16 @@ class Resolver:
         """The cache entry for an upstream reply to `q`, cached when its lifetime allows."""
         lists = self.lists
         names = tuple({*info.answer_owners, *info.cname_targets} - {q.qname})
-        blocked = lists.matcher.match_any(names) if names else -1
+        # Log-only forwards listed names too: their cache entries must still say so.
+        blocked = lists.matcher.match(q.qname) if self.log_only else -1
+        via_cname = False
+        if blocked < 0 and names:
+            blocked = lists.matcher.match_any(names)
+            via_cname = blocked >= 0
         lifetime = self._lifetime(info)
         if lifetime > 0:
             data = clamp_ttls(data, info, lifetime, self.config.cache.min_ttl)
-        entry = CacheEntry(data, info, now, now + lifetime, names, lists.gen, blocked, blocked >= 0)
+        entry = CacheEntry(data, info, now, now + lifetime, names, lists.gen, blocked, via_cname)
         if lifetime > 0:
             self.cache.put(key, entry)
             self.stats.cache_entries = len(self.cache)

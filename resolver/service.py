@@ -21,9 +21,12 @@ from blocklist.sync.verified import VerifiedList
 from blocklist.sync.watch import StateWatcher
 from resolver import fastpath
 from resolver.acl import Acl
+from resolver.check import check_name
 from resolver.config import BlockingSection, ResolverConfig
+from resolver.control import add_routes
 from resolver.dnswire import BlockedAnswers, SoaParams
 from resolver.engine import Resolver
+from resolver.exemptions import Exemptions
 from resolver.matcher import Matcher
 from resolver.metrics import make_app, start_http
 from resolver.server import Listeners
@@ -98,7 +101,8 @@ class ResolverService:
         started = time.perf_counter()
         fast = self.resolver.fast is not None
         matcher, answers = await asyncio.to_thread(build_list, self.config.blocking, verified, fast)
-        self.resolver.set_list(matcher, answers, verified.serial)
+        exemptions = Exemptions(self.config.blocking.exempt_names, verified.state)
+        self.resolver.set_list(matcher, answers, verified.serial, exemptions)
         del matcher, answers
         await asyncio.to_thread(_malloc_trim)  # ctypes releases the GIL meanwhile
         s = self.stats
@@ -150,10 +154,27 @@ class ResolverService:
             if self.with_metrics:
                 m = self.config.metrics
                 app = make_app(self.snapshot, self.config.sync.state_dir)
+                add_routes(app, self.check, self.local, self.snapshot, self.config.sync.state_dir)
                 self._runner, self.metrics_port = await start_http(app, m.listen, m.port)
         except BaseException:
             await self.stop()
             raise
+
+    def check_now(self, name: str) -> dict[str, Any]:
+        """`resolver check NAME` against this worker's list in force (raises BadName)."""
+        c = self.config
+        return check_name(name, self.resolver.lists, c.rails.protected_names, c.blocking.mode)
+
+    def local_facts(self) -> dict[str, Any]:
+        """What `resolver status` shows beyond counters: this worker's mode and exemptions."""
+        report = self.resolver.lists.exemptions.report()
+        return {"mode": self.config.blocking.mode, "exemptions": report}
+
+    async def check(self, name: str) -> dict[str, Any]:
+        return self.check_now(name)
+
+    async def local(self) -> dict[str, Any]:
+        return self.local_facts()
 
     async def snapshot(self) -> dict[str, Any]:
         return merge([self.stats.snapshot()])

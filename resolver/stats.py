@@ -91,6 +91,9 @@ class Stats:
         self.internal_errors = 0  # exceptions caught around a handler: should stay 0
         self.blocked_by_entry: dict[int, int] = {}
         self.blocked_other = 0
+        # Log-only mode: what would have been blocked, by entry (bounded like blocked_by_entry).
+        self.logged_by_entry: dict[int, int] = {}
+        self.logged_other = 0
         self.max_entry_labels = max_entry_labels
         self.upstreams = {name: UpstreamStats() for name in upstreams}
         # Filled by the worker when the list changes, and by the cache on read.
@@ -116,6 +119,15 @@ class Stats:
             counts[entry_id] = 1
         else:
             self.blocked_other += 1
+
+    def count_logged(self, entry_id: int) -> None:
+        counts = self.logged_by_entry
+        if entry_id in counts:
+            counts[entry_id] += 1
+        elif len(counts) < self.max_entry_labels:
+            counts[entry_id] = 1
+        else:
+            self.logged_other += 1
 
     def totals(self) -> tuple[list[int], int, int, int]:
         """(outcomes, udp, cache_hits, blocked_other) over both paths."""
@@ -151,6 +163,8 @@ class Stats:
             "pid": os.getpid(),
             "blocked_by_entry": {str(k): v for k, v in self.blocked_by_entry.items()},
             "blocked_other": blocked_other,
+            "logged_by_entry": {str(k): v for k, v in self.logged_by_entry.items()},
+            "logged_other": self.logged_other,
             "upstreams": {
                 name: {
                     "queries": u.queries,

@@ -21,7 +21,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from blocklist.logs import setup_logging
+from resolver.check import BadName
 from resolver.config import ResolverConfig
+from resolver.control import add_routes
 from resolver.metrics import make_app, start_http
 from resolver.service import ResolverService
 from resolver.stats import merge
@@ -95,6 +97,13 @@ async def _worker(config: ResolverConfig, conn: Connection, port: int) -> None:
             return
         if msg == "stats":
             conn.send(service.stats.snapshot())
+        elif msg == "local":
+            conn.send(service.local_facts())
+        elif isinstance(msg, tuple) and msg[0] == "check":
+            try:
+                conn.send(service.check_now(msg[1]))
+            except BadName as exc:
+                conn.send({"bad_name": str(exc)})
         elif msg == "stop":
             stop.set()
 
@@ -174,6 +183,21 @@ class Supervisor:
                     return None
         return merge(snaps)
 
+    def ask_first(self, msg: Any) -> dict[str, Any]:
+        """One request to the first worker that answers (control routes)."""
+        with self.lock:
+            for worker in self.workers:
+                conn = worker.conn
+                try:
+                    if conn is None:
+                        continue
+                    conn.send(msg)
+                    if conn.poll(STATS_TIMEOUT):
+                        return conn.recv()
+                except (EOFError, OSError):
+                    continue
+        raise RuntimeError("no worker answered")
+
     def check_workers(self) -> None:
         """Restart workers that died; back off when one keeps dying."""
         for worker in self.workers:
@@ -232,7 +256,17 @@ async def _serve_workers(config: ResolverConfig, log_level: str) -> int:
                 raise RuntimeError("a worker did not answer")
             return snap
 
+        async def check(name: str) -> dict[str, Any]:
+            reply = await asyncio.to_thread(sup.ask_first, ("check", name))
+            if "bad_name" in reply:
+                raise BadName(reply["bad_name"])
+            return reply
+
+        async def local() -> dict[str, Any]:
+            return await asyncio.to_thread(sup.ask_first, "local")
+
         app = make_app(source, config.sync.state_dir)
+        add_routes(app, check, local, source, config.sync.state_dir)
         runner, port = await start_http(app, config.metrics.listen, config.metrics.port)
         log.info(f"metrics on {config.metrics.listen}:{port}")
 
