@@ -13,6 +13,7 @@ from blocklist.domains import canonical_domain
 from blocklist.errors import InvalidEntry
 
 MAX_NAME = 253
+_HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.*")
 
 
 class BadName(ValueError):
@@ -36,6 +37,8 @@ def normalize(text: str) -> bytes:
     labels = text.lower().split(".")
     if any(not 0 < len(label) < 64 for label in labels):
         raise BadName(f"{text[:80]!r} has an empty label or one over 63 characters")
+    if not _HOSTNAME_CHARS.issuperset(text.lower()):
+        raise BadName(f"{text[:80]!r} holds characters no host name has")
     return ".".join(labels).encode()
 
 

@@ -20,7 +20,7 @@ from blocklist.config import (
     ProtectedNameList,
     Section,
 )
-from blocklist.domains import canonical_domain
+from blocklist.domains import canonical_domain, is_public_suffix
 from blocklist.sync.config import SyncConfig
 from resolver.dnswire import MAX_EDE_TEXT, name_to_wire
 from resolver.rpz.config import RpzSection
@@ -170,6 +170,16 @@ class BlockingSection(Section):
     # not block the name or anything below it; the entry still blocks everything else. Every
     # exemption that overrides an entry is reported to the authority in the ack.
     exempt_names: Annotated[ProtectedNameList, Field(max_length=100)] = Field(default_factory=list)
+
+    @field_validator("exempt_names")
+    @classmethod
+    def _exempt(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if is_public_suffix(canonical_domain(v)):
+                raise ValueError(
+                    f"{v!r} is a public suffix: an exemption names this ASP's own services"
+                )
+        return values
 
     @field_validator("soa_mname", "soa_rname")
     @classmethod
