@@ -15,13 +15,17 @@ locally, measured with dnsperf (-c 4 -q 500, one thread) on loopback only. Rows:
   RSS of the list             resident memory with the list minus without it
   start to first answer       process start to the first answer, list loaded
 
-Cordon's pure-Python path (server.fast_path = false) is measured too, for the speed-up the C
-path brings. Prints a table with ratios and writes OUT_DIR/results.json.
+Each row gives queries per second and, because one dnsperf thread on a shared 2-core machine
+often cannot saturate either server, also queries per CPU-second of the server (its user +
+system time during the run): the per-core figure. Cordon's pure-Python path
+(server.fast_path = false) is measured too, for the speed-up the C path brings. Prints a table
+with ratios and writes OUT_DIR/results.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -54,16 +58,27 @@ def wait_answer(port: int, timeout: float, name: str = PROBE) -> float:
     raise SystemExit(f"no answer on port {port} within {timeout} s")
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and its child processes (Cordon's workers)."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` (all threads) and its children."""
+    total = 0
+    for p in family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of `pid` and its children, MB."""
     total = 0
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    for p in pids:
+    for p in family(pid):
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
@@ -158,11 +173,20 @@ def main() -> None:
     unique = max(400_000, 60_000 * s)  # more than either resolver answers in S seconds
     rows: dict[str, dict[str, float]] = {}
 
-    def run(row: str, who: str, port: int, queries: Path) -> None:
-        r = dnsperf(port, queries, s)
-        rows.setdefault(row, {})[who] = r["Queries per second"]
+    def run(row: str, who: str, server: Server, queries: Path) -> None:
+        cpu = cpu_seconds(server.proc.pid)
+        r = dnsperf(server.port, queries, s)
+        cpu = cpu_seconds(server.proc.pid) - cpu
+        qps = r["Queries per second"]
+        per_core = r["Queries completed"] / cpu if cpu else 0.0
+        rows.setdefault(row, {})[who] = qps
+        rows[row][who + "_per_cpu"] = per_core
         rows[row][who + "_lost"] = r.get("Queries lost", 0)
-        print(f"  {row:<34} {who:<8} {r['Queries per second']:>10.0f} qps", flush=True)
+        print(
+            f"  {row:<34} {who:<8} {qps:>8.0f} qps {cpu / s:>5.2f} cores "
+            f"{per_core:>8.0f} per CPU-second, lost {r.get('Queries lost', 0):.0f}",
+            flush=True,
+        )
 
     upstream = unbound(out, "upstream.conf", UPSTREAM, "x.miss.example")
     servers: list[Server] = [upstream]
@@ -175,19 +199,19 @@ def main() -> None:
         starts = {"unbound": ub.start_seconds, "cordon": cd.start_seconds}
         print(f"started: Cordon {cd.start_seconds:.1f} s, Unbound {ub.start_seconds:.1f} s")
 
-        def single(who: str, port: int) -> None:
+        def single(who: str, server: Server) -> None:
             tag = who[0]
-            run("listed names, repeated", who, port, out / "q-blocked-repeat.txt")
-            run("unique names below listed", who, port, out / "q-blocked-unique.txt")
-            warm(port, out)
-            run("cache hits, 100k names", who, port, out / "q-cached.txt")
+            run("listed names, repeated", who, server, out / "q-blocked-repeat.txt")
+            run("unique names below listed", who, server, out / "q-blocked-unique.txt")
+            warm(server.port, out)
+            run("cache hits, 100k names", who, server, out / "q-cached.txt")
             misses = write_misses(out / "q-miss-run.txt", f"m{tag}", unique)
-            run("misses, unique names", who, port, misses)
+            run("misses, unique names", who, server, misses)
             mix = write_mix(out / "q-mix-run.txt", f"x{tag}", unique * 2, args.entries)
-            run("mix 90/9/1", who, port, mix)
+            run("mix 90/9/1", who, server, mix)
 
-        single("cordon", CORDON)
-        single("unbound", UNBOUND)
+        single("cordon", cd)
+        single("unbound", ub)
         memory["cordon_after"] = cd.rss()
         memory["unbound_after"] = ub.rss()
         cd.stop()
@@ -195,7 +219,7 @@ def main() -> None:
         if not args.no_python:
             py = cordon(out, "cordon-python.toml")
             servers.append(py)
-            single("python", CORDON)
+            single("python", py)
             py.stop()
             servers.remove(py)
         ub.stop()
@@ -221,9 +245,9 @@ def main() -> None:
         warm(CORDON, out, passes=6, clients=16)
         warm(UNBOUND, out, passes=1)
         mix = write_mix(out / "q-mix-run.txt", "y", unique * 3, args.entries)
-        run("mix 90/9/1, 2 workers/threads", "cordon", CORDON, mix)
+        run("mix 90/9/1, 2 workers/threads", "cordon", cd2, mix)
         mix = write_mix(out / "q-mix-run.txt", "z", unique * 3, args.entries)
-        run("mix 90/9/1, 2 workers/threads", "unbound", UNBOUND, mix)
+        run("mix 90/9/1, 2 workers/threads", "unbound", ub2, mix)
     finally:
         for server in reversed(servers):
             server.stop()
@@ -251,12 +275,15 @@ def print_table(result: dict, python: bool) -> None:
         f"{result['seconds']} s per run, same run (shared 2-core machine: compare ratios)"
     )
     head = f"| {'workload':<34} | {'Cordon':>9} | {'Unbound':>9} | {'ratio':>6} |"
+    head += f" {'per CPU-s ratio':>15} |"
     head += f" {'pure Python':>11} |" if python else ""
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for row, r in result["rows"].items():
         line = f"| {row:<34} | {r['cordon']:>9.0f} | {r['unbound']:>9.0f} |"
         line += f" {r['cordon'] / r['unbound']:>5.2f}x |"
+        per_cpu = r["cordon_per_cpu"] / r["unbound_per_cpu"] if r["unbound_per_cpu"] else 0
+        line += f" {per_cpu:>14.2f}x |"
         if python:
             line += f" {r['python']:>11.0f} |" if "python" in r else f" {'':>11} |"
         print(line)
