@@ -22,6 +22,7 @@ from blocklist.config import (
 )
 from blocklist.domains import canonical_domain, is_public_suffix
 from blocklist.sync.config import SyncConfig
+from resolver.check import BadName, normalize
 from resolver.dnswire import MAX_EDE_TEXT, name_to_wire
 from resolver.rpz.config import RpzSection
 
@@ -121,6 +122,31 @@ class UpstreamSection(Section):
     tcp_timeout: Annotated[float, Field(gt=0, le=60)] = 4.0
     # EDNS payload size advertised upstream.
     edns_payload: Annotated[int, Field(ge=512, le=4096)] = 1232
+    # Per-zone forwarding: zone -> its own upstreams ("addr" or "addr:port"). A query goes to
+    # the longest zone it is in (the zone itself or below), else to `servers`. Listed names
+    # are blocked before any forwarding, whatever zone they are in.
+    zones: dict[str, Annotated[list[str], Field(min_length=1, max_length=16)]] = Field(
+        default_factory=dict, max_length=1000
+    )
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, zones: dict[str, list[str]]) -> dict[str, list[str]]:
+        out = {}
+        for zone, servers in zones.items():
+            try:
+                name = normalize(zone).decode()
+            except BadName as exc:
+                raise ValueError(f"zone {zone!r}: {exc}") from None
+            if name in out:
+                raise ValueError(f"zone {name!r} is given twice")
+            for v in servers:
+                try:
+                    parse_hostport(v)
+                except ValueError as exc:
+                    raise ValueError(f"zone {name!r}: {exc}") from None
+            out[name] = servers
+        return out
 
     @field_validator("servers")
     @classmethod
@@ -141,6 +167,11 @@ class CacheSection(Section):
     max_ttl: Ttl = 86400
     negative_max_ttl: Ttl = 3600  # RFC 2308 §5 suggests at most 3 hours
     servfail_ttl: Annotated[int, Field(ge=0, le=300)] = 0  # 0: upstream SERVFAILs are not cached
+    # Serve-stale (RFC 8767): when every upstream fails, answer from an expired cache entry
+    # that expired less than this many seconds ago (0 = off; RFC 8767 suggests 1 to 3 days).
+    stale_max_age: Annotated[int, Field(ge=0, le=604800)] = 0
+    # TTL of a stale answer (RFC 8767 §4 recommends 30 s); it carries EDE 3 (Stale Answer).
+    stale_answer_ttl: Annotated[int, Field(ge=1, le=300)] = 30
 
     @model_validator(mode="after")
     def _order(self) -> CacheSection:

@@ -78,6 +78,7 @@ def status_view(
             "misses": misses,
             "hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
             "evictions": snap.get("cache_evictions", 0),
+            "stale_answers": snap.get("stale_answers", 0),
         },
         "upstreams": {
             name: {
@@ -170,6 +171,8 @@ def print_check(v: dict[str, Any]) -> None:
         print(f"  entry       {v['entry']} (listed as {v['listed_as']})")
     print(f"  serial      {v['serial'] if v['serial'] is not None else 'none'}")
     print(f"  mode        {v['mode']}")
+    if v.get("zone"):
+        print(f"  forwarded   to the upstreams of zone {v['zone']}")
     print(f"  why         {v['reason']}")
 
 

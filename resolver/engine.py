@@ -45,8 +45,9 @@ from resolver.dnswire import (
 )
 from resolver.exemptions import ExemptingMatcher, Exemptions
 from resolver.matcher import Matcher
+from resolver.stale import StaleStore
 from resolver.stats import ErrorReporter, Stats
-from resolver.upstream import Upstreams
+from resolver.zones import ZoneRouter
 
 _ERROR_OUTCOME = {FORMERR: S.FORMERR, NOTIMP: S.NOTIMP, BADVERS: S.BADVERS}
 _EDE_TEXT = {
@@ -113,7 +114,13 @@ class Resolver:
             )
             self.fast.set_acl([], [], self.refuse)  # networks: set by the UDP server
             self._push_list()
-        self.upstreams = Upstreams(config.upstream, stats)
+        self.router = ZoneRouter(config.upstream, stats)
+        self.upstreams = self.router.default
+        self.stale = (
+            StaleStore(c.stale_max_age, c.stale_answer_ttl, c.max_entries, c.max_bytes)
+            if c.stale_max_age
+            else None
+        )
         self.inflight: dict[bytes, asyncio.Future] = {}
         self.max_pending = config.server.max_pending
 
@@ -267,6 +274,13 @@ class Resolver:
                 stats.pending -= 1
                 del self.inflight[key]
                 fut.set_result(result)
+        stale = None
+        if self.stale is not None and (
+            result.__class__ is int or result.info.rcode == SERVFAIL  # type: ignore[union-attr]
+        ):
+            stale = self.stale.get(key, time.monotonic())
+            if stale is not None:
+                result = stale
         if result.__class__ is int:
             stats.outcomes[S.SERVFAIL] += 1
             return response_for(q, SERVFAIL, ede_code=result, ede_text=_EDE_TEXT.get(result, b""))  # type: ignore[arg-type]
@@ -279,11 +293,19 @@ class Resolver:
                 return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
             if entry.via_cname:  # a listed query name was counted by `handle` already
                 stats.count_logged(entry.blocked)
+        if stale is not None:
+            stats.outcomes[S.CACHED] += 1
+            stats.stale_answers += 1
+            resp = self.stale.answer(q, stale)  # type: ignore[union-attr]
+            if udp and len(resp) > q.udp_size:
+                stats.truncated += 1
+                return truncate_for_udp(resp, q.udp_size)
+            return resp
         stats.outcomes[S.FORWARDED] += 1
         return self._from_entry(q, entry, udp, time.monotonic())
 
     async def _fetch(self, q: Query, key: bytes) -> CacheEntry | int:
-        result = await self.upstreams.resolve(q)
+        result = await self.router.select(q.qname).resolve(q)
         if result.__class__ is int:
             return result  # type: ignore[return-value]
         data, info = result  # type: ignore[misc]
@@ -307,6 +329,8 @@ class Resolver:
         entry = CacheEntry(data, info, now, now + lifetime, names, lists.gen, blocked, via_cname)
         if lifetime > 0:
             self.cache.put(key, entry)
+            if self.stale is not None:
+                self.stale.put(key, entry)
             self.stats.cache_entries = len(self.cache)
             self.stats.cache_bytes = self.cache.bytes
             self.stats.cache_evictions = self.cache.evictions

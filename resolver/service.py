@@ -163,7 +163,10 @@ class ResolverService:
     def check_now(self, name: str) -> dict[str, Any]:
         """`resolver check NAME` against this worker's list in force (raises BadName)."""
         c = self.config
-        return check_name(name, self.resolver.lists, c.rails.protected_names, c.blocking.mode)
+        verdict = check_name(name, self.resolver.lists, c.rails.protected_names, c.blocking.mode)
+        # Where it is forwarded when it is answered: a zone of upstream.zones, or the default.
+        verdict["zone"] = self.resolver.router.zone_of(verdict["name"].encode())
+        return verdict
 
     def local_facts(self) -> dict[str, Any]:
         """What `resolver status` shows beyond counters: this worker's mode and exemptions."""

@@ -88,6 +88,7 @@ class Stats:
         self.cache_hits = 0
         self.cache_misses = 0
         self.coalesced = 0
+        self.stale_answers = 0  # expired answers served because every upstream failed
         self.internal_errors = 0  # exceptions caught around a handler: should stay 0
         self.blocked_by_entry: dict[int, int] = {}
         self.blocked_other = 0
@@ -157,6 +158,7 @@ class Stats:
             "cache_bytes": self.cache_bytes,
             "cache_evictions": self.cache_evictions,
             "coalesced": self.coalesced,
+            "stale_answers": self.stale_answers,
             "internal_errors": self.internal_errors,
             "pending": self.pending,
             "rss_bytes": rss_bytes(),
