@@ -34,6 +34,7 @@ from resolver.engine import Resolver
 from resolver.exemptions import Exemptions
 from resolver.matcher import Matcher
 from resolver.service import make_answers
+from resolver.upstream import upstream_names
 
 pytestmark = pytest.mark.skipif(not fastpath.available(), reason=str(fastpath.UNAVAILABLE))
 
@@ -211,8 +212,9 @@ class Pair:
     def __init__(self, tmp_path, **sections) -> None:
         config = make_config(tmp_path, [53], **sections)
         answers = make_answers(config.blocking, "", 0)
-        self.fast = Resolver(config, S.Stats(["127.0.0.1:53"]), answers, fast=True)
-        self.pure = Resolver(config, S.Stats(["127.0.0.1:53"]), answers, fast=False)
+        names = upstream_names(config.upstream)
+        self.fast = Resolver(config, S.Stats(names), answers, fast=True)
+        self.pure = Resolver(config, S.Stats(names), answers, fast=False)
         assert self.fast.fast is not None and self.pure.fast is None
         self.config = config
         self.in_c: dict[bytes, bool] = {}  # answered (or dropped) in C, last time asked
