@@ -27,6 +27,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "_ratelimit.h"
+
 /* ------------------------------------------------------------------------------------------ */
 /* SHA-256 */
 
@@ -370,6 +372,7 @@ typedef struct {
     uint64_t *punt_ids;
     Py_ssize_t npunt;
     int punt_all;
+    RateLimiter *rl; /* per-client rate limits, NULL when off: see set_ratelimit */
     /* batch buffers, allocated by the first drain */
     uint8_t *rbuf, *obuf;
     struct mmsghdr rmsg[BATCH], smsg[BATCH];
@@ -856,6 +859,20 @@ static int answer(Engine *e, const uint8_t *d, Py_ssize_t n, int allowed, double
     return R_MISS;
 }
 
+/* The empty truncated reply a rate-limited client gets on a slip (ratelimit.slip_answer);
+ * -1 when the query does not parse (then it is dropped). */
+static Py_ssize_t slip_answer(const uint8_t *d, Py_ssize_t n, uint8_t *o) {
+    Query q;
+    if (parse_query(d, n, &q) != 0) return -1;
+    uint16_t flags = 0x8000 | 0x0200 | 0x0080 | (get16(d + 2) & (0x7800 | 0x0100 | 0x0010));
+    memcpy(o, d, 2);
+    put16(o + 2, flags);
+    put16(o + 4, 1);
+    memset(o + 6, 0, 6);
+    memcpy(o + 12, d + 12, (size_t)(q.qend - 12));
+    return q.qend;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Engine: Python interface */
 
@@ -886,6 +903,7 @@ static void Engine_dealloc(Engine *e) {
     Py_XDECREF(e->ede_text);
     Py_XDECREF(e->blocked_counts);
     PyMem_Free(e->punt_ids);
+    rl_free(e->rl);
     PyMem_RawFree(e->rbuf);
     PyMem_RawFree(e->obuf);
     Py_TYPE(e)->tp_free((PyObject *)e);
@@ -1022,6 +1040,53 @@ static PyObject *Engine_set_stats(Engine *e, PyObject *args) {
     e->max_entry_labels = max_labels;
     e->servfail_without_list = servfail;
     Py_RETURN_NONE;
+}
+
+/* set_ratelimit(rate, burst, v4_prefix, v6_prefix, slip, max_clients), or set_ratelimit(None). */
+static PyObject *Engine_set_ratelimit(Engine *e, PyObject *args) {
+    double rate = 0, burst = 0;
+    int v4 = 32, v6 = 128, slip = 0;
+    Py_ssize_t max_clients = 0;
+    if (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None) {
+        rl_free(e->rl);
+        e->rl = NULL;
+        Py_RETURN_NONE;
+    }
+    if (!PyArg_ParseTuple(args, "ddiiin", &rate, &burst, &v4, &v6, &slip, &max_clients))
+        return NULL;
+    if (max_clients < 1 || v4 < 0 || v4 > 32 || v6 < 0 || v6 > 128 || slip < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad rate limit settings");
+        return NULL;
+    }
+    RateLimiter *rl = rl_new(rate, burst, v4, v6, slip, (size_t)max_clients);
+    if (!rl) return PyErr_NoMemory();
+    rl_free(e->rl);
+    e->rl = rl;
+    Py_RETURN_NONE;
+}
+
+/* limit(host, now): the rate limiter's verdict for one query from `host` (0 allow, 1 drop,
+ * 2 slip); what the UDP loop applies to each datagram, for TCP and for tests. */
+static PyObject *Engine_limit(Engine *e, PyObject *args) {
+    const char *host;
+    double now;
+    if (!PyArg_ParseTuple(args, "sd", &host, &now)) return NULL;
+    if (!e->rl) return PyLong_FromLong(RL_ALLOW);
+    struct sockaddr_storage sa;
+    memset(&sa, 0, sizeof sa);
+    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&sa)->sin_addr) == 1) {
+        sa.ss_family = AF_INET;
+    } else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&sa)->sin6_addr) == 1) {
+        sa.ss_family = AF_INET6;
+    } else {
+        return PyLong_FromLong(RL_ALLOW);
+    }
+    return PyLong_FromLong(rl_check(e->rl, &sa, now));
+}
+
+static PyObject *Engine_ratelimit_counts(Engine *e, PyObject *unused) {
+    if (!e->rl) return Py_BuildValue("(KK)", 0ULL, 0ULL);
+    return Py_BuildValue("(KK)", e->rl->dropped, e->rl->slipped);
 }
 
 /* set_punt(entry ids, all): blocks by these entries (or by any, with `all`) go to Python. */
@@ -1284,14 +1349,19 @@ static PyObject *Engine_drain(Engine *e, PyObject *args) {
             e->udp++;
             const uint8_t *d = e->rbuf + (size_t)i * RECV_SIZE;
             Py_ssize_t n = e->rmsg[i].msg_len;
+            int limited = e->rl ? rl_check(e->rl, &e->raddr[i], now) : RL_ALLOW;
             int allowed = acl_allows(e, &e->raddr[i]);
-            if (e->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) { /* longer than we read: Python */
+            if (limited == RL_ALLOW && (e->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC)) {
+                /* longer than we read: Python */
                 if (push(rest, R_PUNT, d, n, &e->raddr[i], allowed) < 0) goto error;
                 continue;
             }
             uint8_t *o = e->obuf + (size_t)nsend * OUT_SIZE;
             Py_ssize_t olen = 0;
-            int r = answer(e, d, n, allowed, now, o, &olen);
+            int r = limited == RL_ALLOW ? answer(e, d, n, allowed, now, o, &olen)
+                    : limited == RL_SLIP && (olen = slip_answer(d, n, o)) > 0
+                        ? R_ANSWER
+                        : R_DROP;
             if (r == R_ERROR) goto error;
             if (r == R_ANSWER) {
                 e->siov[nsend].iov_base = o;
@@ -1350,6 +1420,12 @@ static PyMethodDef Engine_methods[] = {
     {"set_acl", (PyCFunction)Engine_set_acl, METH_VARARGS, "set_acl(v4, v6, refuse)"},
     {"set_stats", (PyCFunction)Engine_set_stats, METH_VARARGS,
      "set_stats(blocked_by_entry, max_entry_labels, servfail_without_list)"},
+    {"set_ratelimit", (PyCFunction)Engine_set_ratelimit, METH_VARARGS,
+     "set_ratelimit(rate, burst, v4_prefix, v6_prefix, slip, max_clients) or (None)."},
+    {"limit", (PyCFunction)Engine_limit, METH_VARARGS,
+     "limit(host, now): 0 allow, 1 drop, 2 slip (counts like a datagram would)."},
+    {"ratelimit_counts", (PyCFunction)Engine_ratelimit_counts, METH_NOARGS,
+     "(dropped, slipped) by the rate limiter."},
     {"set_punt", (PyCFunction)Engine_set_punt, METH_VARARGS,
      "set_punt(entry_ids, all): hand blocks by these entries (or all blocks) to Python."},
     {"counters", (PyCFunction)Engine_counters, METH_NOARGS, "Counters kept by the fast path."},

@@ -236,6 +236,22 @@ class BlockingSection(Section):
         return text.encode()[:MAX_EDE_TEXT]
 
 
+class RateLimitSection(Section):
+    # Per-client rate limiting (token bucket per address prefix); off by default.
+    enabled: bool = False
+    # Queries per second a client prefix may send on average, and the burst it may send at once.
+    rate: Annotated[float, Field(gt=0, le=1_000_000)] = 100.0
+    burst: Annotated[float, Field(ge=1, le=10_000_000)] = 200.0
+    # Clients sharing a bucket: one IPv4 address by default, an IPv6 /56 (one subscriber).
+    ipv4_prefix: Annotated[int, Field(ge=0, le=32)] = 32
+    ipv6_prefix: Annotated[int, Field(ge=0, le=128)] = 56
+    # Over the limit, every `slip`-th UDP query gets an empty truncated reply (TC=1, the client
+    # retries over TCP) and the others are dropped; 0 = drop them all. TCP gets REFUSED.
+    slip: Annotated[int, Field(ge=0, le=100)] = 2
+    # Buckets kept at most; when full, a new client empties the table (memory stays bounded).
+    max_clients: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+
+
 class MetricsSection(Section):
     enabled: bool = True
     # Local only: Prometheus scrapes it through the host (or a local agent), never clients.
@@ -254,6 +270,7 @@ class ResolverConfig(SyncConfig):
     cache: CacheSection = CacheSection()
     blocking: BlockingSection = BlockingSection()
     metrics: MetricsSection = MetricsSection()
+    ratelimit: RateLimitSection = RateLimitSection()
     # The RPZ feed's section, so one file can drive `resolver sync` and `resolver rpz serve`.
     rpz: RpzSection | None = None
 

@@ -45,6 +45,7 @@ from resolver.dnswire import (
 )
 from resolver.exemptions import ExemptingMatcher, Exemptions
 from resolver.matcher import Matcher
+from resolver.ratelimit import make_limiter
 from resolver.stale import StaleStore
 from resolver.stats import ErrorReporter, Stats
 from resolver.zones import ZoneRouter
@@ -121,6 +122,9 @@ class Resolver:
             if c.stale_max_age
             else None
         )
+        # Per-client rate limits (None: off); on the fast path, the C engine's buckets.
+        self.limiter = make_limiter(config.ratelimit, self.fast)
+        stats.limiter = self.limiter
         self.inflight: dict[bytes, asyncio.Future] = {}
         self.max_pending = config.server.max_pending
 

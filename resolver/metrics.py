@@ -69,6 +69,14 @@ def families(snap: dict[str, Any], status: dict[str, Any] | None, now: float) ->
     gauge("cache_entries", "Entries in the cache", snap.get("cache_entries", 0))
     gauge("cache_bytes", "Approximate bytes held by the cache", snap.get("cache_bytes", 0))
     counter("coalesced", "Queries that joined an identical one in flight", snap.get("coalesced", 0))
+    rl = CounterMetricFamily(
+        P + "ratelimited",
+        "Queries over a client's rate limit, by action (UDP drop or slip; TCP counts as drop)",
+        labels=["action"],
+    )
+    for action, value in snap.get("ratelimited", {}).items():
+        rl.add_metric([action], value)
+    out.append(rl)
     counter(
         "stale_answers",
         "Expired answers served because every upstream failed (RFC 8767)",

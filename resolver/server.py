@@ -23,13 +23,16 @@ import socket
 from resolver import fastpath
 from resolver.acl import Acl
 from resolver.dnswire import (
+    REFUSED,
     FramingError,
     Query,
     TcpDeframer,
+    error_response,
     frame,
     truncate_for_udp,
 )
 from resolver.engine import Resolver
+from resolver.ratelimit import ALLOW, SLIP, slip_answer
 
 
 def make_socket(host: str, port: int, kind: int, receive_buffer: int = 0) -> socket.socket:
@@ -133,6 +136,8 @@ class UdpServer:
         allowed = self.acl.allowed
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
+        limiter = resolver.limiter
+        now = resolver.now()  # one clock reading per wake-up, as the C loop has
         for _ in range(DRAIN_MAX):
             try:
                 data, addr = recvfrom(_RECV_SIZE)
@@ -142,6 +147,11 @@ class UdpServer:
                 continue  # ICMP error queued for an earlier reply: nothing to do
             stats.udp += 1
             try:
+                if limiter is not None:
+                    verdict = limiter.check(addr[0], now)
+                    if verdict != ALLOW:
+                        self._reply(slip_answer(data) if verdict == SLIP else None, addr)
+                        continue
                 result = resolver.handle(data, allowed(addr[0]), True)
                 if result.__class__ is bytes and not self.backlog:
                     try:
@@ -243,6 +253,7 @@ class TcpConnection(asyncio.Protocol):
             self.closed = True
             return
         peer = transport.get_extra_info("peername")
+        self.host = peer[0] if peer else ""
         self.allowed = bool(peer) and self.acl.allowed(peer[0])
         if not self.allowed and not self.resolver.refuse:
             transport.abort()  # type: ignore[attr-defined]
@@ -284,7 +295,11 @@ class TcpConnection(asyncio.Protocol):
         resolver = self.resolver
         resolver.stats.tcp += 1
         try:
-            result = resolver.handle(msg, self.allowed, False)
+            limiter = resolver.limiter
+            if limiter is not None and limiter.check(self.host, resolver.now()) != ALLOW:
+                result = error_response(msg, REFUSED)  # over the limit: no slip on TCP
+            else:
+                result = resolver.handle(msg, self.allowed, False)
         except Exception:
             resolver.errors.report("TCP query")
             return

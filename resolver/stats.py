@@ -111,6 +111,8 @@ class Stats:
         self.pending = 0
         # The C fast path's engine when it runs: it keeps its own counters, added at snapshot.
         self.fast: Any = None
+        # The rate limiter when limits are on: (dropped, slipped) read at snapshot.
+        self.limiter: Any = None
 
     def count_blocked(self, entry_id: int) -> None:
         counts = self.blocked_by_entry
@@ -129,6 +131,9 @@ class Stats:
             counts[entry_id] = 1
         else:
             self.logged_other += 1
+
+    def rate_limited(self) -> tuple[int, int]:
+        return self.limiter.counts() if self.limiter is not None else (0, 0)
 
     def totals(self) -> tuple[list[int], int, int, int]:
         """(outcomes, udp, cache_hits, blocked_other) over both paths."""
@@ -158,6 +163,11 @@ class Stats:
             "cache_bytes": self.cache_bytes,
             "cache_evictions": self.cache_evictions,
             "coalesced": self.coalesced,
+            "ratelimited": dict(
+                zip(
+                    ("drop", "slip"), self.limiter.counts() if self.limiter else (0, 0), strict=True
+                )
+            ),
             "stale_answers": self.stale_answers,
             "internal_errors": self.internal_errors,
             "pending": self.pending,
