@@ -142,8 +142,12 @@ def cmd_serve(args: argparse.Namespace, config: ResolverConfig) -> int:
         print(exc, file=sys.stderr)
         return 2
     setup_logging(args.log_level)
+
+    def reread() -> ResolverConfig:  # on SIGHUP: the file again, with the same flags
+        return apply_serve_flags(args, load_config(args.config, ResolverConfig))
+
     try:
-        return serve(config, args.log_level)
+        return serve(config, args.log_level, reread)
     except OSError as exc:
         print(f"cannot serve: {exc}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import os
 import socket
 
 from resolver import fastpath
@@ -86,6 +87,7 @@ class UdpServer:
         self.tasks: set[asyncio.Task] = set()
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        self.paused = False
         self.backlog: collections.deque[tuple[bytes, tuple]] = collections.deque()
         self.fast = resolver.fast
         if self.fast is not None:
@@ -206,10 +208,28 @@ class UdpServer:
             backlog.popleft()
         self.loop.remove_writer(self.sock.fileno())
 
+    def pause(self) -> None:
+        """Stop reading (a reload hands the socket to a new server); replies still go out."""
+        if not self.paused:
+            self.paused = True
+            self.loop.remove_reader(self.sock.fileno())
+
+    def resume(self) -> None:
+        if self.paused and not self.closed:
+            self.paused = False
+            self.loop.add_reader(self.sock.fileno(), self._drain_fast if self.fast else self._drain)
+
+    async def finish(self, timeout: float) -> None:
+        """Let forwards in flight answer (at most `timeout` seconds), then close."""
+        self.pause()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+        self.close()
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.loop.remove_reader(self.sock.fileno())
+            self.pause()
             if self.backlog:
                 self.backlog.clear()
                 self.loop.remove_writer(self.sock.fileno())
@@ -385,12 +405,18 @@ class Listeners:
         self.limits = TcpLimits(s.tcp_idle_timeout, s.tcp_max_connections, s.tcp_max_pipelined)
         self.udp: list[UdpServer] = []
         self.tcp: list[asyncio.base_events.Server] = []
+        self.tcp_by_host: dict[str, asyncio.base_events.Server] = {}
         self.addresses: list[tuple[str, int]] = []
 
-    async def start(self, port: int | None = None) -> None:
+    async def start(self, port: int | None = None, adopt: Listeners | None = None) -> None:
+        """Bind every listen address; with `adopt`, take over the sockets of those listeners
+        where the address and port are the same (a reload: no datagram or connection waiting
+        in the kernel is lost), and bind the rest."""
         s = self.config.server
         port = s.port if port is None else port
         for host in s.listen:
+            if adopt is not None and await self._adopt(adopt, host, port):
+                continue
             for attempt in range(20):
                 try:
                     bound = await self._bind(host, port)
@@ -402,6 +428,28 @@ class Listeners:
             self.addresses.append((host, bound))
             if port == 0:
                 port = bound  # every address on the same port
+
+    async def _adopt(self, old: Listeners, host: str, port: int) -> bool:
+        for i, (old_host, old_port) in enumerate(old.addresses):
+            if old_host != host or old_port != port or i >= len(old.udp):
+                continue
+            udp = old.udp[i]
+            udp.pause()  # and, in the same step of the loop, this server starts reading
+            self.udp.append(UdpServer(self.resolver, self.acl, udp.sock.dup()))
+            self.addresses.append((host, port))
+            tcp = old.tcp_by_host.get(host)
+            if tcp is not None and self.config.server.tcp and tcp.sockets:
+                sock = socket.socket(fileno=os.dup(tcp.sockets[0].fileno()))
+                sock.setblocking(False)
+                server = await asyncio.get_running_loop().create_server(
+                    lambda: TcpConnection(self.resolver, self.acl, self.limits),
+                    sock=sock,
+                    backlog=1024,
+                )
+                self.tcp.append(server)
+                self.tcp_by_host[host] = server
+            return True
+        return False
 
     async def _bind(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
@@ -426,7 +474,26 @@ class Listeners:
                 backlog=1024,
             )
             self.tcp.append(server)
+            self.tcp_by_host[host] = server
         return bound
+
+    def resume(self) -> None:
+        """Read again after a reload that failed half-way."""
+        for proto in self.udp:
+            proto.resume()
+
+    async def retire(self, timeout: float) -> None:
+        """A reload's old listeners: accept nothing new, let what is in flight finish (at most
+        `timeout` seconds), then close. Sockets a new `Listeners` adopted stay open there."""
+        for server in self.tcp:
+            server.close()  # closes this server's descriptor; an adopting one keeps its own
+        await asyncio.gather(*(proto.finish(timeout) for proto in self.udp))
+        busy = [c for c in self.limits.connections if c.pending]
+        deadline = asyncio.get_running_loop().time() + timeout
+        while busy and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            busy = [c for c in busy if c.pending and not c.closed]
+        await self.stop()
 
     async def stop(self) -> None:
         for proto in self.udp:

@@ -138,7 +138,8 @@ class ResolverService:
                 fastpath.UNAVAILABLE,
             )
 
-    async def start(self, port: int | None = None) -> None:
+    async def start(self, port: int | None = None, adopt: ResolverService | None = None) -> None:
+        """Load the list, then open the listeners (with `adopt`: take over its sockets)."""
         self._log_path()
         await self.watcher.start()
         if self.resolver.lists.serial is None:
@@ -150,7 +151,7 @@ class ResolverService:
                 else "answering SERVFAIL",
             )
         try:
-            await self.listeners.start(port)
+            await self.listeners.start(port, adopt.listeners if adopt is not None else None)
             if self.with_metrics:
                 m = self.config.metrics
                 app = make_app(self.snapshot, self.config.sync.state_dir)
@@ -185,6 +186,15 @@ class ResolverService:
     @property
     def port(self) -> int:
         return self.listeners.addresses[0][1]
+
+    async def retire(self) -> None:
+        """Replaced by a reload: finish what is in flight (bounded by the upstream timeouts),
+        then close. The sockets a new service adopted stay open there."""
+        u = self.config.upstream
+        attempts = u.attempts or max(1, len(u.servers))
+        await self.watcher.stop()
+        await self.listeners.retire(u.timeout * attempts + u.tcp_timeout)
+        await self.stop()
 
     async def stop(self) -> None:
         await self.watcher.stop()
