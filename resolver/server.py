@@ -488,11 +488,12 @@ class Listeners:
         for server in self.tcp:
             server.close()  # closes this server's descriptor; an adopting one keeps its own
         await asyncio.gather(*(proto.finish(timeout) for proto in self.udp))
-        busy = [c for c in self.limits.connections if c.pending]
-        deadline = asyncio.get_running_loop().time() + timeout
-        while busy and asyncio.get_running_loop().time() < deadline:
+        # Connections already accepted are served until their clients close them (a client
+        # that sent its query must get its answer), for at most `timeout` seconds.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and any(not c.closed for c in self.limits.connections):
             await asyncio.sleep(0.05)
-            busy = [c for c in busy if c.pending and not c.closed]
         await self.stop()
 
     async def stop(self) -> None:
