@@ -61,8 +61,10 @@ def wait_answer(port: int, timeout: float, name: str = PROBE) -> float:
 def family(pid: int) -> list[int]:
     """`pid` and its child processes (Cordon's workers)."""
     pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                pids.append(int(stat.parent.name))
     return pids
 
 
@@ -70,8 +72,9 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of `pid` (all threads) and its children."""
     total = 0
     for p in family(pid):
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -79,9 +82,10 @@ def rss_mb(pid: int) -> float:
     """Resident memory of `pid` and its children, MB."""
     total = 0
     for p in family(pid):
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
     return total / 1024
 
 
