@@ -125,9 +125,7 @@ class UpstreamSection(Section):
     # Per-zone forwarding: zone -> its own upstreams ("addr" or "addr:port"). A query goes to
     # the longest zone it is in (the zone itself or below), else to `servers`. Listed names
     # are blocked before any forwarding, whatever zone they are in.
-    zones: dict[str, Annotated[list[str], Field(min_length=1, max_length=16)]] = Field(
-        default_factory=dict, max_length=1000
-    )
+    zones: dict[str, list[str]] = Field(default_factory=dict, max_length=1000)
 
     @field_validator("zones")
     @classmethod
@@ -140,6 +138,8 @@ class UpstreamSection(Section):
                 raise ValueError(f"zone {zone!r}: {exc}") from None
             if name in out:
                 raise ValueError(f"zone {name!r} is given twice")
+            if not 1 <= len(servers) <= 16:
+                raise ValueError(f"zone {name!r}: give 1 to 16 servers")
             for v in servers:
                 try:
                     parse_hostport(v)

@@ -236,7 +236,7 @@ def test_zone_config_errors_name_the_key(tmp_path):
     cases = {
         '"corp.example" = ["not-an-address"]\n': "zone 'corp.example'",
         '"a..b.example" = ["192.0.2.1"]\n': "empty label",
-        '"corp.example" = []\n': "upstream.zones",
+        '"corp.example" = []\n': "1 to 16 servers",
         '"corp.example" = ["192.0.2.1"]\n"CORP.example." = ["192.0.2.2"]\n': "given twice",
         '"corp.example" = ["192.0.2.1:70000"]\n': "port",
     }
