@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "_proxy.h"
 #include "_ratelimit.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -373,6 +374,7 @@ typedef struct {
     Py_ssize_t npunt;
     int punt_all;
     RateLimiter *rl; /* per-client rate limits, NULL when off: see set_ratelimit */
+    ProxyTrust *px;  /* PROXY v2 senders, NULL when off: see set_proxy */
     /* batch buffers, allocated by the first drain */
     uint8_t *rbuf, *obuf;
     struct mmsghdr rmsg[BATCH], smsg[BATCH];
@@ -904,6 +906,7 @@ static void Engine_dealloc(Engine *e) {
     Py_XDECREF(e->blocked_counts);
     PyMem_Free(e->punt_ids);
     rl_free(e->rl);
+    PyMem_Free(e->px);
     PyMem_RawFree(e->rbuf);
     PyMem_RawFree(e->obuf);
     Py_TYPE(e)->tp_free((PyObject *)e);
@@ -1040,6 +1043,60 @@ static PyObject *Engine_set_stats(Engine *e, PyObject *args) {
     e->max_entry_labels = max_labels;
     e->servfail_without_list = servfail;
     Py_RETURN_NONE;
+}
+
+/* set_proxy(v4, v6): senders trusted to prefix PROXY v2 headers (as set_acl), or (None). */
+static PyObject *Engine_set_proxy(Engine *e, PyObject *args) {
+    PyObject *v4, *v6;
+    if (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None) {
+        PyMem_Free(e->px);
+        e->px = NULL;
+        Py_RETURN_NONE;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &v4, &PyList_Type, &v6)) return NULL;
+    if (PyList_GET_SIZE(v4) > PX_MAX_NETS || PyList_GET_SIZE(v6) > PX_MAX_NETS) {
+        PyErr_SetString(PyExc_ValueError, "too many trusted proxy networks");
+        return NULL;
+    }
+    ProxyTrust *p = PyMem_Calloc(1, sizeof *p);
+    if (!p) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v4); i++) {
+        unsigned long net;
+        int bits;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(v4, i), "ki", &net, &bits)) goto fail;
+        uint32_t mask = bits <= 0 ? 0 : bits >= 32 ? 0xFFFFFFFFu : ~((1u << (32 - bits)) - 1);
+        p->v4mask[i] = mask;
+        p->v4net[i] = (uint32_t)net & mask;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v6); i++) {
+        const char *net;
+        Py_ssize_t len;
+        int bits;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(v6, i), "y#i", &net, &len, &bits)) goto fail;
+        if (len != 16 || bits < 0 || bits > 128) {
+            PyErr_SetString(PyExc_ValueError, "bad IPv6 network");
+            goto fail;
+        }
+        memcpy(p->v6net[i], net, 16);
+        p->v6len[i] = bits;
+    }
+    p->nv4 = (int)PyList_GET_SIZE(v4);
+    p->nv6 = (int)PyList_GET_SIZE(v6);
+    if (e->px) {
+        p->refused = e->px->refused;
+        p->errors = e->px->errors;
+    }
+    PyMem_Free(e->px);
+    e->px = p;
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(p);
+    return NULL;
+}
+
+static PyObject *Engine_proxy_counts(Engine *e, PyObject *unused) {
+    if (!e->px) return Py_BuildValue("(KK)", 0ULL, 0ULL);
+    return Py_BuildValue("(KK)", e->px->refused, e->px->errors);
 }
 
 /* set_ratelimit(rate, burst, v4_prefix, v6_prefix, slip, max_clients), or set_ratelimit(None). */
@@ -1362,8 +1419,17 @@ static PyObject *Engine_drain(Engine *e, PyObject *args) {
             e->udp++;
             const uint8_t *d = e->rbuf + (size_t)i * RECV_SIZE;
             Py_ssize_t n = e->rmsg[i].msg_len;
-            int limited = e->rl ? rl_check(e->rl, &e->raddr[i], now) : RL_ALLOW;
-            int allowed = acl_allows(e, &e->raddr[i]);
+            const struct sockaddr_storage *client = &e->raddr[i];
+            struct sockaddr_storage real;
+            if (e->px) { /* PROXY v2: the ACL and limits see the real client */
+                Py_ssize_t skip = px_strip(e->px, &e->raddr[i], d, n, &real);
+                if (skip < 0) continue;
+                d += skip;
+                n -= skip;
+                client = &real;
+            }
+            int limited = e->rl ? rl_check(e->rl, client, now) : RL_ALLOW;
+            int allowed = acl_allows(e, client);
             if (limited == RL_ALLOW && (e->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC)) {
                 /* longer than we read: Python */
                 if (push(rest, R_PUNT, d, n, &e->raddr[i], allowed) < 0) goto error;
@@ -1433,6 +1499,10 @@ static PyMethodDef Engine_methods[] = {
     {"set_acl", (PyCFunction)Engine_set_acl, METH_VARARGS, "set_acl(v4, v6, refuse)"},
     {"set_stats", (PyCFunction)Engine_set_stats, METH_VARARGS,
      "set_stats(blocked_by_entry, max_entry_labels, servfail_without_list)"},
+    {"set_proxy", (PyCFunction)Engine_set_proxy, METH_VARARGS,
+     "set_proxy(v4, v6) or (None): senders trusted to send PROXY v2 headers."},
+    {"proxy_counts", (PyCFunction)Engine_proxy_counts, METH_NOARGS,
+     "(refused, errors): PROXY headers from untrusted senders, bad headers from trusted ones."},
     {"set_ratelimit", (PyCFunction)Engine_set_ratelimit, METH_VARARGS,
      "set_ratelimit(rate, burst, v4_prefix, v6_prefix, slip, max_clients) or (None)."},
     {"limit", (PyCFunction)Engine_limit, METH_VARARGS,

@@ -236,6 +236,24 @@ class BlockingSection(Section):
         return text.encode()[:MAX_EDE_TEXT]
 
 
+class ProxySection(Section):
+    # Senders (networks) trusted to prefix PROXY protocol v2 headers naming the real client:
+    # your dnsdist or HAProxy. Empty: PROXY headers are refused from everyone.
+    trusted: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("trusted")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for v in values:
+            net = ipaddress.ip_network(v, strict=False)
+            if net.prefixlen < MIN_PREFIX[net.version]:
+                raise ValueError(
+                    f"{v} is broader than /{MIN_PREFIX[net.version]}: trust only the addresses "
+                    "of your load balancers"
+                )
+        return values
+
+
 class RateLimitSection(Section):
     # Per-client rate limiting (token bucket per address prefix); off by default.
     enabled: bool = False
@@ -271,6 +289,7 @@ class ResolverConfig(SyncConfig):
     blocking: BlockingSection = BlockingSection()
     metrics: MetricsSection = MetricsSection()
     ratelimit: RateLimitSection = RateLimitSection()
+    proxy: ProxySection = ProxySection()
     # The RPZ feed's section, so one file can drive `resolver sync` and `resolver rpz serve`.
     rpz: RpzSection | None = None
 

@@ -45,6 +45,7 @@ from resolver.dnswire import (
 )
 from resolver.exemptions import ExemptingMatcher, Exemptions
 from resolver.matcher import Matcher
+from resolver.proxyv2 import make_trust
 from resolver.ratelimit import make_limiter
 from resolver.stale import StaleStore
 from resolver.stats import ErrorReporter, Stats
@@ -125,6 +126,9 @@ class Resolver:
         # Per-client rate limits (None: off); on the fast path, the C engine's buckets.
         self.limiter = make_limiter(config.ratelimit, self.fast)
         stats.limiter = self.limiter
+        # PROXY v2 senders (None: headers refused from everyone); UDP ones checked in C too.
+        self.proxy = make_trust(config.proxy.trusted, self.fast)
+        stats.proxy = self.proxy
         self.inflight: dict[bytes, asyncio.Future] = {}
         self.max_pending = config.server.max_pending
 

@@ -77,6 +77,14 @@ def families(snap: dict[str, Any], status: dict[str, Any] | None, now: float) ->
     for action, value in snap.get("ratelimited", {}).items():
         rl.add_metric([action], value)
     out.append(rl)
+    px = CounterMetricFamily(
+        P + "proxy_headers_rejected",
+        "PROXY v2: headers from untrusted senders (refused), trusted senders' bad headers (error)",
+        labels=["reason"],
+    )
+    for reason, value in snap.get("proxy", {}).items():
+        px.add_metric([reason], value)
+    out.append(px)
     counter(
         "stale_answers",
         "Expired answers served because every upstream failed (RFC 8767)",

@@ -21,7 +21,7 @@ import errno
 import os
 import socket
 
-from resolver import fastpath
+from resolver import fastpath, proxyv2
 from resolver.acl import Acl
 from resolver.dnswire import (
     REFUSED,
@@ -139,6 +139,7 @@ class UdpServer:
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
         limiter = resolver.limiter
+        proxy = resolver.proxy
         now = resolver.now()  # one clock reading per wake-up, as the C loop has
         for _ in range(DRAIN_MAX):
             try:
@@ -149,12 +150,18 @@ class UdpServer:
                 continue  # ICMP error queued for an earlier reply: nothing to do
             stats.udp += 1
             try:
+                client = addr[0]
+                if proxy is not None:  # the real client behind a trusted load balancer
+                    stripped = proxy.strip(data, client)
+                    if stripped is None:
+                        continue
+                    data, client = stripped
                 if limiter is not None:
-                    verdict = limiter.check(addr[0], now)
+                    verdict = limiter.check(client, now)
                     if verdict != ALLOW:
                         self._reply(slip_answer(data) if verdict == SLIP else None, addr)
                         continue
-                result = resolver.handle(data, allowed(addr[0]), True)
+                result = resolver.handle(data, allowed(client), True)
                 if result.__class__ is bytes and not self.backlog:
                     try:
                         sendto(result, addr)
@@ -262,6 +269,8 @@ class TcpConnection(asyncio.Protocol):
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
         self.eof = False
+        self.proxy_head: bytes | None = None  # PROXY v2 header being read (trusted senders)
+        self.first = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -275,6 +284,10 @@ class TcpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.host = peer[0] if peer else ""
         self.allowed = bool(peer) and self.acl.allowed(peer[0])
+        proxy = self.resolver.proxy
+        if proxy is not None and proxy.senders.allowed(self.host):
+            self.proxy_head = b""  # the client is named by the header the sender sends first
+            self.allowed = True  # decided when the header arrives
         if not self.allowed and not self.resolver.refuse:
             transport.abort()  # type: ignore[attr-defined]
             self.closed = True
@@ -298,9 +311,44 @@ class TcpConnection(asyncio.Protocol):
         self.resolver.stats.tcp_timeouts += 1
         self.abort()
 
+    def _proxy_header(self, data: bytes) -> bytes | None:
+        """Read the PROXY v2 header of a trusted sender; the bytes after it, or None (wait,
+        or the connection was closed for a bad header)."""
+        proxy = self.resolver.proxy
+        head = self.proxy_head + data  # type: ignore[operator]
+        if len(head) < proxyv2.needed(head) and head[:12] == proxyv2.SIGNATURE[: len(head)]:
+            self.proxy_head = head
+            return None
+        parsed = proxyv2.parse(head)
+        if parsed is None:
+            proxy.errors += 1  # type: ignore[union-attr]
+            self.abort()
+            return None
+        client, end = parsed
+        if client is not None:
+            self.host = client
+        self.allowed = self.acl.allowed(self.host)
+        self.proxy_head = None
+        if not self.allowed and not self.resolver.refuse:
+            self.abort()
+            return None
+        return head[end:]
+
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.first:
+            self.first = False
+            if self.proxy_head is None and data[:12] == proxyv2.SIGNATURE:
+                if self.resolver.proxy is not None:
+                    self.resolver.proxy.refused += 1
+                self.abort()  # a PROXY header from a sender not trusted
+                return
+        if self.proxy_head is not None:
+            rest = self._proxy_header(data)
+            if rest is None:
+                return
+            data = rest
         try:
             messages = self.deframer.feed(data)
         except FramingError:

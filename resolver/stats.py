@@ -113,6 +113,8 @@ class Stats:
         self.fast: Any = None
         # The rate limiter when limits are on: (dropped, slipped) read at snapshot.
         self.limiter: Any = None
+        # PROXY v2 trust when on: (refused, errors) read at snapshot.
+        self.proxy: Any = None
 
     def count_blocked(self, entry_id: int) -> None:
         counts = self.blocked_by_entry
@@ -134,6 +136,9 @@ class Stats:
 
     def rate_limited(self) -> tuple[int, int]:
         return self.limiter.counts() if self.limiter is not None else (0, 0)
+
+    def proxy_counts(self) -> tuple[int, int]:
+        return self.proxy.counts() if self.proxy is not None else (0, 0)
 
     def totals(self) -> tuple[list[int], int, int, int]:
         """(outcomes, udp, cache_hits, blocked_other) over both paths."""
@@ -163,11 +168,8 @@ class Stats:
             "cache_bytes": self.cache_bytes,
             "cache_evictions": self.cache_evictions,
             "coalesced": self.coalesced,
-            "ratelimited": dict(
-                zip(
-                    ("drop", "slip"), self.limiter.counts() if self.limiter else (0, 0), strict=True
-                )
-            ),
+            "ratelimited": dict(zip(("drop", "slip"), self.rate_limited(), strict=True)),
+            "proxy": dict(zip(("refused", "errors"), self.proxy_counts(), strict=True)),
             "stale_answers": self.stale_answers,
             "internal_errors": self.internal_errors,
             "pending": self.pending,
