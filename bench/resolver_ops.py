@@ -10,6 +10,9 @@ OUT_DIR/cordon.toml, then with one feature on:
   rate limiting    [ratelimit] on, a limit no client reaches: the cost of checking every datagram
   exemptions       20 exempted names, 10 of them lifting listed entries
   log-only         every would-be block forwarded and counted instead
+  via dnsdist      the base behind dnsdist (reference of the next row)
+  PROXY v2         dnsdist sends a PROXY v2 header with every query; Cordon trusts it and
+                   checks every header (its CPU only: dnsdist's is not counted)
 
 Variants are measured in turns (base, variant, base, variant...) on the same warm data, and the
 figure is queries per CPU-second of the server (more stable than queries per second when one
@@ -22,17 +25,29 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from resolver_compare import Server, cordon, cpu_seconds, dnsperf, unbound, warm, write_mix
+from resolver_compare import (
+    CORDON,
+    Server,
+    cordon,
+    cpu_seconds,
+    dnsperf,
+    unbound,
+    wait_answer,
+    warm,
+    write_mix,
+)
 from resolver_data import listed_name
 
 UPSTREAM = 5302
 
-VARIANTS = ("rate limiting", "exemptions", "log-only")
+VARIANTS = ("rate limiting", "exemptions", "log-only", "via dnsdist", "PROXY v2 via dnsdist")
+DNSDIST = 5303
 
 
 def variant_config(base: str, name: str) -> str:
@@ -43,12 +58,40 @@ def variant_config(base: str, name: str) -> str:
         names += [f"own{i}.isp.example" for i in range(10)]  # not listed: nothing to lift
         listed = ", ".join(f'"{n}"' for n in names)
         return base.replace("[blocking]\n", f"[blocking]\nexempt_names = [{listed}]\n", 1)
-    return base.replace("[blocking]\n", '[blocking]\nmode = "log-only"\n', 1)
+    if name == "log-only":
+        return base.replace("[blocking]\n", '[blocking]\nmode = "log-only"\n', 1)
+    if name == "PROXY v2 via dnsdist":
+        return base + '\n[proxy]\ntrusted = ["127.0.0.1/32"]\n'
+    return base
 
 
-def measure(server: Server, queries: Path, seconds: int) -> float:
+class Dnsdist:
+    """dnsdist in front of Cordon (with or without PROXY v2 headers), for the proxy rows."""
+
+    def __init__(self, out: Path, proxy: bool) -> None:
+        conf = out / f"dnsdist-{int(proxy)}.conf"
+        conf.write_text(
+            f'setLocal("127.0.0.1:{DNSDIST}")\naddACL("127.0.0.0/8")\n'
+            f'newServer({{address="127.0.0.1:{CORDON}", useProxyProtocol={str(proxy).lower()}, '
+            "checkInterval=3600})\n"
+        )
+        log = (out / f"dnsdist-{int(proxy)}.log").open("w")
+        self.proc = subprocess.Popen(
+            ["dnsdist", "--supervised", "--disable-syslog", "-C", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_answer(DNSDIST, 60)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+def measure(server: Server, queries: Path, seconds: int, port: int | None = None) -> float:
+    """Queries per CPU-second of the Cordon process (not of dnsdist, when it is in front)."""
     cpu = cpu_seconds(server.proc.pid)
-    r = dnsperf(server.port, queries, seconds)
+    r = dnsperf(port or server.port, queries, seconds)
     cpu = cpu_seconds(server.proc.pid) - cpu
     return r["Queries completed"] / cpu if cpu else 0.0
 
@@ -74,11 +117,15 @@ def main() -> None:
         for r in range(args.rounds):
             for name, file in configs.items():
                 server = cordon(out, file)
+                front = Dnsdist(out, name.startswith("PROXY")) if "dnsdist" in name else None
                 try:
-                    warm(server.port, out)
+                    port = DNSDIST if front is not None else server.port
+                    warm(port, out)
                     mix = write_mix(out / "q-mix-ops.txt", f"o{r}{name[0]}", unique, args.entries)
-                    per_cpu = measure(server, mix, args.seconds)
+                    per_cpu = measure(server, mix, args.seconds, port)
                 finally:
+                    if front is not None:
+                        front.stop()
                     server.stop()
                 results[name].append(per_cpu)
                 print(
@@ -87,12 +134,15 @@ def main() -> None:
     finally:
         upstream.stop()
     base_median = statistics.median(results["base"])
+    dnsdist_median = statistics.median(results["via dnsdist"])
     summary = {}
     print(f"\nmix 90/9/1, one worker, C fast path; median of {args.rounds} runs (shared machine)")
     print(f"  {'variant':<16}{'q/CPU-s':>10}{'vs base':>10}")
     for name, values in results.items():
         median = statistics.median(values)
-        cost = 1 - median / base_median
+        # PROXY v2 is compared with the same path through dnsdist without headers.
+        ref = dnsdist_median if name.startswith("PROXY") else base_median
+        cost = 1 - median / ref
         summary[name] = {"runs": values, "median": median, "cost": cost}
         print(f"  {name:<16}{median:>10.0f}{'' if name == 'base' else f'{-cost:>+10.1%}'}")
     (out / "ops.json").write_text(json.dumps(summary, indent=2))
