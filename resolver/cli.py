@@ -169,39 +169,26 @@ def _control_base(args: argparse.Namespace, config: ResolverConfig) -> str | Non
     return base_url(m.listen, m.port)
 
 
-def cmd_check(args: argparse.Namespace, config: ResolverConfig) -> int:
-    from resolver.control import ControlError, check_url, get_json, print_check
+def cmd_control(args: argparse.Namespace, config: ResolverConfig) -> int:
+    """`resolver check NAME` and `resolver status`: one GET to the control endpoint."""
+    from resolver import control
 
     base = _control_base(args, config)
     if base is None:
         return 2
+    if args.command == "check":
+        url, show = control.check_url(base, args.name), control.print_check
+    else:
+        url, show = control.status_url(base), control.print_status
     try:
-        verdict = get_json(check_url(base, args.name))
-    except ControlError as exc:
+        answer = control.get_json(url)
+    except control.ControlError as exc:
         print(exc, file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(verdict, indent=2))
+        print(json.dumps(answer, indent=2))
     else:
-        print_check(verdict)
-    return 0
-
-
-def cmd_status(args: argparse.Namespace, config: ResolverConfig) -> int:
-    from resolver.control import ControlError, get_json, print_status, status_url
-
-    base = _control_base(args, config)
-    if base is None:
-        return 2
-    try:
-        status = get_json(status_url(base))
-    except ControlError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(status, indent=2))
-    else:
-        print_status(status)
+        show(answer)
     return 0
 
 
@@ -277,10 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sync(args, config)
     if args.command == "serve":
         return cmd_serve(args, config)
-    if args.command == "check":
-        return cmd_check(args, config)
-    if args.command == "status":
-        return cmd_status(args, config)
+    if args.command in ("check", "status"):
+        return cmd_control(args, config)
     return 2
 
 

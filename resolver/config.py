@@ -56,6 +56,15 @@ def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
     return host, port
 
 
+def narrow_networks(values: list[str], advice: str) -> list[str]:
+    """Networks (CIDR) none of which is broader than MIN_PREFIX; `advice` ends the error."""
+    for v in values:
+        net = ipaddress.ip_network(v, strict=False)
+        if net.prefixlen < MIN_PREFIX[net.version]:
+            raise ValueError(f"{v} is broader than /{MIN_PREFIX[net.version]}: {advice}")
+    return values
+
+
 class ServerSection(Section):
     # Addresses to bind, UDP and TCP. Loopback by default: an ASP adds its service addresses.
     listen: Annotated[AddressList, Field(min_length=1)] = Field(
@@ -93,14 +102,9 @@ class AclSection(Section):
     @field_validator("allow")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
-        for v in values:
-            net = ipaddress.ip_network(v, strict=False)
-            if net.prefixlen < MIN_PREFIX[net.version]:
-                raise ValueError(
-                    f"{v} is broader than /{MIN_PREFIX[net.version]}: that would be an open "
-                    "resolver; list the ASP's client networks instead"
-                )
-        return values
+        return narrow_networks(
+            values, "that would be an open resolver; list the ASP's client networks instead"
+        )
 
 
 class UpstreamSection(Section):
@@ -244,14 +248,7 @@ class ProxySection(Section):
     @field_validator("trusted")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
-        for v in values:
-            net = ipaddress.ip_network(v, strict=False)
-            if net.prefixlen < MIN_PREFIX[net.version]:
-                raise ValueError(
-                    f"{v} is broader than /{MIN_PREFIX[net.version]}: trust only the addresses "
-                    "of your load balancers"
-                )
-        return values
+        return narrow_networks(values, "trust only the addresses of your load balancers")
 
 
 class RateLimitSection(Section):
