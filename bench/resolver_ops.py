@@ -116,7 +116,8 @@ def main() -> None:
     try:
         for r in range(args.rounds):
             for name, file in configs.items():
-                server = cordon(out, file)
+                # Log-only answers listed names from upstream: probe with a cached name.
+                server = cordon(out, file, "host1.cached.example")
                 front = Dnsdist(out, name.startswith("PROXY")) if "dnsdist" in name else None
                 try:
                     port = DNSDIST if front is not None else server.port

@@ -27,6 +27,7 @@ from resolver_fixtures import (
     running,
     write_state,
 )
+from test_resolver_service import get
 
 from blocklist.config import ConfigError, load_config
 from resolver.config import ResolverConfig
@@ -188,6 +189,8 @@ async def test_log_only_answers_and_counts_per_entry(tmp_path, fast_path):
             assert addresses(await ask(service.port, "fine.example")) == [UPSTREAM_ADDR]
             snap = await service.snapshot()
             assert snap["logged_by_entry"] == {str(BAD): 3, str(ISP): 1}
+            _, text = await get(service.metrics_port, "/metrics")
+            assert f'cordon_resolver_log_only_by_entry_total{{entry="{BAD}"}} 3.0' in text
             assert snap["outcomes"]["blocked"] == 0 and snap["blocked_by_entry"] == {}
             assert snap["internal_errors"] == 0
     finally:

@@ -12,6 +12,7 @@ import dns.message
 import dns.rcode
 import pytest
 from resolver_fixtures import ROOT_PUB, FakeUpstream, addresses, ask_tcp, make_config, running
+from test_resolver_service import get
 
 from blocklist.config import ConfigError, load_config
 from resolver import fastpath
@@ -111,6 +112,8 @@ async def test_over_the_limit_udp_drops_and_slips_tcp_refused(tmp_path, fast_pat
                 await loop.sock_sendall(sock, b"\x00\x01garbage")
                 snap = await snapshot_until(service, "slip", 2)
                 assert snap["ratelimited"] == {"drop": 2, "slip": 2}
+                _, text = await get(service.metrics_port, "/metrics")
+                assert 'cordon_resolver_ratelimited_total{action="slip"} 2.0' in text
             finally:
                 sock.close()
             # Another client (127.0.0.2) has its own bucket.
