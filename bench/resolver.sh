@@ -26,8 +26,8 @@ done
 
 if [ ! -f "$OUT/.entries-$ENTRIES" ]; then
     rm -rf "$OUT"
-    "$PY" bench/resolver_data.py "$OUT" --entries "$ENTRIES" --port 5300 --upstream-port 5302 \
-        --unbound-port 5301
+    "$PY" bench/resolver_data.py "$OUT" --entries "$ENTRIES" --port 5370 --upstream-port 5372 \
+        --unbound-port 5371
     touch "$OUT/.entries-$ENTRIES"
 fi
 "$PY" bench/resolver_compare.py "$OUT" --entries "$ENTRIES" --seconds "$SECONDS_PER_RUN"

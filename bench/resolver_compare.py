@@ -30,6 +30,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,8 +40,22 @@ import dns.message
 import dns.query
 import dns.rcode
 
-CORDON, UNBOUND, UPSTREAM = 5300, 5301, 5302
+CORDON, UNBOUND, UPSTREAM = 5370, 5371, 5372  # Cordon metrics: 5380
 PROBE = "www.site1.blocked.example"
+
+
+def ports_free(ports: list[int]) -> None:
+    """Refuse to measure when another process holds a port: with SO_REUSEPORT the kernel would
+    quietly share the queries with it."""
+    for port in ports:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError as exc:
+                    raise SystemExit(
+                        f"port {port} is in use ({exc}): stop whatever holds it"
+                    ) from None
 
 
 def wait_answer(port: int, timeout: float, name: str = PROBE) -> float:
@@ -192,6 +207,7 @@ def main() -> None:
             flush=True,
         )
 
+    ports_free([CORDON, UNBOUND, UPSTREAM, CORDON + 10])
     upstream = unbound(out, "upstream.conf", UPSTREAM, "x.miss.example")
     servers: list[Server] = [upstream]
     try:

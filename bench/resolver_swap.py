@@ -37,7 +37,7 @@ from blocklist.sync import verified as persist
 from blocklist.sync.verified import VerifiedList
 from signing import format_public_key, generate_key, issue_certificate, public_key_raw
 
-PORT, METRICS = 5600, 5610
+PORT, METRICS = 5670, 5680
 DELTA = 100  # entries added by the update
 
 

@@ -620,7 +620,7 @@ static Py_ssize_t response_for(const uint8_t *d, const Query *q, int rcode, int 
             put16(opts, 15);
             put16(opts + 2, (unsigned)(2 + tlen));
             put16(opts + 4, (unsigned)ede_code);
-            memcpy(opts + 6, text, (size_t)tlen);
+            if (tlen) memcpy(opts + 6, text, (size_t)tlen);
             olen = 6 + tlen;
         }
         len += opt_rr(o + len, rcode >> 4, q->do_, opts, olen);
@@ -779,11 +779,48 @@ static int acl_allows(const Engine *e, const struct sockaddr_storage *sa) {
     return 0;
 }
 
+static PyObject *query_type; /* resolver.dnswire.Query, set by set_query_type() */
+
+/* The dnswire.Query that parse_query would return, for a query that needs no escaping. */
+static PyObject *make_query(const uint8_t *d, const Query *q, const uint8_t *name,
+                            Py_ssize_t nlen) {
+    PyTypeObject *t = (PyTypeObject *)query_type;
+    PyObject *o = t->tp_alloc(t, 14);
+    if (!o) return NULL;
+    PyObject *items[14] = {
+        PyLong_FromLong(q->id),
+        PyLong_FromLong(q->flags),
+        PyLong_FromLong(0),
+        PyBool_FromLong(q->flags & 0x0100),
+        PyBool_FromLong(q->cd),
+        PyBytes_FromStringAndSize((const char *)d + 12, q->name_end - 12),
+        PyBytes_FromStringAndSize((const char *)name, nlen),
+        PyLong_FromLong(q->qtype),
+        PyLong_FromLong(q->qclass),
+        PyBytes_FromStringAndSize((const char *)d + 12, q->qend - 12),
+        PyBool_FromLong(q->edns),
+        PyLong_FromLong(q->udp_size),
+        PyBool_FromLong(q->do_),
+        PyLong_FromLong(0),
+    };
+    int ok = 1;
+    for (int i = 0; i < 14; i++) {
+        if (!items[i]) ok = 0;
+        PyTuple_SET_ITEM(o, i, items[i]);
+    }
+    if (!ok) {
+        Py_DECREF(o);
+        return NULL;
+    }
+    return o;
+}
+
 /* One UDP query: R_ANSWER with *olen bytes in `o`, R_DROP, R_PUNT (Python handles it all),
- * R_MISS (parsed, not cached, not listed: Python forwards it) or R_ERROR (exception set).
+ * R_MISS (parsed, not cached, not listed: Python forwards *miss, the parsed Query, or parses
+ * it when no Query type was set) or R_ERROR (exception set).
  * Counters are bumped only for what is answered or dropped here. */
 static int answer(Engine *e, const uint8_t *d, Py_ssize_t n, int allowed, double now, uint8_t *o,
-                  Py_ssize_t *olen) {
+                  Py_ssize_t *olen, PyObject **miss) {
     Query q;
     int rc = parse_query(d, n, &q);
     if (rc < 0 || (rc > 0 && !allowed)) {
@@ -857,6 +894,10 @@ static int answer(Engine *e, const uint8_t *d, Py_ssize_t n, int allowed, double
         e->outcomes[O_SERVFAIL]++;
         *olen = response_for(d, &q, 2, 23, (const uint8_t *)"no list", 7, o);
         return R_ANSWER;
+    }
+    if (query_type) {
+        *miss = make_query(d, &q, name, nlen);
+        if (!*miss) return R_ERROR;
     }
     return R_MISS;
 }
@@ -1341,8 +1382,9 @@ static PyObject *Engine_clear(Engine *e, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-/* answer(data, allowed, now=None): bytes, None (drop), or an int telling Python what to do
- * (2: handle it all, 3: a miss to forward). What `drain` does for each datagram. */
+/* answer(data, allowed, now=None): bytes, None (drop), the parsed Query of a miss to forward,
+ * or the int 2 (Python handles it all; 3 for a miss when no Query type was set). What `drain`
+ * does for each datagram. */
 static PyObject *Engine_answer(Engine *e, PyObject *args) {
     const char *data;
     Py_ssize_t n;
@@ -1353,10 +1395,12 @@ static PyObject *Engine_answer(Engine *e, PyObject *args) {
     if (now == -1.0 && PyErr_Occurred()) return NULL;
     uint8_t out[OUT_SIZE];
     Py_ssize_t olen = 0;
-    int r = answer(e, (const uint8_t *)data, n, allowed, now, out, &olen);
+    PyObject *miss = NULL;
+    int r = answer(e, (const uint8_t *)data, n, allowed, now, out, &olen, &miss);
     if (r == R_ERROR) return NULL;
     if (r == R_ANSWER) return PyBytes_FromStringAndSize((const char *)out, olen);
     if (r == R_DROP) Py_RETURN_NONE;
+    if (miss) return miss;
     return PyLong_FromLong(r);
 }
 
@@ -1373,12 +1417,18 @@ static PyObject *make_addr(const struct sockaddr_storage *sa) {
                          (int)s6->sin6_scope_id);
 }
 
-static int push(PyObject *list, int reason, const uint8_t *data, Py_ssize_t n,
+/* Append (reason, obj or the bytes, addr, allowed) to `list`; steals the reference to obj. */
+static int push(PyObject *list, int reason, const uint8_t *data, Py_ssize_t n, PyObject *obj,
                 const struct sockaddr_storage *sa, int allowed) {
     PyObject *addr = make_addr(sa);
-    if (!addr) return -1;
-    PyObject *item = Py_BuildValue("(iy#NO)", reason, (const char *)data, n, addr,
-                                   allowed ? Py_True : Py_False);
+    if (!addr) {
+        Py_XDECREF(obj);
+        return -1;
+    }
+    PyObject *item =
+        obj ? Py_BuildValue("(iNNO)", reason, obj, addr, allowed ? Py_True : Py_False)
+            : Py_BuildValue("(iy#NO)", reason, (const char *)data, n, addr,
+                            allowed ? Py_True : Py_False);
     if (!item) return -1;
     int rc = PyList_Append(list, item);
     Py_DECREF(item);
@@ -1386,8 +1436,9 @@ static int push(PyObject *list, int reason, const uint8_t *data, Py_ssize_t n,
 }
 
 /* drain(fd, rounds, now): up to `rounds` recvmmsg batches of 64 datagrams, answered and sent
- * with sendmmsg; `now` is the resolver's monotonic clock (the same one Python reads). Returns [(reason, bytes, addr, allowed)]: 2 = handle in Python, 3 = a miss to
- * forward, 4 = a reply the socket had no room for (queue it). */
+ * with sendmmsg; `now` is the resolver's monotonic clock (the same one Python reads).
+ * Returns [(reason, item, addr, allowed)]: 2 = handle the datagram (bytes) in Python, 3 = a
+ * miss to forward (its Query), 4 = a reply the socket had no room for (bytes: queue it). */
 static PyObject *Engine_drain(Engine *e, PyObject *args) {
     int fd, rounds;
     double now;
@@ -1432,12 +1483,13 @@ static PyObject *Engine_drain(Engine *e, PyObject *args) {
             int allowed = acl_allows(e, client);
             if (limited == RL_ALLOW && (e->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC)) {
                 /* longer than we read: Python */
-                if (push(rest, R_PUNT, d, n, &e->raddr[i], allowed) < 0) goto error;
+                if (push(rest, R_PUNT, d, n, NULL, &e->raddr[i], allowed) < 0) goto error;
                 continue;
             }
             uint8_t *o = e->obuf + (size_t)nsend * OUT_SIZE;
             Py_ssize_t olen = 0;
-            int r = limited == RL_ALLOW ? answer(e, d, n, allowed, now, o, &olen)
+            PyObject *miss = NULL;
+            int r = limited == RL_ALLOW ? answer(e, d, n, allowed, now, o, &olen, &miss)
                     : limited == RL_SLIP && (olen = slip_answer(d, n, o)) > 0
                         ? R_ANSWER
                         : R_DROP;
@@ -1453,7 +1505,7 @@ static PyObject *Engine_drain(Engine *e, PyObject *args) {
                 e->sidx[nsend] = i;
                 nsend++;
             } else if (r != R_DROP) {
-                if (push(rest, r, d, n, &e->raddr[i], allowed) < 0) goto error;
+                if (push(rest, r, d, n, miss, &e->raddr[i], allowed) < 0) goto error;
             }
         }
         int sent = 0;
@@ -1467,7 +1519,8 @@ static PyObject *Engine_drain(Engine *e, PyObject *args) {
             if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
                 for (; sent < nsend; sent++)
                     if (push(rest, R_UNSENT, e->siov[sent].iov_base,
-                             (Py_ssize_t)e->siov[sent].iov_len, &e->raddr[e->sidx[sent]], 1) < 0)
+                             (Py_ssize_t)e->siov[sent].iov_len, NULL, &e->raddr[e->sidx[sent]],
+                             1) < 0)
                         goto error;
                 break;
             }
@@ -1550,7 +1603,19 @@ static PyObject *mod_sha256(PyObject *m, PyObject *arg) {
     return PyBytes_FromStringAndSize((const char *)out, 32);
 }
 
+static PyObject *mod_set_query_type(PyObject *m, PyObject *arg) {
+    if (!PyType_Check(arg) || !PyType_IsSubtype((PyTypeObject *)arg, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "a tuple subclass is needed");
+        return NULL;
+    }
+    Py_INCREF(arg);
+    Py_XSETREF(query_type, arg);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_query_type", mod_set_query_type, METH_O,
+     "set_query_type(Query): misses are handed back as this 14-field tuple type."},
     {"sha256", mod_sha256, METH_O, "SHA-256 digest of a bytes-like object (the embedded one)."},
     {NULL}};
 

@@ -165,13 +165,15 @@ class Resolver:
 
     # ------------------------------------------------------------------ synchronous part
 
-    def handle_passed(self, reason: int, data: bytes, allowed: bool) -> bytes | Query | None:
-        """`handle` for a datagram the C path passed back (`fastpath.MISS`: it was parsed and
-        found neither cached nor listed, so only the parse and the count remain)."""
+    def handle_passed(
+        self, reason: int, item: bytes | Query, allowed: bool
+    ) -> bytes | Query | None:
+        """`handle` for what the C path passed back: `fastpath.MISS` with the parsed `Query` (it
+        was found neither cached nor listed, so only the count remains), else the datagram."""
         if reason == fastpath.MISS:
             self.stats.cache_misses += 1
-            return parse_query(data)  # type: ignore[return-value]
-        return self.handle(data, allowed, True)
+            return item if item.__class__ is Query else parse_query(item)  # type: ignore[arg-type,return-value]
+        return self.handle(item, allowed, True)  # type: ignore[arg-type]
 
     def answer_udp(self, data: bytes, allowed: bool, now: float) -> bytes | Query | None:
         """What the UDP loop does with one datagram: C first when it runs, else `handle`."""
@@ -180,6 +182,8 @@ class Resolver:
         result = self.fast.answer(data, allowed, now)
         if result.__class__ is int:
             return self.handle_passed(result, data, allowed)
+        if result.__class__ is Query:
+            return self.handle_passed(fastpath.MISS, result, allowed)
         return result
 
     def handle(self, data: bytes, allowed: bool, udp: bool) -> bytes | Query | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from blocklist.state import ListState
 from resolver.acl import Acl
+from resolver.dnswire import Query
 
 try:
     from resolver import _fastpath as _ext
@@ -20,9 +21,10 @@ except ImportError as exc:  # no compiler or headers at install time, or another
     UNAVAILABLE: str | None = f"resolver._fastpath is not built ({exc})"
 else:
     UNAVAILABLE = None
+    _ext.set_query_type(Query)  # misses come back parsed, as parse_query would return them
 
 PUNT = 2  # Python handles the datagram from the start
-MISS = 3  # parsed, not cached, not listed: Python forwards it
+MISS = 3  # parsed (a Query), not cached, not listed: Python forwards it
 UNSENT = 4  # an answer the socket had no room for: Python queues it
 
 

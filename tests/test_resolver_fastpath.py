@@ -13,6 +13,7 @@ everything back to Python.
 from __future__ import annotations
 
 import random
+import socket
 import struct
 import types
 
@@ -23,7 +24,7 @@ import dns.name
 import dns.rcode
 import dns.rrset
 import pytest
-from resolver_fixtures import AUTHORITY, list_state, make_config, running, write_list
+from resolver_fixtures import AUTHORITY, ask_raw, list_state, make_config, running, write_list
 from test_resolver_robust import make_batch
 
 import resolver.engine
@@ -239,10 +240,13 @@ class Pair:
         for packet in packets:
             want = self.pure.handle(packet, allowed, True)
             got = self.fast.fast.answer(packet, allowed, NOW)  # type: ignore[union-attr]
-            self.in_c[packet] = got.__class__ is not int
+            self.in_c[packet] = got.__class__ not in (int, Query)
             if got.__class__ is int:
                 self.passed[packet] = got
                 got = self.fast.handle_passed(got, packet, allowed)
+            elif got.__class__ is Query:  # a miss, parsed in C
+                self.passed[packet] = fastpath.MISS
+                got = self.fast.handle_passed(fastpath.MISS, got, allowed)
             assert got == want, (packet, allowed)
         self.same_counters()
 
@@ -355,13 +359,21 @@ def test_without_list_servfail_is_the_same(tmp_path, clock):
     assert pair.fast.stats.totals()[0][S.SERVFAIL] > 0
 
 
-def test_cache_is_bounded_with_lru_eviction(tmp_path, clock):
-    """Both caches evict the same entries (least recently used) under the entry bound."""
-    pair = Pair(tmp_path, cache={"max_entries": 4})
+@pytest.mark.parametrize("bound", [{"max_entries": 4}, {"max_bytes": 3000}])
+def test_cache_is_bounded_with_lru_eviction(tmp_path, clock, bound):
+    """Both caches evict the same entries (least recently used) under either bound."""
+    pair = Pair(tmp_path, cache=bound)
     pair.set_list(LISTED, 1)
-    for query_wire, reply in REPLIES:
+    for query_wire, reply in REPLIES[:3]:
         pair.store(query_wire, reply)
-    assert len(pair.fast.cache) == 4 and pair.fast.cache.evictions == pair.pure.cache.evictions
+    pair.compare([client_query("allowed.example", "A")], True)  # the oldest is now the newest
+    for query_wire, reply in REPLIES[3:]:
+        pair.store(query_wire, reply)
+    fast, pure = pair.fast.cache, pair.pure.cache
+    assert 0 < len(fast) < len(REPLIES) and fast.evictions == pure.evictions > 0
+    assert fast.bytes <= fast.max_bytes and len(fast) <= fast.max_entries
+    for key in list(pure._data):  # the same entries, touched in the same order on both
+        assert fast.get(key, T0) is not None and pure.get(key, T0) is not None
     pair.compare(corpus(), True)
 
 
@@ -400,3 +412,57 @@ async def test_serve_says_which_path_runs(tmp_path, caplog):
                 assert service.resolver.path == ("c" if on else "python")
         text = caplog.text
         assert ("compiled C extension" in text) if on else ("pure-Python path" in text)
+
+
+def test_hot_path_errors_are_logged_rate_limited_with_traceback(caplog):
+    stats = S.Stats([])
+    errors = S.ErrorReporter(stats, interval=3600)
+    with caplog.at_level("ERROR", logger="cordon.resolver"):
+        for _ in range(3):
+            try:
+                raise RuntimeError("boom")
+            except RuntimeError:
+                errors.report("UDP query")
+    assert stats.internal_errors == 3
+    records = [r for r in caplog.records if "unexpected error in UDP query" in r.getMessage()]
+    assert len(records) == 1 and records[0].exc_info is not None
+    assert "RuntimeError: boom" in caplog.text
+
+
+async def test_error_in_python_behind_the_fast_path_is_logged_and_answering_goes_on(
+    tmp_path, caplog, monkeypatch
+):
+    """A datagram C passes back makes Python raise: counted, logged with the traceback, the
+    next queries are still answered (by C and by Python)."""
+    write_list(tmp_path, LISTED)
+    config = make_config(tmp_path, [53])
+    async with running(config) as service:
+        assert service.resolver.fast is not None
+
+        def broken(reason, data, allowed):
+            raise RuntimeError("broken on purpose")
+
+        monkeypatch.setattr(service.resolver, "handle_passed", broken)
+        with caplog.at_level("ERROR", logger="cordon.resolver"):
+            passed = client_query("a\\.b.blocked.example", "A")  # C passes it to Python
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(passed, ("127.0.0.1", service.port))
+            # The server's socket queue is FIFO: this answer comes after the broken one ran.
+            answer = await ask_raw(service.port, client_query("www.blocked.example", "A"))
+        assert answer is not None and dns.message.from_wire(answer).answer
+        assert service.stats.internal_errors == 1
+        assert "RuntimeError: broken on purpose" in caplog.text
+        assert "a.b" not in caplog.text and "127.0.0.1" not in caplog.text  # no query, no client
+
+
+async def test_missing_extension_falls_back_loudly(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(fastpath, "_ext", None)
+    monkeypatch.setattr(fastpath, "UNAVAILABLE", "resolver._fastpath is not built (test)")
+    write_list(tmp_path, LISTED)
+    with caplog.at_level("WARNING", logger="cordon.resolver"):
+        async with running(make_config(tmp_path, [53])) as service:
+            assert service.resolver.fast is None
+            assert (await service.snapshot())["fast_path"] == 0
+            answer = await ask_raw(service.port, client_query("www.blocked.example", "A"))
+            assert answer is not None and dns.message.from_wire(answer).answer
+    assert "UDP fast path unavailable" in caplog.text and "is not built (test)" in caplog.text
