@@ -16,9 +16,9 @@ ENTRIES=${1:-1000000}
 SECONDS_PER_RUN=${2:-10}
 OUT=bench/out/resolver
 PY=${PY:-.venv/bin/python}
-for tool in unbound dnsperf; do
+for tool in unbound dnsperf dnsdist; do
     command -v "$tool" >/dev/null || {
-        echo "missing $tool: apt-get install unbound dnsperf" >&2
+        echo "missing $tool: apt-get install unbound dnsperf dnsdist" >&2
         exit 1
     }
 done
