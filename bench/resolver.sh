@@ -4,8 +4,8 @@
 #   bench/resolver.sh [ENTRIES] [SECONDS]      (defaults: 1000000 entries, 10 s per run)
 #
 # Needs the Debian packages `unbound`, `dnsperf` and `dnsdist` (PROXY v2 rows). One Cordon worker
-# against one Unbound
-# thread (then two against two), both forwarding misses to a third, answer-everything Unbound
+# against one Unbound thread (then two against two), both forwarding misses to a third,
+# answer-everything Unbound
 # (local-zone redirect) so neither waits on the Internet. Unbound enforces the list as an RPZ
 # zone of the plain names (2 records per name: the name and its wildcard); Cordon reads the
 # hashed list. The rows and what each measures: bench/resolver_compare.py. Then the list swap
