@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -21,9 +22,9 @@ from pathlib import Path
 import dns.asyncquery
 import dns.exception
 import dns.message
+from resolver_fixtures import STOP_V4, STOP_V6, FakeUpstream, free_port, write_list
 
 from blocklist.sync.index import INDEX_FILE, write_index
-from tests.resolver_fixtures import STOP_V4, STOP_V6, FakeUpstream, free_port, write_list
 
 REPO = Path(__file__).resolve().parent.parent
 UNBOUND_PLUGIN = REPO / "plugins" / "unbound" / "cordon.py"
@@ -114,9 +115,7 @@ async def wait_for(
 
 
 def addresses(msg: dns.message.Message) -> list[str]:
-    return sorted(
-        rd.address for rrset in msg.answer for rd in rrset if hasattr(rd, "address")
-    )
+    return sorted(rd.address for rrset in msg.answer for rd in rrset if hasattr(rd, "address"))
 
 
 def blocked_v4(msg: dns.message.Message) -> bool:
@@ -168,14 +167,15 @@ forward-zone:
 
 def plugin_settings(workdir: Path, index: Path, **extra: object) -> Path:
     path = workdir / "cordon.toml"
-    lines = [
-        f'index = "{index}"',
-        f'ipv4 = ["{STOP_V4}"]',
-        f'ipv6 = ["{STOP_V6}"]',
-        "ttl = 60",
-        "reload_interval = 0.2",
-    ]
-    lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in extra.items()]
+    values: dict[str, object] = {
+        "index": str(index),
+        "ipv4": [STOP_V4],
+        "ipv6": [STOP_V6],
+        "ttl": 60,
+        "reload_interval": 0.2,
+        **extra,
+    }
+    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -12,7 +12,7 @@ AAAA -> stop IPv6, every other type NODATA with a SOA owned by the question name
 same way. Unbound answers from its message cache without calling any module, so every message
 this module lets into the cache expires from it within `cache_horizon` seconds (the records stay
 in the RRset cache with their own TTLs, so a re-check costs no upstream query); blocked answers
-are never cached. A new index is picked up within `reload_interval` seconds of the next query;
+are never cached. A thread of the module looks for a new index every `reload_interval` seconds;
 a damaged one is refused and the list in force is kept.
 """
 
@@ -23,6 +23,7 @@ import ipaddress
 import mmap
 import os
 import struct
+import threading
 import time
 import tomllib
 
@@ -153,7 +154,7 @@ class Settings:
         self.ipv6 = self._addresses(path, data, "ipv6", 6)
         self.ttl = self._number(path, data, "ttl", 60, 0, 86400)
         self.cache_horizon = self._number(path, data, "cache_horizon", 3, 1, 3600)
-        self.reload_interval = float(self._number(path, data, "reload_interval", 1, 0, 3600))
+        self.reload_interval = float(self._number(path, data, "reload_interval", 0.5, 0.05, 3600))
         text = data.get("ede_text", "blocked by the national list")
         if not isinstance(text, str) or len(text.encode()) > 255:
             raise SettingsError(f"{path}: ede_text: a string of at most 255 bytes")
@@ -195,6 +196,7 @@ class Enforcer:
         self.index: Index | None = None
         self.refused: tuple | None = None  # stamp of a file already refused
         self.next_check = 0.0
+        self._watcher: threading.Thread | None = None
         self.reload()
 
     def _stamp(self) -> tuple | None:
@@ -226,10 +228,34 @@ class Enforcer:
         return True
 
     def maybe_reload(self) -> None:
+        """Inline fallback when no watcher thread runs: look at most once per interval."""
+        if self._watcher is not None:
+            return
         now = time.monotonic()
         if now >= self.next_check:
             self.next_check = now + self.settings.reload_interval
             self.reload()
+
+    def watch(self) -> None:
+        """Reload from a thread of our own: Unbound has no timers for modules, and the check
+        (and a reload's hashing, which releases the GIL) then never delays a query."""
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.wait(self.settings.reload_interval):
+                try:
+                    self.reload()
+                except Exception as exc:  # never let the watcher die silently
+                    self.log(f"cordon: reload failed, keeping the list in force: {exc}")
+
+        self._watcher = threading.Thread(target=run, name="cordon-index", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._stop.set()
+            self._watcher.join(5)
+            self._watcher = None
 
     def listed(self, name: bytes) -> bool:
         index = self.index
@@ -246,22 +272,25 @@ EDE_CENSORED = 16
 EDE_FORGED = 4
 
 
-def init_standard(id, env):  # noqa: A002 - Unbound's signature
+def init_standard(id, env):
     global ENFORCER
     path = os.environ.get("CORDON_UNBOUND_CONFIG", "/etc/unbound/cordon.toml")
     try:
         ENFORCER = Enforcer(Settings(path), log_info)  # noqa: F821
     except SettingsError as exc:
         log_err(f"cordon: {exc}")  # noqa: F821
-        return False
+        raise
+    ENFORCER.watch()
     return True
 
 
-def deinit(id):  # noqa: A002
+def deinit(id):
+    if ENFORCER is not None:
+        ENFORCER.close()
     return True
 
 
-def inform_super(id, qstate, superqstate, qdata):  # noqa: A002
+def inform_super(id, qstate, superqstate, qdata):
     return True
 
 
@@ -279,7 +308,7 @@ def _chain_names(rep) -> list[bytes]:
     return names
 
 
-def _answer_blocked(id, qstate) -> bool:  # noqa: A002
+def _answer_blocked(id, qstate) -> bool:
     s = ENFORCER.settings
     qname = qstate.qinfo.qname_str
     qtype = qstate.qinfo.qtype
@@ -312,7 +341,7 @@ def _answer_blocked(id, qstate) -> bool:  # noqa: A002
     return True
 
 
-def operate(id, event, qstate, qdata):  # noqa: A002
+def operate(id, event, qstate, qdata):
     enforcer = ENFORCER
     if event in (MODULE_EVENT_NEW, MODULE_EVENT_PASS):  # noqa: F821
         enforcer.maybe_reload()

@@ -1,0 +1,224 @@
+"""The Cordon module inside a real Unbound (Debian's, python module), on loopback ports.
+
+Unbound forwards to a loopback authoritative upstream that serves plain answers and CNAME
+chains; the list arrives as the index file `resolver sync` writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import dns.rdatatype
+import pytest
+from plugin_fixtures import (
+    ALLOWED_V4,
+    Daemon,
+    addresses,
+    ask,
+    blast,
+    blocked_v4,
+    free_port,
+    malformed_queries,
+    plugin_settings,
+    publish,
+    start_unbound,
+    unbound_config,
+    upstream_zone,
+    wait_for,
+)
+from resolver_fixtures import STOP_V6, ede
+
+from blocklist.sync.index import INDEX_FILE
+
+pytestmark = pytest.mark.skipif(not Path("/usr/sbin/unbound").exists(), reason="needs unbound")
+ROOT_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def upstream():
+    up = await upstream_zone().start()
+    yield up
+    await up.stop()
+
+
+@pytest.fixture
+async def unbound(tmp_path: Path, upstream):
+    state_dir = tmp_path / "state"
+    publish(state_dir, ["listed.test"], 1)
+    daemon = await start_unbound(tmp_path, upstream.port, state_dir)
+    daemon.state_dir = state_dir  # type: ignore[attr-defined]
+    yield daemon
+    daemon.stop()
+
+
+async def test_listed_names_types_and_cname_chains(unbound: Daemon, upstream) -> None:
+    port = unbound.port
+    for name in ("listed.test", "www.listed.test", "deep.www.listed.test", "WwW.LiStEd.TeSt"):
+        msg = await ask(port, name)
+        assert blocked_v4(msg), msg
+        assert msg.answer[0].ttl == 60
+        assert (16, "blocked by the national list") in ede(msg) and (4, None) in ede(msg)
+    msg = await ask(port, "www.listed.test", "AAAA")
+    assert msg.rcode() == 0 and addresses(msg) == [STOP_V6]
+    for rdtype in ("HTTPS", "SVCB", "MX", "TXT"):
+        msg = await ask(port, "deep.www.listed.test", rdtype)
+        assert msg.rcode() == 0 and not msg.answer, (rdtype, msg)
+        soa = msg.authority[0]
+        assert soa.rdtype == dns.rdatatype.SOA and soa.name.to_text() == "deep.www.listed.test."
+        assert (16, "blocked by the national list") in ede(msg) and (4, None) not in ede(msg)
+    # Nothing for a listed name ever reached the upstream.
+    assert upstream.count("deep.www.listed.test") == 0 and upstream.count("listed.test") == 0
+    # A CNAME chain from an allowed name into a listed one is answered as listed.
+    msg = await ask(port, "alias.allowed.test")
+    assert blocked_v4(msg), msg
+    assert upstream.count("alias.allowed.test") >= 1
+    # And the chain's answer was not left in Unbound's cache: the next one is blocked too.
+    assert blocked_v4(await ask(port, "alias.allowed.test"))
+    # Allowed names (and look-alikes that only share a string suffix) resolve normally.
+    for name in ("allowed.test", "www.allowed.test"):
+        msg = await ask(port, name)
+        assert msg.rcode() == 0 and addresses(msg) == [ALLOWED_V4] and not ede(msg)
+    assert (await ask(port, "notlisted.test")).rcode() == 3
+    assert (await ask(port, "allowed.test", "AAAA")).answer
+
+
+async def test_update_add_and_delist_reach_cached_names(unbound: Daemon) -> None:
+    port, state_dir = unbound.port, unbound.state_dir  # type: ignore[attr-defined]
+    # Cached before it is listed: a plain answer with a 300 s TTL sits in Unbound's caches.
+    for _ in range(3):
+        msg = await ask(port, "later.test")
+        assert addresses(msg) == [ALLOWED_V4]
+    publish(state_dir, ["listed.test", "later.test"], 2)
+    added = await wait_for(
+        lambda: _is_blocked(port, "later.test"), "later.test blocked", daemon=unbound
+    )
+    assert blocked_v4(await ask(port, "sub.later.test"))
+    publish(state_dir, ["later.test"], 3)
+    freed = await wait_for(
+        lambda: _resolves(port, "listed.test"), "listed.test freed", daemon=unbound
+    )
+    assert blocked_v4(await ask(port, "later.test"))
+    print(f"\nunbound: add enforced on a cached name in {added:.2f} s, delist in {freed:.2f} s")
+
+
+async def _is_blocked(port: int, name: str) -> bool:
+    return blocked_v4(await ask(port, name))
+
+
+async def _resolves(port: int, name: str) -> bool:
+    return addresses(await ask(port, name)) == [ALLOWED_V4]
+
+
+async def test_damaged_index_is_refused_and_the_list_kept(unbound: Daemon) -> None:
+    port, state_dir = unbound.port, unbound.state_dir  # type: ignore[attr-defined]
+    path = state_dir / INDEX_FILE
+    good = path.read_bytes()
+    damaged = bytearray(good)
+    damaged[-40] ^= 0xFF  # a digest byte: same size, wrong integrity check
+    for n, data in enumerate([bytes(damaged), good[:-7], b"CDXI" + b"\x00" * 40]):
+        tmp = state_dir / "damaged.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        await wait_for(
+            lambda n=n: unbound.log().count("refused a new index") > n,
+            "the damaged index to be refused",
+            daemon=unbound,
+        )
+        assert blocked_v4(await ask(port, "www.listed.test"))
+    assert "integrity check failed" in unbound.log() and "size does not match" in unbound.log()
+    publish(state_dir, ["later.test"], 2)
+    await wait_for(lambda: _is_blocked(port, "later.test"), "serial 2", daemon=unbound)
+    assert await _resolves(port, "listed.test")
+
+
+async def test_still_answering_after_malformed_queries(unbound: Daemon) -> None:
+    await asyncio.to_thread(blast, unbound.port, malformed_queries(10_000))
+    assert blocked_v4(await ask(unbound.port, "www.listed.test"))
+    assert await _resolves(unbound.port, "allowed.test")
+    assert unbound.alive()
+
+
+async def test_no_index_yet_then_one_appears(tmp_path: Path, upstream) -> None:
+    state_dir = tmp_path / "state"
+    daemon = await start_unbound(tmp_path, upstream.port, state_dir)
+    try:
+        assert "nothing is blocked" in daemon.log()
+        assert await _resolves(daemon.port, "listed.test")
+        publish(state_dir, ["listed.test"], 1)
+        await wait_for(lambda: _is_blocked(daemon.port, "listed.test"), "first list", daemon=daemon)
+    finally:
+        daemon.stop()
+
+
+def test_bad_settings_stop_unbound_with_a_clear_error(tmp_path: Path) -> None:
+    conf = unbound_config(tmp_path, free_port(), free_port())
+    settings = plugin_settings(tmp_path, tmp_path / INDEX_FILE, ttl=-5)
+    daemon = Daemon(
+        "unbound",
+        ["/usr/sbin/unbound", "-d", "-c", str(conf)],
+        0,
+        tmp_path,
+        {"CORDON_UNBOUND_CONFIG": str(settings), "PYTHONPATH": "/usr/lib/python3/dist-packages"},
+    ).start()
+    try:
+        assert daemon.proc.wait(30) != 0
+    finally:
+        daemon.stop()
+    assert f"cordon: {settings}: ttl: -5 is not within" in daemon.log()
+
+
+async def test_publish_to_enforced_through_resolver_sync(tmp_path: Path, upstream) -> None:
+    """End to end: authority publishes, `resolver sync` (a real process) verifies and writes the
+    index, Unbound enforces it; add and delist timed from the publish call."""
+    from authority_fixtures import start_authority
+
+    from signing import format_public_key
+
+    api = await start_authority(tmp_path / "authority")
+    state_dir = tmp_path / "state"
+    url = str(api.client.make_url("")).rstrip("/")
+    toml = tmp_path / "resolver.toml"
+    toml.write_text(
+        "[sync]\n"
+        f'authority_url = "{url}"\n'
+        f'token = "{api.tokens["isp"]}"\n'
+        f'root_keys = ["{format_public_key(api.root)}"]\n'
+        f'state_dir = "{state_dir}"\n'
+        "long_poll_seconds = 30\n"
+    )
+    sync = Daemon(
+        "sync",
+        [sys.executable, "-m", "resolver.cli", "sync", "--config", str(toml)],
+        0,
+        tmp_path,
+        {"PYTHONPATH": str(ROOT_DIR)},
+    ).start()
+    daemon = await start_unbound(tmp_path, upstream.port, state_dir)
+    try:
+        assert await _resolves(daemon.port, "later.test")  # cached before it is listed
+        start = time.monotonic()
+        _, body = await api.call(
+            "alice",
+            "POST",
+            "/v1/entries",
+            {"value": "later.test", "hosting_country": "NL", "evidence": "c"},
+        )
+        await api.call("bob", "POST", f"/v1/entries/{body['id']}/approve")
+        await api.call("alice", "POST", "/v1/publish")
+        await wait_for(lambda: _is_blocked(daemon.port, "later.test"), "listed", daemon=daemon)
+        added = time.monotonic() - start
+        assert b"later" not in (state_dir / INDEX_FILE).read_bytes()  # digests only
+        start = time.monotonic()
+        await api.call("alice", "POST", f"/v1/entries/{body['id']}/delist", {"reason": "gone"})
+        await api.call("alice", "POST", "/v1/publish")
+        await wait_for(lambda: _resolves(daemon.port, "later.test"), "delisted", daemon=daemon)
+        freed = time.monotonic() - start
+        print(f"\npublish -> enforced in unbound: add {added:.2f} s, delist {freed:.2f} s")
+    finally:
+        daemon.stop()
+        sync.stop()
+        await api.client.close()
