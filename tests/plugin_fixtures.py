@@ -122,11 +122,17 @@ def blocked_v4(msg: dns.message.Message) -> bool:
     return msg.rcode() == 0 and addresses(msg) == [STOP_V4]
 
 
-def free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
+def dns_port() -> int:
+    """A loopback port free for both UDP and TCP (daemons bind both)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
 
 
 # ------------------------------------------------------------------ Unbound
@@ -181,7 +187,7 @@ def plugin_settings(workdir: Path, index: Path, **extra: object) -> Path:
 
 
 async def start_unbound(workdir: Path, upstream: int, state_dir: Path, **extra: object) -> Daemon:
-    port = free_port()
+    port = dns_port()
     conf = unbound_config(workdir, port, upstream)
     settings = plugin_settings(workdir, state_dir / INDEX_FILE, **extra)
     daemon = Daemon(
@@ -230,3 +236,67 @@ def blast(port: int, datagrams: list[bytes]) -> None:
         for d in datagrams:
             with contextlib.suppress(OSError):
                 s.send(d)
+
+
+# ------------------------------------------------------------------ Lua plugins (PowerDNS, dnsdist)
+
+
+def lua_settings(workdir: Path, index: Path, **extra: object) -> Path:
+    values: dict[str, object] = {
+        "index": str(index),
+        "ipv4": [STOP_V4],
+        "ipv6": [STOP_V6],
+        "ttl": 60,
+        "reload_interval": 0.2,
+        **extra,
+    }
+
+    def lua(v: object) -> str:
+        if isinstance(v, list):
+            return "{" + ", ".join(lua(x) for x in v) + "}"
+        return json.dumps(v)
+
+    path = workdir / "plugin-settings.lua"
+    path.write_text("return {\n" + "".join(f"  {k} = {lua(v)},\n" for k, v in values.items()) + "}\n")
+    return path
+
+
+def recursor_argv(workdir: Path, port: int, upstream: int, packetcache_ttl: int = 3) -> list[str]:
+    (workdir / "recursor.conf").write_text("")
+    return [
+        shutil.which("pdns_recursor") or "/usr/sbin/pdns_recursor",
+        f"--config-dir={workdir}",
+        f"--socket-dir={workdir}",
+        "--daemon=no",
+        "--write-pid=no",
+        "--disable-syslog=yes",
+        "--log-timestamp=no",
+        "--local-address=127.0.0.1",
+        f"--local-port={port}",
+        f"--forward-zones-recurse=.=127.0.0.1:{upstream}",
+        "--dont-query=",
+        "--allow-from=127.0.0.0/8",
+        "--threads=1",
+        "--dnssec=off",
+        f"--packetcache-ttl={packetcache_ttl}",
+        f"--lua-dns-script={LUA_DIR / 'recursor.lua'}",
+        "--loglevel=5",
+        "--security-poll-suffix=",  # no secpoll query, and
+        "--hint-file=no",  # no root priming: nothing leaves loopback
+    ]
+
+
+async def start_recursor(
+    workdir: Path, upstream: int, state_dir: Path, packetcache_ttl: int = 3, **extra: object
+) -> Daemon:
+    port = dns_port()
+    settings = lua_settings(workdir, state_dir / INDEX_FILE, **extra)
+    daemon = Daemon(
+        "recursor",
+        recursor_argv(workdir, port, upstream, packetcache_ttl),
+        port,
+        workdir,
+        {"CORDON_LUA_SETTINGS": str(settings), "CORDON_LUA_DIR": str(LUA_DIR)},
+    ).start()
+    await wait_for(lambda: _answers(port), "pdns_recursor to answer", daemon=daemon)
+    return daemon
