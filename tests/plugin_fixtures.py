@@ -257,7 +257,9 @@ def lua_settings(workdir: Path, index: Path, **extra: object) -> Path:
         return json.dumps(v)
 
     path = workdir / "plugin-settings.lua"
-    path.write_text("return {\n" + "".join(f"  {k} = {lua(v)},\n" for k, v in values.items()) + "}\n")
+    path.write_text(
+        "return {\n" + "".join(f"  {k} = {lua(v)},\n" for k, v in values.items()) + "}\n"
+    )
     return path
 
 

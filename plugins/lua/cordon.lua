@@ -70,9 +70,26 @@ local function be64(p, off)
   return be32(p, off) * 4294967296 + be32(p, off + 4)
 end
 
--- A cheap fingerprint of the file on disk: its size, header and integrity trailer. An atomic
--- replacement (rename) always changes it when the content changes.
+-- What identifies one version of the file on disk. On x86-64 Linux: inode, mtime and size from
+-- stat(2) (the layout of struct stat is fixed there). Elsewhere: size, header and integrity
+-- trailer, which an atomic replacement changes whenever the content changes.
+local statbuf
+if ffi.arch == "x64" and ffi.os == "Linux" then
+  cdef([[struct cordon_stat {
+    unsigned long st_dev, st_ino, st_nlink; unsigned int st_mode, st_uid, st_gid; int pad0;
+    unsigned long st_rdev; long st_size, st_blksize, st_blocks;
+    long st_atime, st_atime_ns, st_mtime, st_mtime_ns, st_ctime, st_ctime_ns; long reserved[3];
+  };]])
+  cdef("int stat(const char *path, struct cordon_stat *buf);")
+  if pcall(function() return C.stat end) then statbuf = ffi.new("struct cordon_stat") end
+end
+
 local function stamp(path)
+  if statbuf then
+    if C.stat(path, statbuf) ~= 0 then return nil end
+    return string.format("%d:%d:%d:%d", tonumber(statbuf.st_ino), tonumber(statbuf.st_mtime),
+      tonumber(statbuf.st_mtime_ns), tonumber(statbuf.st_size))
+  end
   local f = io.open(path, "rb")
   if not f then return nil end
   local size = f:seek("end")
