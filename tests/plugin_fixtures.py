@@ -302,3 +302,39 @@ async def start_recursor(
     ).start()
     await wait_for(lambda: _answers(port), "pdns_recursor to answer", daemon=daemon)
     return daemon
+
+
+def dnsdist_config(workdir: Path, port: int, upstream: int) -> Path:
+    conf = workdir / "dnsdist.conf"
+    conf.write_text(
+        f"""setSecurityPollSuffix("")
+setLocal("127.0.0.1:{port}")
+setACL({{"127.0.0.0/8"}})
+newServer({{address="127.0.0.1:{upstream}", checkInterval=3600}})
+dofile("{LUA_DIR / "dnsdist.lua"}")
+addAction(AllRule(), LuaFFIAction(cordon_query))
+addResponseAction(AllRule(), LuaFFIResponseAction(cordon_response))
+"""
+    )
+    return conf
+
+
+async def start_dnsdist(workdir: Path, upstream: int, state_dir: Path, **extra: object) -> Daemon:
+    port = dns_port()
+    settings = lua_settings(workdir, state_dir / INDEX_FILE, **extra)
+    conf = dnsdist_config(workdir, port, upstream)
+    daemon = Daemon(
+        "dnsdist",
+        [
+            shutil.which("dnsdist") or "/usr/bin/dnsdist",
+            "--supervised",
+            "--disable-syslog",
+            "-C",
+            str(conf),
+        ],
+        port,
+        workdir,
+        {"CORDON_LUA_SETTINGS": str(settings)},
+    ).start()
+    await wait_for(lambda: _answers(port), "dnsdist to answer", daemon=daemon)
+    return daemon

@@ -25,12 +25,14 @@ from plugin_fixtures import (
     blast,
     blocked_v4,
     dns_port,
+    dnsdist_config,
     free_port,
     lua_settings,
     malformed_queries,
     plugin_settings,
     publish,
     recursor_argv,
+    start_dnsdist,
     start_recursor,
     start_unbound,
     unbound_config,
@@ -51,7 +53,7 @@ async def upstream():
     await up.stop()
 
 
-STARTERS = {"unbound": start_unbound, "recursor": start_recursor}
+STARTERS = {"unbound": start_unbound, "recursor": start_recursor, "dnsdist": start_dnsdist}
 
 
 @pytest.fixture(params=sorted(STARTERS))
@@ -72,7 +74,7 @@ async def test_listed_names_types_and_cname_chains(resolver: Daemon, upstream) -
         assert msg.answer[0].ttl == 60
         assert (16, "blocked by the national list") in ede(msg)
         # PowerDNS Recursor 4.8 carries one EDE code per answer: Censored, not Forged.
-        assert ((4, None) in ede(msg)) == (resolver.name == "unbound")
+        assert ((4, None) in ede(msg)) == (resolver.name != "recursor")
     msg = await ask(port, "www.listed.test", "AAAA")
     assert msg.rcode() == 0 and addresses(msg) == [STOP_V6]
     for rdtype in ("HTTPS", "SVCB", "MX", "TXT"):
@@ -183,15 +185,16 @@ def test_bad_settings_stop_unbound_with_a_clear_error(tmp_path: Path) -> None:
     assert f"cordon: {settings}: ttl: -5 is not within" in daemon.log()
 
 
-def test_bad_settings_stop_the_recursor_with_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["recursor", "dnsdist"])
+def test_bad_lua_settings_stop_the_daemon_with_a_clear_error(tmp_path: Path, kind: str) -> None:
     settings = lua_settings(tmp_path, tmp_path / INDEX_FILE, ipv4=["2001:db8::1"])
-    daemon = Daemon(
-        "recursor",
-        recursor_argv(tmp_path, dns_port(), free_port()),
-        0,
-        tmp_path,
-        {"CORDON_LUA_SETTINGS": str(settings), "CORDON_LUA_DIR": str(LUA_DIR)},
-    ).start()
+    if kind == "recursor":
+        argv = recursor_argv(tmp_path, dns_port(), free_port())
+    else:
+        conf = dnsdist_config(tmp_path, dns_port(), free_port())
+        argv = ["/usr/bin/dnsdist", "--supervised", "--disable-syslog", "-C", str(conf)]
+    env = {"CORDON_LUA_SETTINGS": str(settings), "CORDON_LUA_DIR": str(LUA_DIR)}
+    daemon = Daemon(kind, argv, 0, tmp_path, env).start()
     try:
         assert daemon.proc.wait(30) != 0
     finally:
