@@ -138,7 +138,9 @@ def dns_port() -> int:
 # ------------------------------------------------------------------ Unbound
 
 
-def unbound_config(workdir: Path, port: int, upstream: int, threads: int = 1) -> Path:
+def unbound_config(
+    workdir: Path, port: int, upstream: int, threads: int = 1, server_extra: str = ""
+) -> Path:
     conf = workdir / "unbound.conf"
     conf.write_text(
         f"""server:
@@ -159,7 +161,7 @@ def unbound_config(workdir: Path, port: int, upstream: int, threads: int = 1) ->
     ede: yes
     so-reuseport: yes
     local-zone: "test." nodefault
-python:
+{server_extra}python:
     python-script: "{UNBOUND_PLUGIN}"
 remote-control:
     control-enable: no
@@ -186,9 +188,11 @@ def plugin_settings(workdir: Path, index: Path, **extra: object) -> Path:
     return path
 
 
-async def start_unbound(workdir: Path, upstream: int, state_dir: Path, **extra: object) -> Daemon:
+async def start_unbound(
+    workdir: Path, upstream: int, state_dir: Path, server_extra: str = "", **extra: object
+) -> Daemon:
     port = dns_port()
-    conf = unbound_config(workdir, port, upstream)
+    conf = unbound_config(workdir, port, upstream, server_extra=server_extra)
     settings = plugin_settings(workdir, state_dir / INDEX_FILE, **extra)
     daemon = Daemon(
         "unbound",

@@ -14,6 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import dns.asyncquery
+import dns.flags
+import dns.message
 import dns.rdatatype
 import pytest
 from plugin_fixtures import (
@@ -89,8 +92,14 @@ async def test_listed_names_types_and_cname_chains(resolver: Daemon, upstream) -
     msg = await ask(port, "alias.allowed.test")
     assert blocked_v4(msg), msg
     assert upstream.count("alias.allowed.test") >= 1
-    # And the chain's answer was not left in Unbound's cache: the next one is blocked too.
+    # And the chain's answer was not left in the cache: the next one is blocked too.
     assert blocked_v4(await ask(port, "alias.allowed.test"))
+    # The listed target's records were fetched along the chain; a non-recursive query (cache
+    # snooping) must not reveal them: refused, or answered as listed.
+    q = dns.message.make_query("cdn.listed.test", "A")
+    q.flags &= ~dns.flags.RD
+    msg = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=2)
+    assert ALLOWED_V4 not in addresses(msg), msg
     # Allowed names (and look-alikes that only share a string suffix) resolve normally.
     for name in ("allowed.test", "www.allowed.test"):
         msg = await ask(port, name)
@@ -153,6 +162,7 @@ async def test_still_answering_after_malformed_queries(resolver: Daemon) -> None
     assert blocked_v4(await ask(resolver.port, "www.listed.test"))
     assert await _resolves(resolver.port, "allowed.test")
     assert resolver.alive()
+    assert "listed.test" not in resolver.log()  # no query name in the daemon's log
 
 
 @pytest.mark.parametrize("kind", sorted(STARTERS))
@@ -183,6 +193,30 @@ def test_bad_settings_stop_unbound_with_a_clear_error(tmp_path: Path) -> None:
     finally:
         daemon.stop()
     assert f"cordon: {settings}: ttl: -5 is not within" in daemon.log()
+
+
+async def test_unbound_with_serve_expired_blocks_cached_names(tmp_path: Path, upstream) -> None:
+    state_dir = tmp_path / "state"
+    publish(state_dir, ["listed.test"], 1)
+    # Expired answers go through the modules first only with a client timeout (docs/plugins.md).
+    extra = "".join(
+        f"    {line}\n"
+        for line in (
+            "serve-expired: yes",
+            "serve-expired-ttl: 86400",
+            "serve-expired-client-timeout: 1800",
+        )
+    )
+    daemon = await start_unbound(tmp_path, upstream.port, state_dir, server_extra=extra)
+    try:
+        assert await _resolves(daemon.port, "later.test")
+        publish(state_dir, ["later.test"], 2)
+        await wait_for(lambda: _is_blocked(daemon.port, "later.test"), "listed", daemon=daemon)
+        # Once blocked, never the stale cached answer again.
+        for _ in range(20):
+            assert await _is_blocked(daemon.port, "later.test")
+    finally:
+        daemon.stop()
 
 
 @pytest.mark.parametrize("kind", ["recursor", "dnsdist"])

@@ -346,6 +346,9 @@ def operate(id, event, qstate, qdata):
     if event in (MODULE_EVENT_NEW, MODULE_EVENT_PASS):  # noqa: F821
         enforcer.maybe_reload()
         if enforcer.listed(wire_to_dotted(qstate.qinfo.qname)):
+            # A message cached before the name was listed must not be served again (with
+            # serve-expired it would be, stale, for as long as serve-expired-ttl allows).
+            invalidateQueryInCache(qstate, qstate.qinfo)  # noqa: F821
             ok = _answer_blocked(id, qstate)
             qstate.ext_state[id] = MODULE_FINISHED if ok else MODULE_ERROR  # noqa: F821
             return True
