@@ -139,7 +139,14 @@ def dns_port() -> int:
 
 
 def unbound_config(
-    workdir: Path, port: int, upstream: int, threads: int = 1, server_extra: str = ""
+    workdir: Path,
+    port: int,
+    upstream: int,
+    threads: int = 1,
+    server_extra: str = "",
+    modules: str = "python validator iterator",
+    tail: str = "",
+    control: bool = False,
 ) -> Path:
     conf = workdir / "unbound.conf"
     conf.write_text(
@@ -157,18 +164,19 @@ def unbound_config(
     num-threads: {threads}
     do-not-query-localhost: no
     access-control: 127.0.0.0/8 allow
-    module-config: "python validator iterator"
+    module-config: "{modules}"
     ede: yes
     so-reuseport: yes
     local-zone: "test." nodefault
 {server_extra}python:
     python-script: "{UNBOUND_PLUGIN}"
 remote-control:
-    control-enable: no
+    control-enable: {"yes" if control else "no"}
+    control-interface: "{workdir / "unbound.ctl"}"
 forward-zone:
     name: "."
     forward-addr: 127.0.0.1@{upstream}
-"""
+{tail}"""
     )
     return conf
 
@@ -189,10 +197,15 @@ def plugin_settings(workdir: Path, index: Path, **extra: object) -> Path:
 
 
 async def start_unbound(
-    workdir: Path, upstream: int, state_dir: Path, server_extra: str = "", **extra: object
+    workdir: Path,
+    upstream: int,
+    state_dir: Path,
+    server_extra: str = "",
+    control: bool = False,
+    **extra: object,
 ) -> Daemon:
     port = dns_port()
-    conf = unbound_config(workdir, port, upstream, server_extra=server_extra)
+    conf = unbound_config(workdir, port, upstream, server_extra=server_extra, control=control)
     settings = plugin_settings(workdir, state_dir / INDEX_FILE, **extra)
     daemon = Daemon(
         "unbound",
@@ -267,8 +280,16 @@ def lua_settings(workdir: Path, index: Path, **extra: object) -> Path:
     return path
 
 
-def recursor_argv(workdir: Path, port: int, upstream: int, packetcache_ttl: int = 3) -> list[str]:
+def recursor_argv(
+    workdir: Path,
+    port: int,
+    upstream: int,
+    packetcache_ttl: int = 3,
+    plugin: bool = True,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
     (workdir / "recursor.conf").write_text("")
+    script = [f"--lua-dns-script={LUA_DIR / 'recursor.lua'}"] if plugin else []
     return [
         shutil.which("pdns_recursor") or "/usr/sbin/pdns_recursor",
         f"--config-dir={workdir}",
@@ -285,7 +306,8 @@ def recursor_argv(workdir: Path, port: int, upstream: int, packetcache_ttl: int 
         "--threads=1",
         "--dnssec=off",
         f"--packetcache-ttl={packetcache_ttl}",
-        f"--lua-dns-script={LUA_DIR / 'recursor.lua'}",
+        *script,
+        *extra,
         "--loglevel=5",
         "--security-poll-suffix=",  # no secpoll query, and
         "--hint-file=no",  # no root priming: nothing leaves loopback
@@ -308,18 +330,19 @@ async def start_recursor(
     return daemon
 
 
-def dnsdist_config(workdir: Path, port: int, upstream: int) -> Path:
+def dnsdist_config(workdir: Path, port: int, upstream: int, plugin: bool = True) -> Path:
     conf = workdir / "dnsdist.conf"
-    conf.write_text(
-        f"""setSecurityPollSuffix("")
+    text = f"""setSecurityPollSuffix("")
 setLocal("127.0.0.1:{port}")
 setACL({{"127.0.0.0/8"}})
 newServer({{address="127.0.0.1:{upstream}", checkInterval=3600}})
-dofile("{LUA_DIR / "dnsdist.lua"}")
+"""
+    if plugin:
+        text += f"""dofile("{LUA_DIR / "dnsdist.lua"}")
 addAction(AllRule(), LuaFFIAction(cordon_query))
 addResponseAction(AllRule(), LuaFFIResponseAction(cordon_response))
 """
-    )
+    conf.write_text(text)
     return conf
 
 

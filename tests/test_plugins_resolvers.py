@@ -219,6 +219,36 @@ async def test_unbound_with_serve_expired_blocks_cached_names(tmp_path: Path, up
         daemon.stop()
 
 
+@pytest.mark.parametrize("kind", ["unbound", "recursor"])
+async def test_after_change_flush_reaches_cached_names(tmp_path: Path, upstream, kind: str) -> None:
+    """Caches kept at full TTLs; the configured flush runs when a new list is taken."""
+    state_dir = tmp_path / "state"
+    publish(state_dir, ["listed.test"], 1)
+    if kind == "unbound":
+        flush = ["unbound-control", "-c", str(tmp_path / "unbound.conf"), "flush_zone", "."]
+        daemon = await start_unbound(
+            tmp_path, upstream.port, state_dir, control=True, cache_horizon=0, after_change=flush
+        )
+    else:
+        flush = ["rec_control", f"--socket-dir={tmp_path}", "wipe-cache", ".$"]
+        daemon = await STARTERS[kind](
+            tmp_path, upstream.port, state_dir, packetcache_ttl=86400, after_change=flush
+        )
+    try:
+        for _ in range(3):
+            assert await _resolves(daemon.port, "later.test")
+        publish(state_dir, ["listed.test", "later.test"], 2)
+        took = await wait_for(
+            lambda: _is_blocked(daemon.port, "later.test"), "listed", daemon=daemon
+        )
+        assert "after_change" not in daemon.log()  # the command ran and succeeded
+        publish(state_dir, ["later.test"], 3)
+        await wait_for(lambda: _resolves(daemon.port, "listed.test"), "freed", daemon=daemon)
+        print(f"\n{kind} with a flush: cached name listed in {took:.2f} s")
+    finally:
+        daemon.stop()
+
+
 @pytest.mark.parametrize("kind", ["recursor", "dnsdist"])
 def test_bad_lua_settings_stop_the_daemon_with_a_clear_error(tmp_path: Path, kind: str) -> None:
     settings = lua_settings(tmp_path, tmp_path / INDEX_FILE, ipv4=["2001:db8::1"])

@@ -163,9 +163,11 @@ function M.reload()
     log("cordon: refused a new index, keeping the list in force: " .. reason)
     return false
   end
+  local replaced = M.current ~= nil or M.refused == "missing"
   M.current = index
   M.refused = nil
   log("cordon: list serial " .. index.serial .. " in force (" .. index.count .. " domains)")
+  if replaced and M.settings.after_change then M.run_after_change() end
   return true
 end
 
@@ -178,6 +180,26 @@ function M.now()
 end
 
 -- Look at the file at most once per reload_interval (call it from the query path or a timer).
+local function quote(arg)
+  return "'" .. arg:gsub("'", "'\\''") .. "'"
+end
+
+-- Start the configured command (e.g. a cache wipe) once a new list is in force. It runs in the
+-- background: the daemon may need this very thread to carry the command out (the Recursor's
+-- wipe-cache asks every worker thread), so waiting for it here would stall until a timeout.
+function M.run_after_change()
+  local command = M.settings.after_change
+  if #command == 0 then return end
+  local words = {}
+  for i, arg in ipairs(command) do words[i] = quote(arg) end
+  local line = table.concat(words, " ")
+  local ok = os.execute("(" .. line .. " >/dev/null 2>&1 || echo \"cordon: after_change "
+    .. command[1]:gsub("[^%w_./-]", "") .. " failed\" >&2) &")
+  if ok ~= 0 and ok ~= true then
+    log("cordon: after_change " .. command[1] .. " could not be started")
+  end
+end
+
 function M.maybe_reload(now)
   now = now or M.now()
   if now >= M.next_check then

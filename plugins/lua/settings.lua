@@ -36,14 +36,21 @@ function S.load(path)
   local ok, t = pcall(chunk)
   if not ok then error("cordon: " .. path .. ": " .. tostring(t), 0) end
   if type(t) ~= "table" then error("cordon: " .. path .. ": must return a table", 0) end
-  local known = { index = 1, ipv4 = 1, ipv6 = 1, ttl = 1, reload_interval = 1, ede_text = 1 }
+  local known = { index = 1, ipv4 = 1, ipv6 = 1, ttl = 1, reload_interval = 1, ede_text = 1,
+                  after_change = 1 }
   for k in pairs(t) do
     if not known[k] then fail(path, tostring(k), "unknown setting") end
   end
   if type(t.index) ~= "string" then fail(path, "index", "give the path of the index file") end
   local ede = t.ede_text or "blocked by the national list"
   if type(ede) ~= "string" or #ede > 255 then fail(path, "ede_text", "at most 255 bytes") end
+  local after = t.after_change or {}
+  if type(after) ~= "table" then fail(path, "after_change", "a command as a list of strings") end
+  for _, a in ipairs(after) do
+    if type(a) ~= "string" then fail(path, "after_change", "a command as a list of strings") end
+  end
   return {
+    after_change = after,
     index = t.index,
     ipv4 = addresses(path, t, "ipv4", "^%d+%.%d+%.%d+%.%d+$", "IPv4"),
     ipv6 = addresses(path, t, "ipv6", "^[%x:%.]+:[%x:%.]*$", "IPv6"),

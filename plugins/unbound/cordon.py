@@ -9,11 +9,16 @@ library: it runs inside Unbound's interpreter, not in Cordon's environment.
 Behaviour (design §6): a listed name or any name below a listed domain gets A -> stop IPv4,
 AAAA -> stop IPv6, every other type NODATA with a SOA owned by the question name, and EDE 16
 (Censored) for EDNS clients. An answer whose CNAME chain reaches a listed name is answered the
-same way. Unbound answers from its message cache without calling any module, so every message
-this module lets into the cache expires from it within `cache_horizon` seconds (the records stay
-in the RRset cache with their own TTLs, so a re-check costs no upstream query); blocked answers
-are never cached. A thread of the module looks for a new index every `reload_interval` seconds;
-a damaged one is refused and the list in force is kept.
+same way. Blocked answers are never cached, so a delisted name is freed at once.
+
+Unbound answers from its message cache without calling any module, so a name cached before it
+was listed needs one of two things (docs/plugins.md): either `after_change` runs a cache flush
+(`unbound-control flush_zone .`) each time a new list is taken, and cache hits cost nothing
+more; or, with `cache_horizon` seconds (default 3), every message this module lets into the
+cache expires from it within that time (its records stay in the RRset cache with their own
+TTLs, so a re-check costs no upstream query, but every cached name comes back through this
+module once per horizon). A thread of the module looks for a new index every
+`reload_interval` seconds; a damaged one is refused and the list in force is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import ipaddress
 import mmap
 import os
 import struct
+import subprocess
 import threading
 import time
 import tomllib
@@ -143,7 +149,16 @@ class Settings:
                 data = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"{path}: {exc}") from None
-        known = {"index", "ipv4", "ipv6", "ttl", "cache_horizon", "reload_interval", "ede_text"}
+        known = {
+            "index",
+            "ipv4",
+            "ipv6",
+            "ttl",
+            "cache_horizon",
+            "reload_interval",
+            "ede_text",
+            "after_change",
+        }
         for key in data:
             if key not in known:
                 raise SettingsError(f"{path}: unknown setting {key!r}")
@@ -153,7 +168,11 @@ class Settings:
         self.ipv4 = self._addresses(path, data, "ipv4", 4)
         self.ipv6 = self._addresses(path, data, "ipv6", 6)
         self.ttl = self._number(path, data, "ttl", 60, 0, 86400)
-        self.cache_horizon = self._number(path, data, "cache_horizon", 3, 1, 3600)
+        self.cache_horizon = self._number(path, data, "cache_horizon", 3, 0, 3600)
+        command = data.get("after_change", [])
+        if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
+            raise SettingsError(f"{path}: after_change: a command as a list of strings")
+        self.after_change: list[str] = command
         self.reload_interval = float(self._number(path, data, "reload_interval", 0.5, 0.05, 3600))
         text = data.get("ede_text", "blocked by the national list")
         if not isinstance(text, str) or len(text.encode()) > 255:
@@ -222,10 +241,25 @@ class Enforcer:
             self.refused = stamp
             self.log(f"cordon: refused a new index, keeping the list in force: {exc}")
             return False
+        replaced = self.index is not None or self.refused == "missing"
         self.index = index
         self.refused = None
         self.log(f"cordon: list serial {index.serial} in force ({index.count} domains)")
+        if replaced and self.settings.after_change:
+            self.run_after_change()
         return True
+
+    def run_after_change(self) -> None:
+        """Run the configured command (e.g. a cache flush) once a new list is in force."""
+        command = self.settings.after_change
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.log(f"cordon: after_change {command[0]} failed: {exc}")
+            return
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip()[:200]
+            self.log(f"cordon: after_change {command[0]} exited {done.returncode}: {detail}")
 
     def maybe_reload(self) -> None:
         """Inline fallback when no watcher thread runs: look at most once per interval."""
@@ -365,7 +399,7 @@ def operate(id, event, qstate, qdata):
                 return True
             rep = msg.rep
             horizon = enforcer.settings.cache_horizon
-            if rep.ttl > horizon:
+            if horizon and rep.ttl > horizon:
                 # Re-store the message with a short life: a cache hit never reaches this module.
                 rep.ttl = horizon
                 rep.prefetch_ttl = min(rep.prefetch_ttl, horizon)
