@@ -233,7 +233,11 @@ def start(resolver: str, mode: str, out: Path, up: int) -> Proc:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     if resolver == "unbound":
-        modules = {"plugin": "python validator iterator", "rpz": "respip validator iterator"}
+        modules = {
+            "plugin": "python validator iterator",
+            "horizon": "python validator iterator",
+            "rpz": "respip validator iterator",
+        }
         tail = (
             f"rpz:\n    name: rpz.bench\n    zonefile: {out / 'rpz.zone'}\n"
             if mode == "rpz"
@@ -246,8 +250,15 @@ def start(resolver: str, mode: str, out: Path, up: int) -> Proc:
             server_extra="    msg-cache-size: 256m\n    rrset-cache-size: 512m\n",
             modules=modules.get(mode, "validator iterator"),
             tail=tail,
+            control=mode == "plugin",
         )
-        settings = plugin_settings(work, state / INDEX_FILE)
+        if mode == "plugin":  # caches at full TTLs, flushed when a new list is taken
+            flush = ["unbound-control", "-c", str(conf), "flush_zone", "."]
+            settings = plugin_settings(
+                work, state / INDEX_FILE, cache_horizon=0, after_change=flush
+            )
+        else:  # every cached message re-checked within 3 s
+            settings = plugin_settings(work, state / INDEX_FILE, cache_horizon=3)
         env = {"CORDON_UNBOUND_CONFIG": str(settings), "PYTHONPATH": UNBOUND_PYTHONPATH}
         return Proc(resolver, ["unbound", "-d", "-c", str(conf)], port, work, env)
     if resolver == "recursor":
@@ -263,12 +274,14 @@ def start(resolver: str, mode: str, out: Path, up: int) -> Proc:
             work,
             port,
             up,
-            packetcache_ttl=3 if mode == "plugin" else 86400,
-            plugin=mode == "plugin",
+            packetcache_ttl=3 if mode == "horizon" else 86400,
+            plugin=mode in ("plugin", "horizon"),
             extra=extra,
         )
         argv = [a for a in argv if a != "--loglevel=5"] + ["--loglevel=3"]
-        settings = lua_settings(work, state / INDEX_FILE)
+        wipe = ["rec_control", f"--socket-dir={work}", "wipe-cache", ".$"]
+        after = {"after_change": wipe} if mode == "plugin" else {}
+        settings = lua_settings(work, state / INDEX_FILE, **after)
         env = {"CORDON_LUA_SETTINGS": str(settings), "CORDON_LUA_DIR": str(LUA_DIR)}
         return Proc(resolver, argv, port, work, env)
     conf = dnsdist_config(work, port, up, plugin=mode == "plugin")
@@ -349,7 +362,7 @@ def main() -> None:
     try:
         wait_answer(up_port, "x.miss.example", 30, up)
         for resolver in args.resolvers.split(","):
-            modes = ["none", "plugin"] + ([] if resolver == "dnsdist" else ["rpz"])
+            modes = ["none", "plugin"] + ([] if resolver == "dnsdist" else ["horizon", "rpz"])
             for mode in modes:
                 proc = start(resolver, mode, OUT, up_port)
                 try:
@@ -366,7 +379,7 @@ def main() -> None:
                     run["blocked"] = dnsperf(proc.port, OUT / "q-blocked.txt", args.seconds)
                     run["mix"] = dnsperf(proc.port, mix_file(OUT, tag, args.entries), args.seconds)
                     run["rss_after_mb"] = proc.rss_mb()
-                    if mode == "plugin" and args.updates:
+                    if mode in ("plugin", "horizon") and args.updates:
                         lat, writes = update_latencies(proc, OUT, args.entries, args.updates)
                         run["enforce_p50_s"], run["enforce_p99_s"] = pct(lat, 50), pct(lat, 99)
                         run["enforce_max_s"] = max(lat)
@@ -385,44 +398,55 @@ def cell(value: float | None, width: int, digits: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
 
 
+MODES = {"none": "none", "rpz": "RPZ", "plugin": "plugin", "horizon": "plugin-3s"}
+
+
 def report(results: dict) -> None:
     runs = results["runs"]
     print(
         f"\nPlugins: {results['entries']} listed names, one thread each, dnsperf -c 4 -q 200, "
         f"{results['seconds']:.0f} s per workload (shared 2-core machine: compare within a row)"
+        "\nplugin = caches flushed by after_change; plugin-3s = cache_horizon / packetcache-ttl 3"
     )
-    header = f"{'':26}{'none':>10}{'RPZ':>10}{'plugin':>10}{'plugin/RPZ':>12}{'plugin/none':>12}"
     for resolver in ("unbound", "recursor", "dnsdist"):
-        if f"{resolver}/plugin" not in runs:
+        modes = [m for m in MODES if f"{resolver}/{m}" in runs]
+        if "plugin" not in modes:
             continue
-        print(f"\n{resolver}\n{header}")
-        none, rpz, plug = (runs.get(f"{resolver}/{m}") for m in ("none", "rpz", "plugin"))
-        for key in ("cached", "miss", "blocked", "mix"):
-            cells = [none[key], rpz[key] if rpz else None, plug[key]]
-            ratios = [plug[key] / rpz[key] if rpz else None, plug[key] / none[key]]
-            print(
-                f"{key + ' qps':26}"
-                + "".join(cell(v, 10, 0) for v in cells)
-                + "".join(cell(v, 12, 2) for v in ratios)
-            )
-        list_mem = {
-            m: runs[f"{resolver}/{m}"]["rss_mb"] - none["rss_mb"]
-            for m in ("rpz", "plugin")
-            if f"{resolver}/{m}" in runs
-        }
-        mem_ratio = f"{list_mem['plugin'] / list_mem['rpz']:.3f}" if "rpz" in list_mem else "-"
+        r = {m: runs[f"{resolver}/{m}"] for m in modes}
+        ratios = [("plugin", "rpz"), ("horizon", "rpz"), ("plugin", "none")]
+        ratios = [(a, b) for a, b in ratios if a in r and b in r]
         print(
-            f"{'list memory (MB, RSS-none)':26}{cell(0, 10, 0)}{cell(list_mem.get('rpz'), 10, 0)}"
-            f"{cell(list_mem['plugin'], 10, 0)}{mem_ratio:>12}"
+            f"\n{resolver}\n{'':28}"
+            + "".join(f"{MODES[m]:>11}" for m in modes)
+            + "".join(f"{MODES[a] + '/' + MODES[b]:>17}" for a, b in ratios)
         )
-        loads = [none["load_s"], rpz["load_s"] if rpz else None, plug["load_s"]]
-        print(f"{'load to first answer (s)':26}" + "".join(cell(v, 10, 1) for v in loads))
-        if "enforce_p99_s" in plug:
+        for key in ("cached", "miss", "blocked", "mix"):
             print(
-                f"index written -> enforced on a cached name: p50 {plug['enforce_p50_s']:.2f} s, "
-                f"p99 {plug['enforce_p99_s']:.2f} s, max {plug['enforce_max_s']:.2f} s "
-                f"(index write, median {plug['index_write_median_s']:.2f} s)"
+                f"{key + ' qps':28}"
+                + "".join(cell(r[m][key], 11, 0) for m in modes)
+                + "".join(cell(r[a][key] / r[b][key], 17, 2) for a, b in ratios)
             )
+        mem = {m: r[m]["rss_mb"] - r["none"]["rss_mb"] for m in modes}
+        print(
+            f"{'list memory (MB, RSS-none)':28}"
+            + "".join(cell(mem[m], 11, 0) for m in modes)
+            + "".join(
+                cell(mem[a] / mem[b] if b != "none" and mem[b] > 0 else None, 17, 3)
+                for a, b in ratios
+            )
+        )
+        print(
+            f"{'load to first answer (s)':28}" + "".join(cell(r[m]["load_s"], 11, 1) for m in modes)
+        )
+        for m in ("plugin", "horizon"):
+            if m in r and "enforce_p99_s" in r[m]:
+                x = r[m]
+                print(
+                    f"{MODES[m]}: index written -> enforced on a cached name: "
+                    f"p50 {x['enforce_p50_s']:.2f} s, p99 {x['enforce_p99_s']:.2f} s, "
+                    f"max {x['enforce_max_s']:.2f} s (index write, median "
+                    f"{x['index_write_median_s']:.2f} s)"
+                )
 
 
 if __name__ == "__main__":
