@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""RPZ feed: publish-to-resolver latency, IXFR size per change, and 1M-entry AXFR.
+"""RPZ feed: publish-to-enforced latency per resolver, IXFR size per change, 1M-entry AXFR,
+PowerDNS polling cost and Knot Resolver reload stall.
 
-Usage: python bench/rpz.py [--updates 20] [--entries 1000000] [--poll 0.2] [--skip-large]
+Usage: python bench/rpz.py [--updates 10] [--entries 1000000] [--poll 0.2] [--skip-large]
+       [--pdns-refresh 10] [--pdns-packetcache 10] [--pdns-seconds 30]
+       [--kresd-entries 100000,1000000] [--only kresd|pdns|propagation]
 
 1. Propagation. A real authority (tests/authority_fixtures.py, aiohttp on loopback) publishes;
    a sync follower runs its own long-poll loop (`Follower.run`, plain edition) and writes
@@ -11,6 +14,11 @@ Usage: python bench/rpz.py [--updates 20] [--entries 1000000] [--poll 0.2] [--sk
    clock starts when the publish request is sent and stops, per resolver, when a dnspython query
    sees the new name rewritten (CNAME to the stop host) and the delisted one resolve normally.
    BIND runs with `min-update-interval 0` (its default of 60 s batches RPZ updates).
+   PowerDNS Recursor 4.8 (TSIG, no NOTIFY: it polls every --pdns-refresh s, packet cache
+   --pdns-packetcache s, the new name looked up just before each publish so its allowed answer
+   sits in the packet cache) and Knot Resolver 5.6 (the file `rpz export --for kresd --follow`
+   keeps current) are measured in the same loop; each publish happens at a random point of
+   PowerDNS's refresh cycle.
 2. IXFR size. The server's own transfer byte counters during (1), per changed entry, and a
    dnspython IXFR (TSIG) for diffs of 1, 10, 100 and 1000 entries against an in-process server.
 3. AXFR of --entries entries (2 records each, CNAME action) from the server process, with
@@ -19,6 +27,10 @@ Usage: python bench/rpz.py [--updates 20] [--entries 1000000] [--poll 0.2] [--sk
    serving the same zone (from `resolver rpz export`) as a primary, for a ratio. dnspython's own
    `dns.query.xfr`, which turns every record into objects, is timed on the first 100k records
    and extrapolated: its parser, not the server, is then the bottleneck.
+4. Knot Resolver re-reading a --kresd-entries export: the longest answer to a cached name
+   (queried back to back) while kresd re-parses the file, i.e. the stall its clients see.
+5. PowerDNS polling cost: one recursor with refresh = 1 s for --pdns-seconds against the server:
+   TCP IXFR checks per minute, server CPU per check, TCP connections held (sampled with ss).
 Only loopback is used; every loop is bounded.
 """
 
@@ -29,6 +41,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import random
 import re
 import resource
 import socket
@@ -37,6 +50,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -55,17 +69,14 @@ import dns.tsig  # noqa: E402
 import dns.wire  # noqa: E402
 import dns.xfr  # noqa: E402
 import dns.zone  # noqa: E402
-
-from blocklist.config import validate_config  # noqa: E402
-from blocklist.state import Entry, Kind, ListState  # noqa: E402
-from blocklist.sync.config import SyncConfig  # noqa: E402
-from blocklist.sync.follower import Follower  # noqa: E402
-from resolver.rpz.testing import (  # noqa: E402
+from rpz_fixtures import (  # noqa: E402
     ROOT_PUB,
     STOP_HOST,
+    STOP_V4,
     UPSTREAM_V4,
     Peer,
     StaticUpstream,
+    binary,
     bind_peer,
     free_port,
     soa_serial,
@@ -73,6 +84,12 @@ from resolver.rpz.testing import (  # noqa: E402
     wait_for,
     write_list,
 )
+from rpz_waits import wait_serial  # noqa: E402
+
+from blocklist.config import validate_config  # noqa: E402
+from blocklist.state import Entry, Kind, ListState  # noqa: E402
+from blocklist.sync.config import SyncConfig  # noqa: E402
+from blocklist.sync.follower import Follower  # noqa: E402
 
 ZONE = "rpz.cordon.example."
 ORIGIN = dns.name.from_text(ZONE)
@@ -100,6 +117,7 @@ max_entries = 20000000
 [rpz]
 zone = "{ZONE}"
 cname_target = "{STOP_HOST}"
+ipv4 = "{STOP_V4}"
 port = {port}
 list_poll_interval = {extra.get("poll", 0.2)}
 history = 64
@@ -184,8 +202,9 @@ def server_serial(port: int) -> int | None:
 
 
 def is_rewritten(port: int, name: str) -> bool:
+    """CNAME to the stop host (cname action) or the stop page address (kresd's local data)."""
     r = query_a(port, name)
-    return bool(r and r.answer and r.answer[0].rdtype == dns.rdatatype.CNAME)
+    return bool(r and r.answer and r.answer[0].rdtype == dns.rdatatype.CNAME) or is_stop(r)
 
 
 def is_normal(port: int, name: str) -> bool:
@@ -201,15 +220,19 @@ def is_normal(port: int, name: str) -> bool:
 # -------------------------------------------------------------------------- 1. propagation
 
 
-async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
+async def bench_propagation(
+    tmp: Path, updates: int, poll: float, pdns_refresh: int, pdns_packetcache: int
+) -> dict:
     from authority_fixtures import start_authority
+    from rpz_peers_support import kresd_peer, pdns_peer
 
     from signing import format_public_key
 
     api = await start_authority(tmp / "authority")
-    upstream = StaticUpstream()
+    upstream = StaticUpstream(ttl=3600)  # long TTLs: caches hold answers for real
     peers: list[Peer] = []
     server = None
+    exporter = None
     follower = None
     task = None
     try:
@@ -246,7 +269,20 @@ async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
             tmp, state_dir, port, metrics, notify=[ub_port, bind_port], poll=poll, root=root
         )
         server = Server(toml, port, metrics, tmp / "rpz.log")
+        zone_file = tmp / "kresd-rpz.zone"
+        with open(tmp / "export.log", "wb") as err:
+            exporter = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "resolver.rpz.cli", "export", "--config", str(toml)),
+                    *("--for", "kresd", "--follow", "--output", str(zone_file)),
+                ],
+                cwd=ROOT_DIR,
+                env={**os.environ, "PYTHONPATH": str(ROOT_DIR)},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         await asyncio.to_thread(server.wait_serial, None, 30)
+        await asyncio.to_thread(wait_for, zone_file.exists, 30)
         unbound = unbound_peer(tmp / "unbound", ZONE, port, upstream.port, port=ub_port)
         bind = bind_peer(
             tmp / "bind",
@@ -257,22 +293,37 @@ async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
             secret_b64=SECRET,
             port=bind_port,
         )
-        for peer in (unbound, bind):
+        pdns = pdns_peer(
+            tmp / "pdns",
+            ZONE,
+            port,
+            upstream.port,
+            key_name="cordon-rpz.",
+            secret_b64=SECRET,
+            refresh=pdns_refresh,
+            packetcache_ttl=pdns_packetcache,
+        )
+        kresd = kresd_peer(tmp / "kresd", zone_file, upstream.port)
+        for peer in (unbound, bind, pdns, kresd):
             await asyncio.to_thread(peer.start)
             peers.append(peer)
         serial = follower.current.serial
-        for peer in peers:
+        for peer in (unbound, bind):
             await asyncio.to_thread(wait_for, lambda p=peer: soa_serial(p.port, ZONE) == serial, 30)
+        for peer in (pdns, kresd):
+            await asyncio.to_thread(
+                wait_for, lambda p=peer: is_rewritten(p.port, "seed-1.example"), 60
+            )
         task = asyncio.create_task(follower.run())  # long-poll, as `resolver sync` runs
-        times: dict[str, list[float]] = {"unbound": [], "bind": [], "server": []}
+        times: dict[str, list[float]] = {p.kind: [] for p in peers} | {"server": []}
         ixfr_bytes0 = server.metric("cordon_rpz_transfer_bytes_total", kind="ixfr")
         ixfr_count0 = server.metric("cordon_rpz_answers_total", kind="ixfr")
         seeds = list(ids)
         for i in range(updates):
             new = f"new-{i}.test"
             old = seeds[i]
-            await asyncio.to_thread(is_normal, ub_port, new)  # warm the caches first
-            await asyncio.to_thread(is_normal, bind_port, new)
+            for peer in peers:  # warm the caches first (PowerDNS's packet cache holds it)
+                await asyncio.to_thread(is_normal, peer.port, "www." + new)
             ids[new] = await add(new)
             await api.call("alice", "POST", f"/v1/entries/{ids[old]}/delist", {"reason": "gone"})
             start = time.monotonic()
@@ -283,18 +334,18 @@ async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
                 return time.monotonic() - start
 
             def seen(p: int, start: float = start, new: str = new, old: str = old) -> float:
-                wait_for(lambda: is_rewritten(p, "www." + new) and is_normal(p, old), 30, 0.01)
+                wait_for(lambda: is_rewritten(p, "www." + new) and is_normal(p, old), 120, 0.01)
                 return time.monotonic() - start
 
-            s, u, b = await asyncio.gather(
+            results = await asyncio.gather(
                 asyncio.to_thread(seen_server),
-                asyncio.to_thread(seen, ub_port),
-                asyncio.to_thread(seen, bind_port),
+                *(asyncio.to_thread(seen, peer.port) for peer in peers),
             )
-            times["server"].append(s)
-            times["unbound"].append(u)
-            times["bind"].append(b)
-            await asyncio.sleep(0.3)
+            times["server"].append(results[0])
+            for peer, t in zip(peers, results[1:], strict=True):
+                times[peer.kind].append(t)
+            # Publish at a random point of PowerDNS's refresh cycle, not in step with it.
+            await asyncio.sleep(0.3 + random.uniform(0, pdns_refresh))
         ixfrs = server.metric("cordon_rpz_answers_total", kind="ixfr") - ixfr_count0
         ixfr_bytes = server.metric("cordon_rpz_transfer_bytes_total", kind="ixfr") - ixfr_bytes0
         return {
@@ -314,6 +365,9 @@ async def bench_propagation(tmp: Path, updates: int, poll: float) -> dict:
             peer.stop()
         if server is not None:
             server.stop()
+        if exporter is not None:
+            exporter.terminate()
+            exporter.wait(10)
         upstream.close()
         await api.client.close()
 
@@ -385,7 +439,7 @@ async def bench_ixfr_sizes(tmp: Path) -> list[tuple[int, int, int]]:
             q, _ = dns.xfr.make_query(zone, serial=serial, keyring=KEY)
             serial += 1
             write_list(state_dir, current, serial=serial)
-            await svc.wait_serial(serial)
+            await wait_serial(svc, serial)
             size = await asyncio.to_thread(ixfr_size, svc.port, q)
             out.append((changes, size, len(removed) + len(added)))
     finally:
@@ -396,11 +450,12 @@ async def bench_ixfr_sizes(tmp: Path) -> list[tuple[int, int, int]]:
 # ---------------------------------------------------------------------------- 3. big AXFR
 
 
-def make_big_state(n: int) -> ListState:
+def make_big_state(n: int, extra: tuple[str, ...] = ()) -> ListState:
     entries = [
         Entry.from_value(f"site-{i}.blocked-{i % 997}.example", i + 1, Kind.DOMAIN)
         for i in range(n)
     ]
+    entries += [Entry.from_value(v, n + 1 + i, Kind.DOMAIN) for i, v in enumerate(extra)]
     return ListState.from_entries(entries, plain=True)
 
 
@@ -533,7 +588,7 @@ key "cordon-rpz." {{ algorithm hmac-sha256; secret "{SECRET}"; }};
 zone "{ZONE}" {{ type primary; file "{zone_file}"; }};
 """
     )
-    argv = ["/usr/sbin/named", "-g", "-c", str(conf), "-n", "1"]
+    argv = [binary("named"), "-g", "-c", str(conf), "-n", "1"]
     if os.geteuid() == 0:
         argv += ["-u", "root"]
     peer = Peer("bind-primary", port, workdir, log_path=workdir / "named.log", argv=argv)
@@ -548,25 +603,231 @@ zone "{ZONE}" {{ type primary; file "{zone_file}"; }};
         peer.stop()
 
 
+# ------------------------------------------------------------- 4. Knot Resolver reload stall
+
+
+def rss_mb(pid: int, field: str = "VmRSS:") -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_kresd_reload(tmp: Path, n: int) -> dict:
+    """kresd answering a cached name every few ms while it re-reads an n-entry export: the
+    longest answer is the stall every client of that kresd process sees."""
+    from rpz_peers_support import kresd_peer
+
+    from resolver.rpz.config import load_rpz_config
+    from resolver.rpz.export import export_settings, write_zone_file
+    from resolver.rpz.zone import build_version
+
+    tmp.mkdir(parents=True)
+    state = make_big_state(n)
+    toml = rpz_toml(tmp, tmp / "state", 0, 0, root=ROOT_PUB)
+    settings = export_settings(load_rpz_config(toml), "kresd")
+    zone_file = tmp / "rpz.zone"
+    t = time.monotonic()
+    write_zone_file(zone_file, build_version(state, 1, settings), settings)
+    export_s = time.monotonic() - t
+    upstream = StaticUpstream(ttl=3600)
+    peer = kresd_peer(tmp / "kresd", zone_file, upstream.port)
+    try:
+        t = time.monotonic()
+        peer.start(timeout=1800)
+        start_s = time.monotonic() - t
+        rss = rss_mb(peer.proc.pid)
+        assert query_a(peer.port, "fine.example") is not None  # now cached
+        longest = [0.0]
+        answered = [0]
+        stop = [False]
+
+        def probe() -> None:
+            q = dns.message.make_query("fine.example", "A")
+            while not stop[0]:
+                t0 = time.monotonic()
+                try:
+                    dns.query.udp(q, "127.0.0.1", port=peer.port, timeout=120)
+                except Exception:
+                    continue
+                longest[0] = max(longest[0], time.monotonic() - t0)
+                answered[0] += 1
+                time.sleep(0.002)
+
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        wait_for(lambda: answered[0] > 50, 30)
+        baseline = longest[0]
+        bigger = make_big_state(n, ("late-0.example",))
+        t = time.monotonic()
+        write_zone_file(zone_file, build_version(bigger, 2, settings), settings)
+        written = time.monotonic() - t
+        t = time.monotonic()
+        wait_for(lambda: is_stop(query_a(peer.port, "late-0.example")), 1800, 0.01)
+        enforced = time.monotonic() - t
+        stop[0] = True
+        thread.join(130)
+        return {
+            "entries": n,
+            "export_s": export_s,
+            "start_s": start_s,
+            "rss_mb": rss,
+            "rss_after_mb": rss_mb(peer.proc.pid),
+            "baseline_ms": baseline * 1000,
+            "stall_s": longest[0],
+            "write_s": written,
+            "enforced_s": enforced,
+        }
+    finally:
+        peer.stop()
+        upstream.close()
+
+
+def is_stop(r: dns.message.Message | None) -> bool:
+    return bool(r and r.answer and r.answer[-1].rdtype == dns.rdatatype.A) and (
+        r.answer[-1][0].address == STOP_V4
+    )
+
+
+# ------------------------------------------------------------ 5. PowerDNS refresh polling cost
+
+
+def tcp_conns(port: int) -> int:
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "all", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    return sum(1 for line in out.splitlines() if line.strip() and "LISTEN" not in line)
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_pdns_polling(tmp: Path, seconds: float, entries: int) -> dict:
+    """What PowerDNS 4.8's refresh polling costs the primary: one PowerDNS with refresh = 1 s
+    for `seconds`; the server's answers by kind, CPU time, and TCP connections sampled."""
+    from rpz_peers_support import pdns_peer
+
+    tmp.mkdir(parents=True)
+    state_dir = tmp / "state"
+    write_list(state_dir, state=make_big_state(entries), serial=1)
+    port, metrics = free_port(), free_port()
+    server = Server(rpz_toml(tmp, state_dir, port, metrics), port, metrics, tmp / "rpz.log")
+    upstream = StaticUpstream()
+    peer = pdns_peer(
+        tmp / "pdns",
+        ZONE,
+        port,
+        upstream.port,
+        key_name="cordon-rpz.",
+        secret_b64=SECRET,
+        refresh=1,
+    )
+    try:
+        server.wait_serial(1, 120)
+        peer.start()
+        wait_for(lambda: is_rewritten(peer.port, "site-1.blocked-1.example"), 120, 0.1)
+        kinds = ("ixfr_current", "soa", "ixfr", "axfr", "ixfr_full")
+        before = {k: server.metric("cordon_rpz_answers_total", kind=k) for k in kinds}
+        cpu0 = cpu_s(server.proc.pid)
+        samples = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            samples.append(tcp_conns(port))
+            time.sleep(0.01)
+        elapsed = time.monotonic() - t0
+        cpu = cpu_s(server.proc.pid) - cpu0
+        after = {k: server.metric("cordon_rpz_answers_total", kind=k) for k in kinds}
+        checks = after["ixfr_current"] - before["ixfr_current"]
+        return {
+            "seconds": elapsed,
+            "checks": checks,
+            "per_min": checks / elapsed * 60,
+            "other": {k: after[k] - before[k] for k in kinds if k != "ixfr_current"},
+            "cpu_ms_per_check": cpu / max(checks, 1) * 1000,
+            "mean_conns": statistics.mean(samples),
+            "max_conns": max(samples),
+        }
+    finally:
+        peer.stop()
+        server.stop()
+        upstream.close()
+
+
 # ---------------------------------------------------------------------------------- main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--updates", type=int, default=10)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--poll", type=float, default=0.2, help="rpz.list_poll_interval")
     parser.add_argument("--message-size", type=int, default=16384, help="rpz.transfer.message_size")
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument(
+        "--kresd-entries",
+        default="100000,1000000",
+        help="zone sizes for the Knot Resolver reload stall (comma separated; empty: skip)",
+    )
+    parser.add_argument("--pdns-refresh", type=int, default=10, help="rpzPrimary refresh")
+    parser.add_argument("--pdns-packetcache", type=int, default=10, help="packetcache-ttl")
+    parser.add_argument("--pdns-seconds", type=float, default=30, help="PowerDNS polling run")
+    parser.add_argument(
+        "--only", choices=("kresd", "pdns", "propagation"), help="run only this part"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cordon-rpz-bench-"))
     print(f"# work dir {tmp}")
 
+    if args.only in (None, "pdns"):
+        for entries in (1000,):
+            c = bench_pdns_polling(tmp / f"pdns-{entries}", args.pdns_seconds, entries)
+            print(
+                f"\n## PowerDNS 4.8 refresh polling, refresh = 1 s, {entries} entries, no changes"
+            )
+            print(
+                f"   {c['checks']:.0f} TCP IXFR checks in {c['seconds']:.0f} s = "
+                f"{c['per_min']:.0f}/min (other answers: {c['other']})"
+            )
+            print(
+                f"   server CPU {c['cpu_ms_per_check']:.2f} ms per check; TCP connections to "
+                f"the primary: mean {c['mean_conns']:.3f}, max {c['max_conns']}"
+            )
+    if args.only in (None, "kresd"):
+        for n in [int(x) for x in args.kresd_entries.split(",") if x]:
+            k = bench_kresd_reload(tmp / f"kresd-{n}", n)
+            print(f"\n## Knot Resolver 5.6 re-reading a {n:,}-entry export (policy.rpz, watched)")
+            print(
+                f"   export {k['export_s']:.1f} s; kresd start with the file {k['start_s']:.1f} s; "
+                f"RSS {k['rss_mb']:.0f} MB (after reload {k['rss_after_mb']:.0f} MB)"
+            )
+            print(
+                f"   cached answer: {k['baseline_ms']:.1f} ms before; longest during the reload "
+                f"{k['stall_s']:.2f} s; new entry enforced {k['enforced_s']:.1f} s after the "
+                f"rename (write took {k['write_s']:.1f} s)"
+            )
+    if args.only in ("kresd", "pdns"):
+        return
     if args.updates:
-        prop = asyncio.run(bench_propagation(tmp / "prop", args.updates, args.poll))
+        prop = asyncio.run(
+            bench_propagation(
+                tmp / "prop", args.updates, args.poll, args.pdns_refresh, args.pdns_packetcache
+            )
+        )
         print(f"\n## publish -> change visible ({args.updates} updates, 1 added + 1 delisted each)")
         print(f"   (follower long-poll, rpz.list_poll_interval = {args.poll} s, BIND with TSIG)")
-        for who in ("server", "unbound", "bind"):
+        print(
+            f"   (PowerDNS: TSIG, refresh = {args.pdns_refresh} s, packetcache-ttl = "
+            f"{args.pdns_packetcache} s, caches warmed with the new name before each publish;"
+        )
+        print("    kresd: `rpz export --follow --for kresd`, policy.rpz watching the file)")
+        for who in ("server", "unbound", "bind", "pdns", "kresd"):
             t = prop["times"][who]
             label = "rpz server SOA" if who == "server" else who
             print(
@@ -581,6 +842,8 @@ def main() -> None:
                 "(framing, 4 SOAs and, for BIND, TSIG included)"
             )
 
+    if args.only:
+        return
     sizes = asyncio.run(bench_ixfr_sizes(tmp / "ixfr"))
     print("\n## IXFR size by diff size (TSIG-signed, CNAME action, dnspython client)")
     for changes, size, n in sizes:

@@ -3,8 +3,9 @@
 Starts, each as its own process: the authority API, the ASP's sync follower, the blocking
 resolver (127.0.0.1:5353) and the stop page (127.0.0.1:8080), plus a small built-in upstream DNS
 server so the demo works offline. Prints what to try; Ctrl-C stops everything. All state lives
-in one directory (default ./demo-state, recreated at each start). Ports that are taken are
-replaced by free ones, and the ports used are written to <dir>/demo.json.
+in one directory (default ./demo-state, recreated at each start). A port that is taken is
+replaced by a free one and the change is announced; the ports used are written to
+<dir>/demo.json.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -32,8 +34,13 @@ UPSTREAM_ADDRESS = "192.0.2.1"  # what the built-in upstream answers for every u
 
 
 def port_free(port: int) -> bool:
+    """Whether our servers could bind `port` on 127.0.0.1 for TCP and UDP. The TCP probe sets
+    SO_REUSEADDR as the servers do, so connections of a demo stopped a moment ago (TIME_WAIT)
+    do not make the port look taken; a listening socket still does."""
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
@@ -41,7 +48,8 @@ def port_free(port: int) -> bool:
     return True
 
 
-def pick_port(preferred: int, taken: set[int]) -> int:
+def pick_port(name: str, preferred: int, taken: set[int]) -> int:
+    """`preferred` when free (0: any free port); otherwise a free port, announced."""
     if preferred and preferred not in taken and port_free(preferred):
         taken.add(preferred)
         return preferred
@@ -51,6 +59,8 @@ def pick_port(preferred: int, taken: set[int]) -> int:
             port = s.getsockname()[1]
         if port not in taken and port_free(port):
             taken.add(port)
+            if preferred:
+                print(f"Port {preferred} ({name}) is in use: using {port} instead.", flush=True)
             return port
 
 
@@ -83,6 +93,7 @@ class Demo:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.tokens: dict[str, str] = {}
+        self.next_id = 0  # the id the authority gives the next entry
 
     # ------------------------------------------------------------------ helpers
 
@@ -224,6 +235,7 @@ class Demo:
                 {"value": raw, "hosting_country": "NL", "evidence": "DEMO-1"},
             )
             self.api("POST", f"/v1/entries/{entry['id']}/approve", self.tokens["demo-approver"])
+            self.next_id = max(self.next_id, entry["id"] + 1)  # ids are given in sequence
         self.api("POST", "/v1/publish", self.tokens["demo-officer"])
         for name, token in self.tokens.items():
             (self.dir / f"{name}.token").write_text(token + "\n")
@@ -249,6 +261,14 @@ class Demo:
 
     # ------------------------------------------------------------------ run
 
+    def wait_file(self, path: Path, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            self.check_children()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not appear; see {self.dir / 'logs'}")
+            time.sleep(0.1)
+
     def run(self) -> None:
         if self.dir.exists():
             shutil.rmtree(self.dir)
@@ -256,6 +276,9 @@ class Demo:
         root = self.setup_authority()
         self.write_configs(root)
         self.start("sync", "resolver.cli", "sync", "--config", "resolver.toml")
+        # The consumers start once the first verified list is on disk: they begin blocking at
+        # once instead of warning that there is no list yet.
+        self.wait_file(self.dir / "sync-state" / "state.bin", "the first verified list")
         self.start("resolver", "resolver.cli", "serve", "--config", "resolver.toml")
         self.start("stoppage", "stoppage.cli", "serve", "--config", "stoppage.toml")
         self.wait_blocked("blocked-demo.test")
@@ -275,9 +298,39 @@ class Demo:
         (self.dir / "demo.json").write_text(json.dumps(state, indent=2))
         self.print_help()
 
+    def commands(self) -> tuple[list[str], list[str]]:
+        """The commands the demo prints, exactly as printed: what to try, then how to block a
+        new name. Each one runs as printed in a POSIX shell (tests/test_demo.py runs them)."""
+        p, q = self.ports, shlex.quote
+        bin_dir = Path(sys.executable).parent
+        if (bin_dir / "blocklist").exists():
+            blocklist, path = "blocklist", f"PATH={q(str(bin_dir))}:$PATH "
+        else:  # not installed as a command: run the module with this Python
+            blocklist, path = f"{q(sys.executable)} -m blocklist.cli", ""
+        stop = f"http://127.0.0.1:{p['stoppage']}"
+        dig = f"dig @127.0.0.1 -p {p['resolver']}"
+        token = {n: q(str(self.dir / f"{n}.token")) for n in ("demo-officer", "demo-approver")}
+        try_these = [
+            f"{dig} blocked-demo.test A          # 127.0.0.1, EDE 16 (Censored) and 4",
+            f"{dig} www.another-demo.test AAAA   # below a listed domain: ::1",
+            f"{dig} allowed.example A            # forwarded: {UPSTREAM_ADDRESS}",
+            f"curl -i -H 'Host: blocked-demo.test' {stop}/            # 451 and the stop page",
+            f"curl -H 'Host: blocked-demo.test' {stop}/complaint      # the complaint form",
+        ]
+        block = [
+            f"export {path}CORDON_URL=http://127.0.0.1:{p['authority']}",
+            f"CORDON_TOKEN_FILE={token['demo-officer']} {blocklist} add new-demo.test "
+            "--country NL --evidence DEMO-2",
+            f"CORDON_TOKEN_FILE={token['demo-approver']} {blocklist} approve {self.next_id}"
+            "   # the id that add printed",
+            f"{dig} new-demo.test A              # blocked within seconds: 127.0.0.1",
+        ]
+        return try_these, block
+
     def print_help(self) -> None:
         p, d = self.ports, self.dir
-        env = f"CORDON_URL=http://127.0.0.1:{p['authority']}"
+        try_these, block = self.commands()
+        lines = "\n".join
         print(
             f"""
 Cordon demo is running (state in {d}; logs in {d}/logs). DEMO keys: not for production.
@@ -287,19 +340,11 @@ Cordon demo is running (state in {d}; logs in {d}/logs). DEMO keys: not for prod
   metrics         http://127.0.0.1:{p["resolver_metrics"]}/metrics
   stop page       http://127.0.0.1:{p["stoppage"]}/
 
-Try:
-  dig @127.0.0.1 -p {p["resolver"]} blocked-demo.test A        # 127.0.0.1, EDE 16 and 4
-  dig @127.0.0.1 -p {p["resolver"]} www.another-demo.test AAAA # below a listed domain: ::1
-  dig @127.0.0.1 -p {p["resolver"]} allowed.example A          # forwarded: {UPSTREAM_ADDRESS}
-  curl -i -H 'Host: blocked-demo.test' http://127.0.0.1:{p["stoppage"]}/   # 451 and the stop page
-  open http://127.0.0.1:{p["stoppage"]}/complaint?host=blocked-demo.test   # the complaint form
+Try, in another terminal:
+{lines("  " + c for c in try_these)}
 
 Block a new name (published automatically within a second of the approval):
-  export {env}
-  CORDON_TOKEN_FILE={d}/demo-officer.token \\
-      blocklist add new-demo.test --country NL --evidence DEMO-2
-  CORDON_TOKEN_FILE={d}/demo-approver.token blocklist approve <id printed above>
-  dig @127.0.0.1 -p {p["resolver"]} new-demo.test A             # blocked within seconds
+{lines("  " + c for c in block)}
 
 Press Ctrl-C to stop everything.
 """,
@@ -340,12 +385,12 @@ def main() -> int:
     args = parser.parse_args()
     taken: set[int] = set()
     ports = {
-        "authority": pick_port(args.authority_port, taken),
-        "resolver": pick_port(args.resolver_port, taken),
-        "stoppage": pick_port(args.stoppage_port, taken),
-        "resolver_metrics": pick_port(9153, taken),
-        "stoppage_metrics": pick_port(9154, taken),
-        "upstream": pick_port(0, taken),
+        "authority": pick_port("authority API", args.authority_port, taken),
+        "resolver": pick_port("resolver", args.resolver_port, taken),
+        "stoppage": pick_port("stop page", args.stoppage_port, taken),
+        "resolver_metrics": pick_port("resolver metrics", 9153, taken),
+        "stoppage_metrics": pick_port("stop page metrics", 9154, taken),
+        "upstream": pick_port("built-in upstream", 0, taken),
     }
     demo = Demo(args.dir, ports, args.upstream)
     stop = asyncio.Event()
@@ -371,7 +416,7 @@ def main() -> int:
         demo.stop()
         return 1
     demo.stop()
-    print("Stopped. State kept in", demo.dir)
+    print(f"\nStopped. State kept in {demo.dir}", flush=True)
     return 0
 
 

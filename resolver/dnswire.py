@@ -484,19 +484,6 @@ class BlockedAnswers:
         )
 
 
-def blocked_response(
-    query: Query,
-    *,
-    ipv4: bytes | None,
-    ipv6: bytes | None,
-    ttl: int,
-    soa: SoaParams,
-    ede_text: bytes,
-) -> bytes:
-    """One-off form of `BlockedAnswers(...).build(query)`; the resolver keeps the object."""
-    return BlockedAnswers(ipv4, ipv6, ttl, soa, ede_text).build(query)
-
-
 # ---------------------------------------------------------------------------------------------
 # Upstream responses and the cache
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -93,20 +92,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stoppage.demo import write_demo
-    from stoppage.server import serve
+    from stoppage.demo import run_demo
 
-    directory = args.dir or Path(tempfile.mkdtemp(prefix="stoppage-demo-"))
-    path = write_demo(directory, args.port)
-    print(f"DEMO stop page (placeholder names, throw-away keys) from {path}")
-    print(f"  blocked:  curl -H 'Host: blocked-demo.test' http://127.0.0.1:{args.port}/")
-    print(
-        "  chromium: chromium --host-resolver-rules='MAP blocked-demo.test "
-        f"127.0.0.1:{args.port}' http://blocked-demo.test/"
-    )
-    sys.stdout.flush()
-    serve(path)
-    return 0
+    return run_demo(args.dir, args.port)
 
 
 def main(argv: list[str] | None = None) -> int:

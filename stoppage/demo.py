@@ -8,6 +8,9 @@ loopback. Translators and operators use it to see their texts; tests and benchma
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +32,10 @@ def write_signed_list(
     serial: int = 1,
     list_id: str = "national",
     now: int | None = None,
+    signer: LocalSigner | None = None,
 ) -> str:
-    """Sign a list of (raw value, entry id, kind) and save it as `resolver sync` would.
+    """Sign a list of (raw value, entry id, kind) and save it as `resolver sync` would, with
+    `signer` or a fresh throw-away root.
 
     Returns the root public key ("ed25519:…") to pin in the stop page's [sync] root_keys.
     """
@@ -38,7 +43,7 @@ def write_signed_list(
     state = ListState.from_entries(
         [Entry.from_value(canonical_entry(kind, raw), eid, kind) for raw, eid, kind in entries]
     )
-    signer = LocalSigner.generate(now)
+    signer = signer or LocalSigner.generate(now)
     signer.save(
         state_dir,
         state,
@@ -95,3 +100,25 @@ def write_demo(directory: Path, port: int) -> Path:
     path = directory / "stoppage.toml"
     path.write_text(DEMO_CONFIG.format(root=root, port=port))
     return path
+
+
+def run_demo(directory: Path | None, port: int) -> int:
+    """`stoppage demo`: serve until Ctrl-C or SIGTERM, from `directory` or from a temporary one
+    that is removed afterwards."""
+    from stoppage.server import serve
+
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="stoppage-demo-"))
+            )
+        path = write_demo(directory, port)
+        print(f"DEMO stop page (placeholder names, throw-away keys) from {path}")
+        print(f"  blocked:  curl -H 'Host: blocked-demo.test' http://127.0.0.1:{port}/")
+        print(
+            "  chromium: chromium --host-resolver-rules='MAP blocked-demo.test "
+            f"127.0.0.1:{port}' http://blocked-demo.test/"
+        )
+        sys.stdout.flush()
+        serve(path)
+    return 0

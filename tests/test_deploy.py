@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tools
 
 from blocklist.authority.config import AuthorityConfig
 from blocklist.config import load_config
@@ -21,7 +21,7 @@ def test_authority_example_config_loads() -> None:
     assert config.lifecycle.gone_threshold == 3
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@pytest.mark.tools("systemd-analyze")
 def test_systemd_units_verify(tmp_path: Path) -> None:
     # Point ExecStart at this checkout's commands: verify checks that they exist.
     bin_dir = Path(sys.executable).parent
@@ -31,13 +31,15 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         "cordon-sync.service",
         "cordon-resolver.service",
         "cordon-stoppage.service",
+        "cordon-rpz.service",
+        "cordon-rpz-export.service",
     }
     for unit in units:
         (tmp_path / unit.name).write_text(
             unit.read_text().replace("/opt/cordon/bin/", f"{bin_dir}/")
         )
     result = subprocess.run(
-        ["systemd-analyze", "verify", *(str(tmp_path / u.name) for u in units)],
+        [tools.path("systemd-analyze"), "verify", *(str(tmp_path / u.name) for u in units)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -38,7 +38,6 @@ from resolver.dnswire import (
     Query,
     SoaParams,
     TcpDeframer,
-    blocked_response,
     cache_key,
     error_response,
     frame,
@@ -188,16 +187,32 @@ def check_common(resp: bytes, wire: bytes, answers: BlockedAnswers) -> dns.messa
     assert msg.rcode() == dns.rcode.NOERROR
     assert resp[12 : 12 + len(query.question)] == query.question  # byte for byte, case included
     assert msg.question[0].name.to_text() == NAME + "."
-    if answers is BOTH:
-        assert resp == blocked_response(
-            query, ipv4=IPV4.packed, ipv6=IPV6.packed, ttl=TTL, soa=SOA, ede_text=EDE_TEXT
-        )
     if query.edns:
         assert msg.edns == 0 and msg.payload == 1232
         assert bool(msg.ednsflags & dns.flags.DO) == query.do
     else:
         assert msg.edns == -1 and not msg.options
     return msg
+
+
+def test_blocked_a_answer_spelled_out_byte_for_byte() -> None:
+    """The answer for a listed name, written out from RFC 1035, RFC 6891 and RFC 8914."""
+    query = dns.message.make_query(NAME, "A", use_edns=0, payload=1232)
+    query.id = 0x1234
+    question = b"\x03wWw\x07BlOcKeD\x07example\x00" + b"\x00\x01\x00\x01"  # case kept
+    expected = (
+        bytes.fromhex("1234 8180 0001 0001 0000 0001")  # id; QR RD RA; 1 question, answer, extra
+        + question
+        + bytes.fromhex("c00c 0001 0001 0000003c 0004")  # A IN, TTL 60, 4 bytes
+        + IPV4.packed
+        + bytes.fromhex("00 0029 04d0 00000000")  # OPT at the root: payload 1232, DO clear
+        + struct.pack("!H", 6 + 6 + len(EDE_TEXT))  # RDLENGTH: two EDE options
+        + bytes.fromhex("000f 0002 0004")  # EDE 4 (Forged Answer), no text
+        + bytes.fromhex("000f")  # EDE ...
+        + struct.pack("!HH", 2 + len(EDE_TEXT), 16)  # ... 16 (Censored) with EXTRA-TEXT
+        + EDE_TEXT
+    )
+    assert BOTH.build(parsed(query.to_wire())) == expected
 
 
 def assert_nodata(msg: dns.message.Message) -> None:

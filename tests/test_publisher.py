@@ -437,7 +437,7 @@ def crash_in_child(pubdir: Path, op: str, point: str, limit: int) -> int:
     if pid == 0:  # child: never return into pytest
         code = 1
         try:
-            crash_mod._CRASH_AT = point
+            crash_mod.arm(point)
             run_op(make(pubdir, sync_snapshot_limit=limit), op)
             code = 0
         finally:
@@ -505,7 +505,7 @@ def test_sigkill_at_every_point(tmp_path: Path, base_dirs: dict, op: str, point:
     check_after_crash(pubdir, op, point, limit)
 
 
-def test_sigkill_via_environment_in_a_fresh_interpreter(tmp_path: Path) -> None:
+def test_sigkill_armed_in_a_fresh_interpreter(tmp_path: Path) -> None:
     """The env hook as an operator would trip it: a separate `python` process."""
     pubdir = tmp_path / "pub"
     publish_base(pubdir, 2)
@@ -517,15 +517,15 @@ def test_sigkill_via_environment_in_a_fresh_interpreter(tmp_path: Path) -> None:
         "from blocklist.authority.publisher import Publisher\n"
         "from signing import load_private_key\n"
         "from tests.test_publisher import CHANGES\n"
+        "from blocklist import crash\n"
+        "crash.arm('hashed/notification')\n"
         "d = Path(sys.argv[1])\n"
         "key = load_private_key(d / 'signing.key')\n"
         "p = Publisher(d / 'pub', 'national', 'Authority', key, [(d / 'cert').read_bytes()])\n"
         "p.publish(*CHANGES[1])\n"
     )
-    env = {**os.environ, "CORDON_TEST_CRASH_AT": "hashed/notification"}
     proc = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)],
-        env=env,
         cwd=REPO,
         capture_output=True,
         timeout=60,

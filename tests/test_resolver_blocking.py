@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 
 import dns.flags
@@ -11,6 +10,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+import tools
 from resolver_fixtures import (
     AUTHORITY,
     STOP_URL,
@@ -158,13 +158,11 @@ async def test_chaos_class_for_listed_name_is_refused(server):
     assert resp.rcode() == dns.rcode.REFUSED
 
 
-@pytest.mark.skipif(
-    shutil.which("dig") is None, reason="dig (Debian: bind9-dnsutils) not installed"
-)
+@pytest.mark.tools("dig")
 async def test_dig_sees_the_stop_page(server):
     def run(*args: str) -> str:
         return subprocess.run(
-            ["dig", "-p", str(server.port), "@127.0.0.1", *args],
+            [tools.path("dig"), "-p", str(server.port), "@127.0.0.1", *args],
             capture_output=True,
             text=True,
             timeout=10,

@@ -60,7 +60,10 @@ def test_list_swap_under_load_loses_no_query(tmp_path):
             (query("new.example").to_wire(), "new"),
             (query("allowed.example").to_wire(), "allowed"),
         ]
-        writer = threading.Thread(target=lambda: (time.sleep(0.3), write_state(tmp_path, new, 2)))
+        traffic = threading.Event()  # set once queries are flowing: the swap happens under load
+        writer = threading.Thread(
+            target=lambda: (traffic.wait(20), write_state(tmp_path, new, 2)), daemon=True
+        )
         failures = 0
         new_blocked_seen = False
         latencies = []
@@ -74,6 +77,8 @@ def test_list_swap_under_load_loses_no_query(tmp_path):
                 raw = udp_exchange(port, wire, timeout=1.0)
                 latencies.append(time.perf_counter() - started)
                 sent += 1
+                if sent == 300:
+                    traffic.set()
                 if raw is None:
                     failures += 1
                     continue
@@ -220,7 +225,12 @@ async def test_damaged_state_file_keeps_the_list_in_force(tmp_path):
             tmp = tmp_path / "state.tmp"
             tmp.write_bytes(data[:-10] + b"\x00" * 10)
             os.replace(tmp, tmp_path / "state.bin")
-            await asyncio.sleep(0.3)
+            # The watcher looked at the damaged file and refused it; then the list still holds.
+            for _ in range(400):
+                if service.watcher.refused == 1:
+                    break
+                await asyncio.sleep(0.025)
+            assert service.watcher.refused == 1
             assert addresses(await ask(service.port, "blocked.example")) == [STOP_V4]
             assert service.stats.list_serial == 1
     finally:
@@ -376,7 +386,9 @@ ipv4 = "{STOP_V4}"
 
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 20) == 0
-        await asyncio.sleep(0.2)
+        deadline = time.monotonic() + 20
+        while any(running_pid(pid) for pid in pids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         assert not any(running_pid(pid) for pid in pids)
     finally:
         if proc.poll() is None:

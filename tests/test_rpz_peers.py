@@ -27,11 +27,7 @@ import dns.xfr
 import dns.zone
 import pytest
 from authority_fixtures import RunningAuthority, start_authority
-
-from blocklist.config import validate_config
-from blocklist.sync.config import SyncConfig
-from blocklist.sync.follower import Follower
-from resolver.rpz.testing import (
+from rpz_fixtures import (
     STOP_HOST,
     UPSTREAM_V4,
     Peer,
@@ -40,11 +36,14 @@ from resolver.rpz.testing import (
     blocked,
     dig,
     free_port,
-    have,
     soa_serial,
     unbound_peer,
     wait_for,
 )
+
+from blocklist.config import validate_config
+from blocklist.sync.config import SyncConfig
+from blocklist.sync.follower import Follower
 from signing import format_public_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,10 +52,7 @@ SECRET = base64.b64encode(os.urandom(32)).decode()
 KEY = dns.tsig.Key("cordon-rpz.", SECRET, "hmac-sha256")
 CONVERGE = 30.0  # generous bound for NOTIFY -> IXFR -> rewrite; typical is well under a second
 
-pytestmark = pytest.mark.skipif(
-    not (have("unbound") and have("named") and have("dig")),
-    reason="needs Debian's unbound, bind9 and dnsutils (unbound, named, dig)",
-)
+pytestmark = pytest.mark.tools("unbound", "named", "dig")
 
 
 # ------------------------------------------------------------------------------- harness
@@ -117,7 +113,8 @@ class Feed:
         want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         pattern = re.escape(name + ("{" + want + "}" if want else "")) + r" ([0-9.e+]+)"
         m = re.search(pattern, text)
-        return float(m.group(1)) if m else 0.0
+        assert m is not None, f"no metric {name}{labels} in:\n{text}"
+        return float(m.group(1))
 
     def log(self) -> str:
         return (self.tmp / "rpz.log").read_text(errors="replace")[-5000:]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import stat
 import time
 import urllib.request
@@ -23,14 +24,14 @@ import dns.tsig
 import dns.xfr
 import dns.zone
 import pytest
+from rpz_fixtures import ROOT_PUB, write_list
+from rpz_waits import wait_refused, wait_serial
 from test_rpz_units import records
 
 from blocklist.config import ConfigError, validate_config
 from resolver.rpz import cli, wire
 from resolver.rpz.config import RpzConfig
 from resolver.rpz.service import HashedEditionError, RpzService
-from resolver.rpz.testing import ROOT_PUB, plain_state, write_list
-from resolver.rpz.zone import ZoneSettings, build_version, to_dns_zone
 
 ZONE = "rpz.cordon.example."
 ORIGIN = dns.name.from_text(ZONE)
@@ -67,9 +68,24 @@ async def serving(config: RpzConfig):
         await service.stop()
 
 
-def expected_zone(config: RpzConfig, domains: list[str], serial: int) -> dns.zone.Zone:
-    settings = ZoneSettings.from_section(config.rpz)
-    return to_dns_zone(build_version(plain_state(domains), serial, settings), settings)
+def expected_records(
+    domains: list[str], serial: int, local: tuple[str, str] | None = None
+) -> set[tuple[str, int, str, str]]:
+    """The zone docs/rpz.md describes for the test config's defaults (action cname, TTL 60; or
+    action local with these IPv4 and IPv6 addresses), written out here rather than rendered by
+    the code under test."""
+    out = {
+        (ZONE, 60, "SOA", f"localhost. hostmaster.cordon.invalid. {serial} 300 60 2419200 60"),
+        (ZONE, 60, "NS", "localhost."),
+    }
+    for name in domains:
+        for owner in (f"{name}.{ZONE}", f"*.{name}.{ZONE}"):
+            if local is None:
+                out.add((owner, 60, "CNAME", "stop.isp.example."))
+            else:
+                out.add((owner, 60, "A", local[0]))
+                out.add((owner, 60, "AAAA", local[1]))
+    return out
 
 
 async def transfer(
@@ -93,7 +109,9 @@ async def ask(port: int, msg: dns.message.Message, source: str | None = None, **
 
 
 def sample(service: RpzService, name: str, **labels: str) -> float:
-    return service.metrics.registry.get_sample_value(name, labels) or 0.0
+    value = service.metrics.registry.get_sample_value(name, labels)
+    assert value is not None, f"no metric {name}{labels}"
+    return value
 
 
 DOMAINS = ["blocked.example", "xn--bcher-kva.example", "cdn.other.test"]
@@ -107,7 +125,7 @@ async def test_axfr_needs_a_valid_tsig(tmp_path: Path) -> None:
     write_list(config.sync.state_dir, DOMAINS, serial=7, urls=["shared.example/a"])
     async with serving(config) as svc:
         zone = await transfer(svc.port)
-        assert records(zone) == records(expected_zone(config, DOMAINS, 7))
+        assert records(zone) == expected_records(DOMAINS, 7)
         with pytest.raises(dns.xfr.TransferError) as info:
             await transfer(svc.port, key=None)
         assert info.value.rcode == dns.rcode.REFUSED
@@ -131,7 +149,7 @@ async def test_large_zone_goes_out_in_many_signed_messages(tmp_path: Path) -> No
     async with serving(config) as svc:
         zone = await transfer(svc.port)
         assert len(zone.nodes) == 1 + 2 * len(domains)
-        assert records(zone) == records(expected_zone(config, domains, 3))
+        assert records(zone) == expected_records(domains, 3)
         assert sample(svc, "cordon_rpz_transfer_messages_total", kind="axfr") > 50
 
 
@@ -151,25 +169,25 @@ async def test_ixfr_from_history_and_full_answer_past_a_gap(tmp_path: Path) -> N
         zone = await transfer(svc.port)
         assert zone.get_soa().serial == 1
         write_list(state_dir, lists[2], serial=2)
-        await svc.wait_serial(2)
+        await wait_serial(svc, 2)
         await transfer(svc.port, zone, serial=1)  # incremental
-        assert records(zone) == records(expected_zone(config, lists[2], 2))
+        assert records(zone) == expected_records(lists[2], 2)
         assert sample(svc, "cordon_rpz_answers_total", kind="ixfr") == 1
         for serial in (3, 4, 5):
             write_list(state_dir, lists[serial], serial=serial)
-            await svc.wait_serial(serial)
+            await wait_serial(svc, serial)
         assert svc.responder.history.oldest_serial == 3  # 3->4 and 4->5 are kept
         await transfer(svc.port, zone, serial=2)  # 2 is older than the history: full answer
-        assert records(zone) == records(expected_zone(config, lists[5], 5))
+        assert records(zone) == expected_records(lists[5], 5)
         assert sample(svc, "cordon_rpz_answers_total", kind="ixfr_full") == 1
         write_list(state_dir, lists[6], serial=6)
-        await svc.wait_serial(6)
+        await wait_serial(svc, 6)
         await transfer(svc.port, zone, serial=5)
-        assert records(zone) == records(expected_zone(config, lists[6], 6))
+        assert records(zone) == expected_records(lists[6], 6)
         assert sample(svc, "cordon_rpz_answers_total", kind="ixfr") == 2
         await transfer(svc.port, zone, serial=6)  # up to date: the SOA alone
         assert sample(svc, "cordon_rpz_answers_total", kind="ixfr_current") == 1
-        assert records(zone) == records(expected_zone(config, lists[6], 6))
+        assert records(zone) == expected_records(lists[6], 6)
 
 
 async def test_serial_that_does_not_advance_is_not_served(tmp_path: Path) -> None:
@@ -177,10 +195,10 @@ async def test_serial_that_does_not_advance_is_not_served(tmp_path: Path) -> Non
     write_list(config.sync.state_dir, ["a.example"], serial=10)
     async with serving(config) as svc:
         write_list(config.sync.state_dir, ["b.example"], serial=9)
-        await asyncio.sleep(0.4)
+        await wait_refused(svc, 1)
         assert svc.current.list_serial == 10 and svc.current.values == ("a.example",)
         write_list(config.sync.state_dir, ["c.example"], serial=11)
-        await svc.wait_serial(11)
+        await wait_serial(svc, 11)
         assert svc.current.values == ("c.example",)
 
 
@@ -207,7 +225,7 @@ async def test_soa_ns_and_refusals(tmp_path: Path) -> None:
             assert r.rcode() == dns.rcode.REFUSED, name
         r = await ask(svc.port, dns.message.make_query(ZONE, "AXFR"))
         assert r.rcode() == dns.rcode.FORMERR
-        ixfr, _ = dns.xfr.make_query(expected_zone(config, DOMAINS, 1), serial=1)
+        ixfr, _ = dns.xfr.make_query(dns.zone.Zone(ORIGIN, relativize=False), serial=1)
         r = await ask(svc.port, ixfr)  # over UDP: the current SOA alone, "use TCP"
         assert len(r.answer) == 1 and r.answer[0][0].serial == 4
         note = dns.message.make_query(ZONE, "SOA")
@@ -248,7 +266,7 @@ async def test_acl_and_unsigned_hosts(tmp_path: Path) -> None:
         with pytest.raises(dns.xfr.TransferError):
             await transfer(svc.port, key=None, source="127.0.0.2")
         zone = await transfer(svc.port, key=None, source="127.0.0.3")  # a host that cannot sign
-        assert records(zone) == records(expected_zone(config, DOMAINS, 2))
+        assert records(zone) == expected_records(DOMAINS, 2)
         assert sample(svc, "cordon_rpz_answers_total", kind="acl") == 2
 
 
@@ -258,7 +276,7 @@ async def test_servfail_until_a_list_exists(tmp_path: Path) -> None:
         r = await ask(svc.port, dns.message.make_query(ZONE, "SOA"))
         assert r.rcode() == dns.rcode.SERVFAIL  # secondaries keep what they have
         write_list(config.sync.state_dir, DOMAINS, serial=1)
-        await svc.wait_serial(1)
+        await wait_serial(svc, 1)
         r = await ask(svc.port, dns.message.make_query(ZONE, "SOA"))
         assert r.rcode() == dns.rcode.NOERROR
 
@@ -284,7 +302,7 @@ async def test_hashed_list_arriving_later_is_not_served(tmp_path: Path) -> None:
     write_list(config.sync.state_dir, DOMAINS, serial=1)
     async with serving(config) as svc:
         write_list(config.sync.state_dir, DOMAINS, serial=2, edition="hashed")
-        await asyncio.sleep(0.4)
+        await wait_refused(svc, 1)
         assert svc.current.list_serial == 1 and len(svc.current) == 3
 
 
@@ -317,9 +335,10 @@ tsig_secret_file = "tsig.key"
 # ------------------------------------------------------------------------- export and keygen
 
 
-def test_export_writes_a_zone_file(tmp_path: Path, capsys) -> None:
+def test_export_writes_a_private_zone_file_without_transfer_settings(
+    tmp_path: Path, capsys
+) -> None:
     config_path = tmp_path / "rpz.toml"
-    (tmp_path / "tsig.key").write_text(SECRET)
     config_path.write_text(
         f"""[sync]
 root_keys = ["{ROOT_PUB}"]
@@ -330,32 +349,54 @@ zone = "{ZONE}"
 action = "local"
 ipv4 = "192.0.2.80"
 ipv6 = "2001:db8::80"
-[rpz.transfer]
-tsig_secret_file = "tsig.key"
 """
     )
     write_list(tmp_path / "state", DOMAINS, serial=12, urls=["shared.example/a", "s.example/b"])
     out = tmp_path / "rpz.zone"
-    assert cli.main(["export", "--config", str(config_path), "--output", str(out)]) == 0
+    old_umask = os.umask(0)  # the mode must not depend on the caller's umask
+    try:
+        assert cli.main(["export", "--config", str(config_path), "--output", str(out)]) == 0
+    finally:
+        os.umask(old_umask)
     assert "2 list entries not expressible in RPZ" in capsys.readouterr().err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     parsed = dns.zone.from_text(out.read_text(), origin=ORIGIN, relativize=False)
-    config = validate_config(
-        {
-            "sync": {"root_keys": [ROOT_PUB], "edition": "plain"},
-            "rpz": {
-                "zone": ZONE,
-                "action": "local",
-                "ipv4": "192.0.2.80",
-                "ipv6": "2001:db8::80",
-                "transfer": {"unsigned_allow": ["127.0.0.1"]},
-            },
-        },
-        RpzConfig,
-        "t",
-    )
-    assert records(parsed) == records(expected_zone(config, DOMAINS, 12))
+    serial_owner = dns.name.from_text("serial.cordon-rpz.invalid", ORIGIN)
+    txt = parsed.get_rdataset(serial_owner, "TXT")
+    assert txt is not None and [r.to_text() for r in txt] == ['"cordon list serial 12"']
+    parsed.delete_node(serial_owner)
+    assert records(parsed) == expected_records(DOMAINS, 12, local=("192.0.2.80", "2001:db8::80"))
     assert cli.main(["export", "--config", str(config_path)]) == 0  # to stdout
     assert "IN SOA" in capsys.readouterr().out
+
+
+def test_export_for_kresd_never_writes_cname(tmp_path: Path, capsys) -> None:
+    config_path = tmp_path / "rpz.toml"
+    body = f"""[sync]
+root_keys = ["{ROOT_PUB}"]
+edition = "plain"
+state_dir = "state"
+[rpz]
+zone = "{ZONE}"
+action = "cname"
+"""
+    config_path.write_text(body)
+    write_list(tmp_path / "state", DOMAINS, serial=3)
+    out = tmp_path / "rpz.zone"
+    argv = ["export", "--config", str(config_path), "--output", str(out), "--for", "kresd"]
+    assert cli.main(argv) == 2  # no stop page address: nothing kresd could enforce
+    err = capsys.readouterr().err
+    assert str(config_path) in err and "Knot Resolver ignores rpz.action = 'cname'" in err
+    assert not out.exists()
+    config_path.write_text(body + 'ipv4 = "192.0.2.80"\n')
+    assert cli.main(argv) == 0
+    assert "action local" in capsys.readouterr().err
+    text = out.read_text()
+    assert " CNAME " not in text and "blocked.example 60 IN A 192.0.2.80" in text
+    # Without --for the same configuration exports the CNAME zone for other resolvers.
+    assert cli.main(argv[:-2]) == 0
+    assert "blocked.example 60 IN CNAME stop.isp.example." in out.read_text()
 
 
 def test_export_without_a_list_says_so(tmp_path: Path, capsys) -> None:
@@ -435,7 +476,7 @@ async def test_notify_is_retried_until_acknowledged(tmp_path: Path) -> None:
             )
             patient.seen.clear()
             write_list(config.sync.state_dir, DOMAINS[:1], serial=6)
-            await svc.wait_serial(6)
+            await wait_serial(svc, 6)
             await svc.notifier.wait()
             assert patient.seen and patient.seen[-1].answer[0][0].serial == 6
     finally:

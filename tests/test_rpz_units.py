@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from collections.abc import Iterable
 from pathlib import Path
 
 import dns.message
@@ -15,19 +16,20 @@ import dns.tsig
 import dns.xfr
 import dns.zone
 import pytest
+from rpz_fixtures import ROOT_PUB, plain_state
 
 from blocklist.config import ConfigError, validate_config
+from resolver.rpz import cli, wire
 from resolver.rpz import serial as rfc1982
-from resolver.rpz import wire
-from resolver.rpz.config import RpzConfig, load_rpz_config, load_tsig_key
+from resolver.rpz.config import RpzConfig, check_serve, load_rpz_config, load_tsig_key
+from resolver.rpz.export import export_settings
 from resolver.rpz.notify import notify_message
-from resolver.rpz.testing import ROOT_PUB, plain_state
 from resolver.rpz.zone import (
     UP_TO_DATE,
+    Diff,
     History,
     ZoneSettings,
     ZoneVersion,
-    apply_diffs,
     build_version,
     diff_versions,
     domain_values,
@@ -50,6 +52,41 @@ def records(zone: dns.zone.Zone) -> set[tuple[str, int, str, str]]:
             for rd in rds:
                 text = rd.to_text(origin=zone.origin, relativize=False)
                 out.add((owner, rds.ttl, dns.rdatatype.to_text(rds.rdtype), text))
+    return out
+
+
+# What each action puts at both owners of an entry, as docs/rpz.md describes it.
+ACTION_RECORDS = {
+    "cname": [("CNAME", "stop.isp.example.")],
+    "nxdomain": [("CNAME", ".")],
+    "nodata": [("CNAME", "*.")],
+    "local": [("A", "192.0.2.80"), ("AAAA", "2001:db8::80")],
+}
+
+
+def spelled_zone(values: list[str], serial: int, action: str = "cname") -> set:
+    """The records of the zone for `values`, written out (default settings otherwise)."""
+    want = {
+        (
+            "rpz.cordon.example.",
+            60,
+            "SOA",
+            f"localhost. hostmaster.cordon.invalid. {serial} 300 60 2419200 60",
+        ),
+        ("rpz.cordon.example.", 60, "NS", "localhost."),
+    }
+    for value in values:
+        for owner in (f"{value}.rpz.cordon.example.", f"*.{value}.rpz.cordon.example."):
+            want |= {(owner, 60, t, rd) for t, rd in ACTION_RECORDS[action]}
+    return want
+
+
+def apply_diffs(names: Iterable[str], diffs: Iterable[Diff]) -> set[str]:
+    """What a secondary holds after applying `diffs`."""
+    out = set(names)
+    for d in diffs:
+        out.difference_update(d.removed)
+        out.update(d.added)
     return out
 
 
@@ -146,7 +183,8 @@ def test_master_file_parses_back_to_the_same_zone() -> None:
     text = out.getvalue()
     assert "1 list entries are not in this zone: 1 URL entries" in text
     parsed = dns.zone.from_text(text, origin=ORIGIN, relativize=False)
-    assert records(parsed) == records(to_dns_zone(v, settings))
+    want = spelled_zone(["blocked.example", "a.b.example"], 3, "local")
+    assert records(parsed) == {r for r in want if r[2] != "AAAA"}  # no IPv6 configured
 
 
 # ------------------------------------------------------------------------------- IXFR history
@@ -250,7 +288,7 @@ def test_axfr_messages_rebuild_the_zone(action: str, max_size: int) -> None:
         assert any(len(m) > 0x4000 for m in msgs)
     zone = dns.zone.Zone(ORIGIN, relativize=False)
     receive(msgs, zone, dns.rdatatype.AXFR)
-    assert records(zone) == records(to_dns_zone(v, settings))
+    assert records(zone) == spelled_zone(names, 5, action)
 
 
 def test_ixfr_sequences_apply_to_the_old_zone() -> None:
@@ -269,8 +307,9 @@ def test_ixfr_sequences_apply_to_the_old_zone() -> None:
         )
     )
     zone = to_dns_zone(v1, SETTINGS)
+    assert records(zone) == spelled_zone(["a.example", "b.example", "c.example"], 1)
     receive(msgs, zone, dns.rdatatype.IXFR, serial=1)
-    assert records(zone) == records(to_dns_zone(v3, SETTINGS))
+    assert records(zone) == spelled_zone(["d.example", "e.example"], 3)
 
 
 def test_tsig_chain_over_many_messages_verifies() -> None:
@@ -289,7 +328,7 @@ def test_tsig_chain_over_many_messages_verifies() -> None:
     assert len(msgs) > 5 and all(len(m) <= 2048 for m in msgs)
     zone = dns.zone.Zone(ORIGIN, relativize=False)
     receive(msgs, zone, dns.rdatatype.AXFR, key=key, request_mac=query.mac)
-    assert records(zone) == records(to_dns_zone(v, SETTINGS))
+    assert records(zone) == spelled_zone(names, 4)
     # One flipped byte anywhere in the chain breaks it.
     bad = list(msgs)
     bad[3] = bad[3][:40] + bytes([bad[3][40] ^ 1]) + bad[3][41:]
@@ -336,6 +375,9 @@ def test_deploy_example_loads() -> None:
     assert config.sync.edition == "plain"
     assert config.rpz.transfer.tsig_secret_file == Path("/etc/cordon/rpz-tsig.key")
     assert config.rpz.notify.addresses == [("192.0.2.2", 53), ("192.0.2.3", 5353)]
+    # What deploy/systemd/cordon-rpz-export.service runs works with it: kresd gets local data.
+    assert export_settings(config, "kresd").action == "local"
+    assert config.rpz.export.output == Path("/var/lib/cordon-rpz/rpz.zone")
 
 
 def test_hashed_edition_is_refused_naming_file_and_key(tmp_path: Path) -> None:
@@ -363,7 +405,12 @@ def test_hashed_edition_is_refused_naming_file_and_key(tmp_path: Path) -> None:
             "[rpz.transfer]\nallow = ['not-a-net']\nunsigned_allow = ['127.0.0.1']",
             "rpz.transfer.allow",
         ),
-        ("[rpz]\n[rpz.transfer]", "rpz.transfer.tsig_secret_file"),
+        ("[rpz]\naction = 'cname'\n[rpz.export]\ntarget = 'kresd'", "Knot Resolver ignores"),
+        (
+            "[rpz]\nipv4 = '192.0.2.80'\n[rpz.export]\ntarget = 'kresd'\naction = 'cname'",
+            "rpz.export.action = 'cname': Knot Resolver cannot enforce it",
+        ),
+        ("[rpz.export]\nmin_interval = -1", "rpz.export.min_interval"),
         (
             "[rpz]\naction = 'local'\n[rpz.transfer]\nunsigned_allow = ['127.0.0.1']",
             'rpz.action = "local" needs rpz.ipv4',
@@ -391,6 +438,43 @@ def test_config_errors_name_file_and_key(tmp_path: Path, body: str, key: str) ->
         load_rpz_config(path)
     assert str(path) in str(info.value)
     assert key in str(info.value)
+
+
+def test_serve_needs_transfer_settings_export_does_not(tmp_path: Path, capsys) -> None:
+    path = write_toml(tmp_path, "[rpz]\n[rpz.transfer]")
+    config = load_rpz_config(path)  # enough for `export`
+    with pytest.raises(ConfigError) as info:
+        check_serve(config, str(path))
+    assert str(path) in str(info.value) and "rpz.transfer.tsig_secret_file" in str(info.value)
+    check_serve(
+        load_rpz_config(write_toml(tmp_path, "[rpz.transfer]\nunsigned_allow = ['::1']")), "t"
+    )
+    path = write_toml(tmp_path, "[rpz]\n")
+    assert cli.main(["serve", "--config", str(path)]) == 2  # before any socket or list
+    err = capsys.readouterr().err
+    assert str(path) in err and "no secondary could transfer the zone" in err
+
+
+@pytest.mark.parametrize(
+    ("body", "target", "action"),
+    [
+        ("[rpz]\nipv4 = '192.0.2.80'", "kresd", "local"),  # cname: kresd gets local data
+        ("[rpz]\nipv4 = '192.0.2.80'", "any", "cname"),
+        ("[rpz]\n[rpz.export]\naction = 'nxdomain'", "kresd", "nxdomain"),
+        ("[rpz]\naction = 'nodata'", "kresd", "nodata"),
+    ],
+)
+def test_export_action_follows_the_target(
+    tmp_path: Path, body: str, target: str, action: str
+) -> None:
+    config = load_rpz_config(write_toml(tmp_path, body))
+    assert export_settings(config, target).action == action
+
+
+def test_export_for_kresd_without_stop_page_address_is_refused(tmp_path: Path) -> None:
+    config = load_rpz_config(write_toml(tmp_path, "[rpz]\naction = 'cname'"))
+    with pytest.raises(ValueError, match=r"Knot Resolver ignores rpz\.action = 'cname'"):
+        export_settings(config, "kresd")
 
 
 def test_resolver_sections_may_share_the_file(tmp_path: Path) -> None:

@@ -13,12 +13,12 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import struct
 from pathlib import Path
 
 import aiohttp
 import pytest
+import tools
 from authority_fixtures import RunningAuthority, start_authority
 from test_stoppage_support import HOST, make_config, running, wait_for
 
@@ -27,11 +27,8 @@ from blocklist.sync.config import SyncConfig
 from blocklist.sync.follower import Follower
 from signing import format_public_key
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM),
-    reason="headless Chromium is not installed (apt-get install chromium)",
-)
+CHROMIUM = tools.path("chromium")
+pytestmark = pytest.mark.tools("chromium")
 PHONE = (390, 844)
 
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import crashing
 import pytest
 from authority_fixtures import RunningAuthority, start_authority
 from test_stoppage_support import HOST, ticket_and_secret, wait_for, write_list
@@ -88,18 +89,13 @@ class Process:
         self._reader: asyncio.Task | None = None
 
     async def start(self) -> Process:
-        env = {k: v for k, v in os.environ.items() if k != "CORDON_TEST_CRASH_AT"}
-        if self.crash_at:
-            env["CORDON_TEST_CRASH_AT"] = self.crash_at
+        args = ("stoppage", "serve", "--config", str(self.config))
+        argv = (
+            crashing.argv(self.crash_at, *args) if self.crash_at else [sys.executable, "-m", *args]
+        )
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "stoppage",
-            "serve",
-            "--config",
-            str(self.config),
+            *argv,
             cwd=ROOT_DIR,
-            env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import html
 import io
 import json
@@ -584,19 +583,19 @@ async def test_hourly_counters_and_metrics(tmp_path: Path) -> None:
 
 async def test_a_new_list_is_picked_up_without_restart(tmp_path: Path) -> None:
     from blocklist.state import Kind
+    from blocklist.sync.local import LocalSigner
 
-    root = write_list(tmp_path)
-    config = make_config(tmp_path, root)
+    signer = LocalSigner.generate(int(time.time()))
+    config = make_config(tmp_path, write_list(tmp_path, signer=signer))
     async with running(config) as stop, aiohttp.ClientSession() as session:
         assert (await fetch(session, stop))[0] == 451
-        # A list signed by another root is refused: the one in force stays.
+        # A list signed by another root is refused (the watcher says so): the one in force stays.
         write_list(tmp_path, [("other-demo.test", 5, Kind.DOMAIN)], serial=2)
-        await asyncio.sleep(0.4)
+        await wait_for(lambda: stop.watcher.refused == 1)
         assert (await fetch(session, stop))[0] == 451
-    # With the new root pinned, the new list is in force.
-    root2 = write_list(tmp_path, [("other-demo.test", 5, Kind.DOMAIN)], serial=3)
-    config = make_config(tmp_path, root2)
-    async with running(config) as stop, aiohttp.ClientSession() as session:
+        assert (await fetch(session, stop, host="other-demo.test"))[0] == 200
+        # A newer list from the pinned root is taken by the same running server.
+        write_list(tmp_path, [("other-demo.test", 5, Kind.DOMAIN)], serial=3, signer=signer)
+        await wait_for(lambda: stop.service.matcher.serial == 3)
         assert (await fetch(session, stop))[0] == 200
         assert (await fetch(session, stop, host="other-demo.test"))[0] == 451
-        await wait_for(lambda: stop.service.matcher.serial == 3)

@@ -12,6 +12,7 @@ import time
 import zlib
 from pathlib import Path
 
+import crashing
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -603,15 +604,15 @@ async def test_sigkill_at_every_step_of_an_apply(api, host, tmp_path) -> None:
     await f.close()
     toml = tmp_path / "resolver.toml"
     _write_toml(toml, config)
-    env = {**os.environ, "PYTHONPATH": str(ROOT_DIR)}
+    # No setting arms a crash point in a production process (the old variable is ignored);
+    # only the harness tests/crashing.py does. The first, unarmed apply passes every point.
+    env = {**os.environ, "PYTHONPATH": str(ROOT_DIR), "CORDON_TEST_CRASH_AT": "state"}
 
     def run_once(crash: str | None) -> subprocess.CompletedProcess:
-        e = dict(env)
-        if crash:
-            e["CORDON_TEST_CRASH_AT"] = crash
+        args = ("resolver.cli", "sync", "--config", str(toml), "--once")
         return subprocess.run(
-            [sys.executable, "-m", "resolver.cli", "sync", "--config", str(toml), "--once"],
-            env=e,
+            crashing.argv(crash, *args) if crash else [sys.executable, "-m", *args],
+            env=env,
             capture_output=True,
             text=True,
             timeout=60,

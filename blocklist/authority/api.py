@@ -1,9 +1,13 @@
 """The authority's HTTP API (aiohttp, JSON): officers' endpoints, distribution to ASPs, acks.
 
-Every caller presents a bearer token; tokens are stored only as SHA-256 hashes. Officers act
-within their role; ASPs may read the notification and files of the editions they are allowed
-and post acks. The notification endpoint long-polls: with `after=<serial>` it answers as soon as
-a newer serial exists, or after `wait` seconds with the current one.
+Every caller presents a bearer token; tokens are stored only as SHA-256 hashes. Each route
+declares who may call it (`routes.RouteTable`, permissions from `roles`), and the middleware
+enforces that before the handler runs; the store checks again. The notification endpoint
+long-polls: with `after=<serial>` it answers as soon as a newer serial exists, or after `wait`
+seconds with the current one. Store calls run in worker threads, never on the event loop.
+
+`python -m blocklist.authority.api > docs/openapi.json` regenerates the checked-in OpenAPI
+document; a test fails when the copy is stale or differs from the routes.
 """
 
 from __future__ import annotations
@@ -12,22 +16,43 @@ import asyncio
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from blocklist.authority.errors import (
+    AuthorityError,
+    Forbidden,
+    Invalid,
+    Malformed,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    http_status,
+)
+from blocklist.authority.openapi import openapi
+from blocklist.authority.roles import ROLES, Principal, require
+from blocklist.authority.routes import Handler, Operation, RouteTable
 from blocklist.authority.service import Authority
-from blocklist.authority.store import AuthorityError, ImportLine, Principal
+from blocklist.authority.store import ImportLine
 from blocklist.entries import parse_kind
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PRINCIPAL = web.RequestKey("principal", Principal)
 AUTHORITY = web.AppKey("authority", Authority)
 _FILE_NAME = re.compile(r"^(snapshot|delta)-[0-9a-f-]{36}-[0-9-]+\.bin$")
+# Ids and serials in paths and queries: ASCII digits only ("²".isdigit() is True), and within
+# SQLite's signed 64-bit range.
+_NUMBER = re.compile(r"^[0-9]{1,18}$")
 EDITIONS = ("hashed", "plain")
-B = TypeVar("B", bound=BaseModel)
+# Bodies larger than this are parsed in a worker thread (a 1M-line import takes seconds).
+_PARSE_INLINE_BYTES = 256 * 1024
+MAX_ID = 2**63 - 1
+T = TypeVar("T")
+
+DbInt = Annotated[int, Field(ge=0, le=MAX_ID)]
 
 
 # ---------------------------------------------------------------- request bodies
@@ -58,7 +83,7 @@ class BatchLineIn(Body):
     evidence: str = ""
     category: str = "csam"
     notes: str = ""
-    line: int | None = None  # the client's own line number, echoed in refusals
+    line: DbInt | None = None  # the client's own line number, echoed in refusals
 
 
 class BatchIn(Body):
@@ -72,7 +97,7 @@ class BatchAcceptIn(Body):
 
 class OfficerIn(Body):
     name: str
-    role: Literal["officer", "approver", "oversight", "admin"]
+    role: Literal[ROLES]  # type: ignore[valid-type]
 
 
 class AspIn(Body):
@@ -82,13 +107,15 @@ class AspIn(Body):
 
 class ComplaintIn(Body):
     idempotency_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
-    entry_id: int | None = None
+    entry_id: DbInt | None = None
     host: Annotated[str, Field(min_length=1, max_length=253)]
     role: Literal["site_owner", "hosting_provider", "visitor", "other"]
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
     contact: Annotated[str, Field(max_length=200)] = ""
     language: Annotated[str, Field(max_length=16)] = ""
-    received: Annotated[int, Field(ge=0)]
+    received: DbInt
+    # The visitor's ticket (T-…) from the stop page, so officers can find the complaint by it.
+    ticket: Annotated[str, Field(pattern=r"^T-[A-Za-z0-9_-]{4,64}$")] | None = None
 
 
 class DecisionIn(Body):
@@ -98,7 +125,7 @@ class DecisionIn(Body):
 
 class TakedownIn(Body):
     recipient: Annotated[str, Field(min_length=1, max_length=500)]
-    sent: Annotated[int, Field(ge=0)] | None = None
+    sent: DbInt | None = None
 
 
 class PartnerNoticeIn(Body):
@@ -112,37 +139,12 @@ class NoteIn(Body):
 
 class AckIn(Body):
     instance: Annotated[str, Field(min_length=1, max_length=64)]
-    serial: Annotated[int, Field(ge=0)]
+    serial: DbInt
     checksum: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     status: dict[str, Any] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
-
-
-async def parse_body(request: web.Request, model: type[B]) -> B:
-    raw = await request.read()
-    limit = authority(request).config.api.max_body_bytes
-    if request.path != "/v1/batches" and len(raw) > limit:
-        raise AuthorityError(413, "too_large", f"request body is larger than {limit} bytes")
-    try:
-        data = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AuthorityError(
-            400, "malformed_json", f"request body is not valid JSON: {exc}"
-        ) from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise AuthorityError(
-            422, "invalid_body", f"{where}: {first['msg']}", errors=len(exc.errors())
-        ) from None
 
 
 def principal(request: web.Request) -> Principal:
@@ -153,25 +155,83 @@ def authority(request: web.Request) -> Authority:
     return request.app[AUTHORITY]
 
 
-def entry_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["entry_id"])
-    except ValueError:
-        raise AuthorityError(404, "not_found", "entry ids are numbers") from None
+async def off_loop(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a store call in a worker thread: the event loop keeps serving long-polls meanwhile."""
+    return await asyncio.to_thread(partial(func, *args, **kwargs))
 
 
-def _int_query(request: web.Request, name: str, default: int) -> int:
+def _decode(raw: bytes, model: type[BaseModel]) -> BaseModel:
     try:
-        return int(request.query.get(name, default))
-    except ValueError:
-        raise AuthorityError(
-            400, "bad_query", f"query parameter {name!r} must be a number"
+        data = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Malformed("malformed_json", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Malformed("malformed_json", "request body is nested too deeply") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise Invalid(
+            "invalid_body", f"{where}: {first['msg']}", errors=len(exc.errors())
         ) from None
+    except RecursionError:
+        raise Malformed("malformed_json", "request body is nested too deeply") from None
+
+
+async def parse_body(request: web.Request, op: Operation) -> BaseModel:
+    assert op.body is not None
+    raw = await request.read()
+    limit = authority(request).config.api.max_body_bytes
+    if not op.large_body and len(raw) > limit:
+        raise TooLarge("too_large", f"request body is larger than {limit} bytes")
+    if len(raw) > _PARSE_INLINE_BYTES:
+        return await asyncio.to_thread(_decode, raw, op.body)
+    return _decode(raw, op.body)
+
+
+def path_id(request: web.Request, name: str, what: str) -> int:
+    text = request.match_info[name]
+    if not _NUMBER.fullmatch(text):
+        raise NotFound("not_found", f"{what} ids are numbers, not {text[:40]!r}")
+    return int(text)
+
+
+def entry_id(request: web.Request) -> int:
+    return path_id(request, "entry_id", "entry")
+
+
+def int_query(
+    request: web.Request, name: str, default: int, low: int = 0, high: int = MAX_ID
+) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    text = text.strip()
+    negative = text.startswith("-")
+    if not _NUMBER.fullmatch(text.removeprefix("-")):
+        raise Malformed("bad_query", f"query parameter {name!r} must be a number")
+    value = -int(text[1:]) if negative else int(text)
+    if not low <= value <= high:
+        raise Malformed("bad_query", f"query parameter {name!r} must be between {low} and {high}")
+    return value
+
+
+def json_ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+routes = RouteTable(parse_body)
 
 
 # ---------------------------------------------------------------- middleware
 
-PUBLIC_PATHS = frozenset({"/healthz", "/v1/openapi.json"})
+
+def error(exc: AuthorityError) -> web.Response:
+    resp = web.json_response(exc.to_dict(), status=http_status(exc))
+    if isinstance(exc, Unauthorized):
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="cordon"'
+    return resp
 
 
 @web.middleware
@@ -179,67 +239,97 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except AuthorityError as exc:
-        return web.json_response(exc.to_dict(), status=exc.status)
+        return error(exc)
     except web.HTTPRequestEntityTooLarge as exc:
-        return error(413, "too_large", f"request body is larger than {exc.max_size} bytes")
+        return error(TooLarge("too_large", f"request body is larger than {exc.max_size} bytes"))
+
+
+def authorise(who: Principal, op: Operation) -> None:
+    """The route's declared callers, from the one table of roles."""
+    if who.kind == "asp":
+        if not op.asp:
+            raise Forbidden("forbidden", f"ASP {who.name} may not call {op.method} {op.path}")
+        return
+    if op.permission is None:
+        raise Forbidden("forbidden", f"only an ASP token may call {op.method} {op.path}")
+    require(who, op.permission)
 
 
 def make_auth_middleware(max_body: int) -> Callable:
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        op = routes.operation(request)
         # Small bodies everywhere except the batch import, which has its own larger limit.
-        if request.path != "/v1/batches" and (request.content_length or 0) > max_body:
-            return error(413, "too_large", f"request body is larger than {max_body} bytes")
-        if request.path in PUBLIC_PATHS:
+        large = op is not None and op.large_body
+        if not large and (request.content_length or 0) > max_body:
+            raise TooLarge("too_large", f"request body is larger than {max_body} bytes")
+        if op is not None and op.public:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         who = None
         if scheme.lower() == "bearer" and token:
+            # A small indexed read on its own connection: never waits for a writer.
             who = authority(request).store.authenticate(token.strip())
         if who is None:
-            resp = error(401, "unauthorized", "a valid bearer token is required")
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="cordon"'
-            return resp
+            raise Unauthorized("unauthorized", "a valid bearer token is required")
+        if op is not None:
+            authorise(who, op)
         request[PRINCIPAL] = who
         return await handler(request)
 
     return auth_middleware
 
 
-# ---------------------------------------------------------------- officers' endpoints
-
-routes = web.RouteTableDef()
+# ---------------------------------------------------------------- service
 
 
-@routes.get("/healthz")
+@routes.route("get", "/healthz", "Liveness and current serial", public=True)
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "serial": authority(request).current_serial()})
+    return json_ok({"ok": True, "serial": authority(request).current_serial()})
 
 
-@routes.get("/v1/openapi.json")
+@routes.route("get", "/v1/openapi.json", "This document", public=True)
 async def openapi_doc(request: web.Request) -> web.Response:
-    from blocklist.authority.openapi import openapi
-
-    return web.json_response(openapi())
+    return json_ok(openapi_document())
 
 
-@routes.get("/v1/entries")
+def openapi_document() -> dict[str, Any]:
+    return openapi(routes.operations)
+
+
+# ---------------------------------------------------------------- entries
+
+
+@routes.route(
+    "get",
+    "/v1/entries",
+    "List or search entries",
+    permission="read",
+    query=("status", "q", "limit", "offset"),
+)
 async def list_entries(request: web.Request) -> web.Response:
-    records = authority(request).store.list_entries(
+    records = await off_loop(
+        authority(request).store.list_entries,
         principal(request),
         status=request.query.get("status"),
         search=request.query.get("q"),
-        limit=_int_query(request, "limit", 100),
-        offset=_int_query(request, "offset", 0),
+        limit=int_query(request, "limit", 100, 1, 10000),
+        offset=int_query(request, "offset", 0),
     )
-    return web.json_response({"entries": [r.to_dict() for r in records]})
+    return json_ok({"entries": [r.to_dict() for r in records]})
 
 
-@routes.post("/v1/entries")
-async def add_entry(request: web.Request) -> web.Response:
-    body = await parse_body(request, EntryIn)
-    record = authority(request).store.add_entry(
+@routes.route(
+    "post",
+    "/v1/entries",
+    "Add an entry (pending until another approver approves it)",
+    permission="add",
+    body=EntryIn,
+)
+async def add_entry(request: web.Request, body: EntryIn) -> web.Response:
+    record = await off_loop(
+        authority(request).store.add_entry,
         principal(request),
         body.value,
         kind=parse_kind(body.kind) if body.kind else None,
@@ -248,43 +338,67 @@ async def add_entry(request: web.Request) -> web.Response:
         category=body.category,
         notes=body.notes,
     )
-    return web.json_response(record.to_dict(), status=201)
+    return json_ok(record.to_dict(), status=201)
 
 
-@routes.get("/v1/entries/{entry_id}")
+@routes.route("get", "/v1/entries/{entry_id}", "Show one entry", permission="read")
 async def get_entry(request: web.Request) -> web.Response:
-    return web.json_response(
-        authority(request).store.get(principal(request), entry_id(request)).to_dict()
-    )
+    record = await off_loop(authority(request).store.get, principal(request), entry_id(request))
+    return json_ok(record.to_dict())
 
 
-@routes.post("/v1/entries/{entry_id}/approve")
+@routes.route(
+    "post",
+    "/v1/entries/{entry_id}/approve",
+    "Approve a pending entry (not its author, nor an account its author created)",
+    permission="approve",
+)
 async def approve(request: web.Request) -> web.Response:
     auth = authority(request)
-    record = auth.store.approve(principal(request), entry_id(request))
+    record = await off_loop(auth.store.approve, principal(request), entry_id(request))
     auth.list_changed()
-    return web.json_response(record.to_dict())
+    return json_ok(record.to_dict())
 
 
-@routes.post("/v1/entries/{entry_id}/reject")
-async def reject(request: web.Request) -> web.Response:
-    body = await parse_body(request, ReasonIn)
-    record = authority(request).store.reject(principal(request), entry_id(request), body.reason)
-    return web.json_response(record.to_dict())
+@routes.route(
+    "post",
+    "/v1/entries/{entry_id}/reject",
+    "Reject a pending entry, with reasons",
+    permission="approve",
+    body=ReasonIn,
+)
+async def reject(request: web.Request, body: ReasonIn) -> web.Response:
+    store = authority(request).store
+    record = await off_loop(store.reject, principal(request), entry_id(request), body.reason)
+    return json_ok(record.to_dict())
 
 
-@routes.post("/v1/entries/{entry_id}/delist")
-async def delist(request: web.Request) -> web.Response:
-    body = await parse_body(request, ReasonIn)
+@routes.route(
+    "post",
+    "/v1/entries/{entry_id}/delist",
+    "Delist an entry, with reasons",
+    permission="delist",
+    body=ReasonIn,
+)
+async def delist(request: web.Request, body: ReasonIn) -> web.Response:
     auth = authority(request)
-    record = auth.store.delist(principal(request), entry_id(request), body.reason)
+    record = await off_loop(auth.store.delist, principal(request), entry_id(request), body.reason)
     auth.list_changed()
-    return web.json_response(record.to_dict())
+    return json_ok(record.to_dict())
 
 
-@routes.post("/v1/batches")
-async def import_batch(request: web.Request) -> web.Response:
-    body = await parse_body(request, BatchIn)
+# ---------------------------------------------------------------- batches
+
+
+@routes.route(
+    "post",
+    "/v1/batches",
+    "Import many entries as one batch; refused lines are reported",
+    permission="add",
+    body=BatchIn,
+    large_body=True,
+)
+async def import_batch(request: web.Request, body: BatchIn) -> web.Response:
     lines = [
         ImportLine(
             e.line if e.line is not None else n,
@@ -298,107 +412,274 @@ async def import_batch(request: web.Request) -> web.Response:
         for n, e in enumerate(body.lines, start=1)
     ]
     store = authority(request).store
-    report = await asyncio.to_thread(store.import_batch, principal(request), lines, body.source)
-    return web.json_response(report.to_dict(), status=201 if report.batch_id else 200)
+    report = await off_loop(store.import_batch, principal(request), lines, body.source)
+    return json_ok(report.to_dict(), status=201 if report.batch_id else 200)
 
 
-@routes.get("/v1/batches/{batch_id}")
+@routes.route("get", "/v1/batches/{batch_id}", "Show a batch", permission="read")
 async def get_batch(request: web.Request) -> web.Response:
-    batch_id = (
-        int(request.match_info["batch_id"]) if request.match_info["batch_id"].isdigit() else -1
-    )
-    return web.json_response(authority(request).store.get_batch(principal(request), batch_id))
+    batch_id = path_id(request, "batch_id", "batch")
+    return json_ok(await off_loop(authority(request).store.get_batch, principal(request), batch_id))
 
 
-@routes.post("/v1/batches/{batch_id}/{decision:accept|reject}")
-async def decide_batch(request: web.Request) -> web.Response:
-    batch_id = (
-        int(request.match_info["batch_id"]) if request.match_info["batch_id"].isdigit() else -1
-    )
+@routes.route(
+    "post",
+    "/v1/batches/{batch_id}/accept",
+    "Accept a batch (not its importer); large batches need confirm_large",
+    permission="approve",
+    body=BatchAcceptIn,
+)
+async def accept_batch(request: web.Request, body: BatchAcceptIn) -> web.Response:
     auth = authority(request)
-    if request.match_info["decision"] == "accept":
-        body = await parse_body(request, BatchAcceptIn)
-        result = await asyncio.to_thread(
-            auth.store.decide_batch,
-            principal(request),
-            batch_id,
-            accept=True,
-            confirm_large=body.confirm_large,
-        )
-        auth.list_changed()
-    else:
-        reason = (await parse_body(request, ReasonIn)).reason
-        result = await asyncio.to_thread(
-            auth.store.decide_batch, principal(request), batch_id, accept=False, reason=reason
-        )
-    return web.json_response(result)
+    result = await off_loop(
+        auth.store.decide_batch,
+        principal(request),
+        path_id(request, "batch_id", "batch"),
+        accept=True,
+        confirm_large=body.confirm_large,
+    )
+    auth.list_changed()
+    return json_ok(result)
 
 
-@routes.post("/v1/publish")
+@routes.route(
+    "post",
+    "/v1/batches/{batch_id}/reject",
+    "Reject a batch, with reasons",
+    permission="approve",
+    body=ReasonIn,
+)
+async def reject_batch(request: web.Request, body: ReasonIn) -> web.Response:
+    result = await off_loop(
+        authority(request).store.decide_batch,
+        principal(request),
+        path_id(request, "batch_id", "batch"),
+        accept=False,
+        reason=body.reason,
+    )
+    return json_ok(result)
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+@routes.route(
+    "post",
+    "/v1/entries/{entry_id}/takedown",
+    "Record the takedown notice of an entry hosted at home (deadline from the config)",
+    permission="add",
+    body=TakedownIn,
+)
+async def record_takedown(request: web.Request, body: TakedownIn) -> web.Response:
+    notice = await off_loop(
+        authority(request).lifecycle.record_takedown,
+        principal(request),
+        entry_id(request),
+        body.recipient,
+        body.sent,
+    )
+    return json_ok(notice)
+
+
+@routes.route(
+    "post",
+    "/v1/entries/{entry_id}/escalate",
+    "Send a home-hosted entry still online after its deadline to approval for blocking",
+    permission="add",
+    body=ReasonIn,
+)
+async def escalate(request: web.Request, body: ReasonIn) -> web.Response:
+    auth, who, eid = authority(request), principal(request), entry_id(request)
+    await off_loop(auth.lifecycle.escalate, who, eid, body.reason)
+    return json_ok((await off_loop(auth.store.get, who, eid)).to_dict())
+
+
+@routes.route(
+    "post",
+    "/v1/entries/{entry_id}/partner-notice",
+    "Record a notice to a partner (e.g. the hosting country's hotline)",
+    permission="add",
+    body=PartnerNoticeIn,
+)
+async def partner_notice(request: web.Request, body: PartnerNoticeIn) -> web.Response:
+    await off_loop(
+        authority(request).lifecycle.record_partner_notice,
+        principal(request),
+        entry_id(request),
+        body.partner,
+        body.reference,
+    )
+    return json_ok({"ok": True})
+
+
+@routes.route(
+    "post",
+    "/v1/entries/{entry_id}/confirm-removal",
+    "Confirm removal at source of an entry whose checks found it gone (delists)",
+    permission="delist",
+)
+async def confirm_removal(request: web.Request) -> web.Response:
+    auth, who, eid = authority(request), principal(request), entry_id(request)
+    await off_loop(auth.lifecycle.confirm_removal, who, eid)
+    auth.list_changed()
+    return json_ok((await off_loop(auth.store.get, who, eid)).to_dict())
+
+
+@routes.route(
+    "post",
+    "/v1/entries/{entry_id}/reverify",
+    "Record a re-verification: a new review date",
+    permission="add",
+    body=NoteIn,
+)
+async def reverify(request: web.Request, body: NoteIn) -> web.Response:
+    review = await off_loop(
+        authority(request).lifecycle.reverify, principal(request), entry_id(request), body.note
+    )
+    return json_ok({"review_date": review})
+
+
+@routes.route(
+    "get",
+    "/v1/entries/{entry_id}/checks",
+    "Liveness check history of an entry, newest first",
+    permission="read",
+    query=("limit",),
+)
+async def entry_checks(request: web.Request) -> web.Response:
+    checks = await off_loop(
+        authority(request).lifecycle.checks,
+        principal(request),
+        entry_id(request),
+        int_query(request, "limit", 50, 1, 10000),
+    )
+    return json_ok({"checks": checks})
+
+
+@routes.route(
+    "post",
+    "/v1/lifecycle/run",
+    "Run due liveness checks and lapse overdue entries now",
+    permission="publish",
+)
+async def lifecycle_run(request: web.Request) -> web.Response:
+    return json_ok(await authority(request).lifecycle_pass())
+
+
+@routes.route(
+    "get",
+    "/v1/review",
+    "Listed entries past their review date, with the date they lapse",
+    permission="read",
+)
+async def review(request: web.Request) -> web.Response:
+    entries = await off_loop(authority(request).lifecycle.review_due, principal(request))
+    return json_ok({"entries": entries})
+
+
+@routes.route(
+    "get",
+    "/v1/report",
+    "Counts by status, country, age; time to removal per month; complaints",
+    permission="read",
+)
+async def report(request: web.Request) -> web.Response:
+    return json_ok(await off_loop(authority(request).lifecycle.report, principal(request)))
+
+
+# ---------------------------------------------------------------- publication and oversight
+
+
+@routes.route(
+    "post", "/v1/publish", "Publish the pending changes as the next serial", permission="publish"
+)
 async def publish(request: web.Request) -> web.Response:
-    who = principal(request)
-    authority(request).store.require(who, "publish")
-    return web.json_response(await authority(request).publish(who))
+    return json_ok(await authority(request).publish(principal(request)))
 
 
-@routes.get("/v1/status")
+@routes.route(
+    "get",
+    "/v1/status",
+    "Serial, counts, pending changes, signing key expiry",
+    permission="read",
+)
 async def status(request: web.Request) -> web.Response:
-    who = principal(request)
-    authority(request).store.require(who, "read")
-    return web.json_response(authority(request).status())
+    return json_ok(await off_loop(authority(request).status))
 
 
-@routes.get("/v1/compliance")
+@routes.route(
+    "get",
+    "/v1/compliance",
+    "Per ASP instance: serial and checksum acked, lag, divergence, overdue, held updates, alarms",
+    permission="read",
+)
 async def compliance(request: web.Request) -> web.Response:
     auth = authority(request)
-    return web.json_response(auth.store.compliance(principal(request), auth.deadline))
+    return json_ok(await off_loop(auth.store.compliance, principal(request), auth.deadline))
 
 
-@routes.get("/v1/officers")
+@routes.route("get", "/v1/officers", "List officers", permission="read")
 async def list_officers(request: web.Request) -> web.Response:
-    return web.json_response(
-        {"officers": authority(request).store.list_officers(principal(request))}
+    return json_ok(
+        {"officers": await off_loop(authority(request).store.list_officers, principal(request))}
     )
 
 
-@routes.post("/v1/officers")
-async def add_officer(request: web.Request) -> web.Response:
-    body = await parse_body(request, OfficerIn)
-    info, token = authority(request).store.add_officer(principal(request), body.name, body.role)
-    return web.json_response({**info, "token": token}, status=201)
+@routes.route(
+    "post",
+    "/v1/officers",
+    "Create an officer; the answer holds its token, shown once",
+    permission="manage",
+    body=OfficerIn,
+)
+async def add_officer(request: web.Request, body: OfficerIn) -> web.Response:
+    info, token = await off_loop(
+        authority(request).store.add_officer, principal(request), body.name, body.role
+    )
+    return json_ok({**info, "token": token}, status=201)
 
 
-@routes.get("/v1/asps")
+@routes.route("get", "/v1/asps", "List ASPs", permission="read")
 async def list_asps(request: web.Request) -> web.Response:
-    return web.json_response({"asps": authority(request).store.list_asps(principal(request))})
+    return json_ok({"asps": await off_loop(authority(request).store.list_asps, principal(request))})
 
 
-@routes.post("/v1/asps")
-async def add_asp(request: web.Request) -> web.Response:
-    body = await parse_body(request, AspIn)
-    info, token = authority(request).store.add_asp(
-        principal(request), body.name, body.plain_allowed
+@routes.route(
+    "post",
+    "/v1/asps",
+    "Create an ASP; the answer holds its token, shown once",
+    permission="manage",
+    body=AspIn,
+)
+async def add_asp(request: web.Request, body: AspIn) -> web.Response:
+    info, token = await off_loop(
+        authority(request).store.add_asp, principal(request), body.name, body.plain_allowed
     )
-    return web.json_response({**info, "token": token}, status=201)
+    return json_ok({**info, "token": token}, status=201)
 
 
-@routes.get("/v1/audit")
+@routes.route(
+    "get",
+    "/v1/audit",
+    "Audit records, newest first",
+    permission="read",
+    query=("limit", "entry"),
+)
 async def audit_log(request: web.Request) -> web.Response:
     entry = request.query.get("entry")
-    records = authority(request).store.audit_log(
+    records = await off_loop(
+        authority(request).store.audit_log,
         principal(request),
-        limit=_int_query(request, "limit", 100),
-        entry_id=_int_query(request, "entry", 0) if entry is not None else None,
+        limit=int_query(request, "limit", 100, 1, 10000),
+        entry_id=int_query(request, "entry", 0) if entry is not None else None,
     )
-    return web.json_response({"records": records})
+    return json_ok({"records": records})
 
 
-@routes.get("/v1/audit/verify")
+@routes.route("get", "/v1/audit/verify", "Verify the audit hash chain", permission="read")
 async def audit_verify(request: web.Request) -> web.Response:
-    store = authority(request).store
-    store.require(principal(request), "read")
-    report = await asyncio.to_thread(store.verify_audit)
-    return web.json_response(report.__dict__)
+    report = await off_loop(authority(request).store.verify_audit)
+    return json_ok(report.__dict__)
 
 
 # ---------------------------------------------------------------- distribution to ASPs
@@ -407,30 +688,31 @@ async def audit_verify(request: web.Request) -> web.Response:
 def _check_edition(request: web.Request) -> str:
     edition = request.match_info["edition"]
     if edition not in EDITIONS:
-        raise AuthorityError(404, "not_found", f"no edition {edition!r}")
+        raise NotFound("not_found", f"no edition {edition[:40]!r}")
     who = principal(request)
     if edition == "plain" and who.kind == "asp" and not who.plain_allowed:
-        raise AuthorityError(
-            403, "forbidden", f"ASP {who.name} is not authorised for the plain edition"
-        )
-    if who.kind == "officer":
-        authority(request).store.require(who, "read")
+        raise Forbidden("forbidden", f"ASP {who.name} is not authorised for the plain edition")
     return edition
 
 
-@routes.get("/v1/list/{edition}/notification")
+@routes.route(
+    "get",
+    "/v1/list/{edition}/notification",
+    "Signed notification; long-poll with after=<serial>&wait=<seconds>",
+    permission="read",
+    asp=True,
+    query=("after", "wait"),
+)
 async def notification(request: web.Request) -> web.StreamResponse:
     edition = _check_edition(request)
     auth = authority(request)
-    after = request.query.get("after")
-    if after is not None:
-        if not after.isdigit():
-            raise AuthorityError(400, "bad_query", "after must be a serial number")
-        wait = min(_int_query(request, "wait", 30), auth.long_poll_max)
-        await auth.wait_for_newer(int(after), max(wait, 0))
+    if request.query.get("after") is not None:
+        after = int_query(request, "after", 0)
+        wait = int_query(request, "wait", 30, 0, auth.long_poll_max)
+        await auth.wait_for_newer(after, wait)
     data = auth.notification_bytes(edition)
     if data is None:
-        raise AuthorityError(404, "not_published", "nothing has been published yet")
+        raise NotFound("not_published", "nothing has been published yet")
     etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if request.headers.get("If-None-Match") == etag:
@@ -438,141 +720,115 @@ async def notification(request: web.Request) -> web.StreamResponse:
     return web.Response(body=data, content_type="application/octet-stream", headers=headers)
 
 
-@routes.get("/v1/list/{edition}/{name}")
+@routes.route(
+    "get",
+    "/v1/list/{edition}/{name}",
+    "Immutable snapshot or delta file (ETag, conditional GET)",
+    permission="read",
+    asp=True,
+)
 async def list_file(request: web.Request) -> web.StreamResponse:
     edition = _check_edition(request)
     name = request.match_info["name"]
     path = authority(request).publish_dir / edition / name
     if not _FILE_NAME.match(name) or not path.is_file():
-        raise AuthorityError(404, "not_found", f"no file {name!r} in the {edition} edition")
+        raise NotFound("not_found", f"no file {name[:80]!r} in the {edition} edition")
     # Snapshots and deltas never change once written: caches may keep them for ever.
     resp = web.FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
     resp.content_type = "application/octet-stream"
     return resp
 
 
-@routes.post("/v1/acks")
-async def ack(request: web.Request) -> web.Response:
-    body = await parse_body(request, AckIn)
-    authority(request).store.record_ack(
-        principal(request), body.instance, body.serial, bytes.fromhex(body.checksum), body.status
+@routes.route(
+    "post",
+    "/v1/acks",
+    "Acknowledge an applied serial and its state checksum",
+    asp=True,
+    body=AckIn,
+)
+async def ack(request: web.Request, body: AckIn) -> web.Response:
+    await off_loop(
+        authority(request).store.record_ack,
+        principal(request),
+        body.instance,
+        body.serial,
+        bytes.fromhex(body.checksum),
+        body.status,
     )
-    return web.json_response({"ok": True})
-
-
-# ---------------------------------------------------------------- lifecycle
-
-
-@routes.post("/v1/entries/{entry_id}/takedown")
-async def record_takedown(request: web.Request) -> web.Response:
-    body = await parse_body(request, TakedownIn)
-    notice = authority(request).lifecycle.record_takedown(
-        principal(request), entry_id(request), body.recipient, body.sent
-    )
-    return web.json_response(notice)
-
-
-@routes.post("/v1/entries/{entry_id}/escalate")
-async def escalate(request: web.Request) -> web.Response:
-    body = await parse_body(request, ReasonIn)
-    auth = authority(request)
-    auth.lifecycle.escalate(principal(request), entry_id(request), body.reason)
-    return web.json_response(auth.store.get(principal(request), entry_id(request)).to_dict())
-
-
-@routes.post("/v1/entries/{entry_id}/partner-notice")
-async def partner_notice(request: web.Request) -> web.Response:
-    body = await parse_body(request, PartnerNoticeIn)
-    authority(request).lifecycle.record_partner_notice(
-        principal(request), entry_id(request), body.partner, body.reference
-    )
-    return web.json_response({"ok": True})
-
-
-@routes.post("/v1/entries/{entry_id}/confirm-removal")
-async def confirm_removal(request: web.Request) -> web.Response:
-    auth = authority(request)
-    auth.lifecycle.confirm_removal(principal(request), entry_id(request))
-    auth.list_changed()
-    return web.json_response(auth.store.get(principal(request), entry_id(request)).to_dict())
-
-
-@routes.post("/v1/entries/{entry_id}/reverify")
-async def reverify(request: web.Request) -> web.Response:
-    body = await parse_body(request, NoteIn)
-    review = authority(request).lifecycle.reverify(principal(request), entry_id(request), body.note)
-    return web.json_response({"review_date": review})
-
-
-@routes.get("/v1/entries/{entry_id}/checks")
-async def entry_checks(request: web.Request) -> web.Response:
-    checks = authority(request).lifecycle.checks(
-        principal(request), entry_id(request), _int_query(request, "limit", 50)
-    )
-    return web.json_response({"checks": checks})
-
-
-@routes.post("/v1/lifecycle/run")
-async def lifecycle_run(request: web.Request) -> web.Response:
-    auth = authority(request)
-    auth.store.require(principal(request), "publish")
-    return web.json_response(await auth.lifecycle_pass())
-
-
-@routes.get("/v1/review")
-async def review(request: web.Request) -> web.Response:
-    return web.json_response(
-        {"entries": authority(request).lifecycle.review_due(principal(request))}
-    )
-
-
-@routes.get("/v1/report")
-async def report(request: web.Request) -> web.Response:
-    return web.json_response(authority(request).lifecycle.report(principal(request)))
+    return json_ok({"ok": True})
 
 
 # ---------------------------------------------------------------- complaints
 
 
-@routes.post("/v1/complaints")
-async def submit_complaint(request: web.Request) -> web.Response:
-    body = await parse_body(request, ComplaintIn)
-    result, created = authority(request).complaints.submit(principal(request), **body.model_dump())
-    return web.json_response(result, status=201 if created else 200)
+@routes.route(
+    "post",
+    "/v1/complaints",
+    "File a complaint from a stop page (idempotent per key: 201 new, 200 repeat)",
+    asp=True,
+    body=ComplaintIn,
+)
+async def submit_complaint(request: web.Request, body: ComplaintIn) -> web.Response:
+    result, created = await off_loop(
+        authority(request).complaints.submit, principal(request), **body.model_dump()
+    )
+    return json_ok(result, status=201 if created else 200)
 
 
-@routes.get("/v1/complaints")
+@routes.route(
+    "get",
+    "/v1/complaints",
+    "Officers: list (query: status, limit). ASPs: decisions on their complaints since a time",
+    permission="read",
+    asp=True,
+    query=("status", "limit", "since"),
+)
 async def list_complaints(request: web.Request) -> web.Response:
     who = principal(request)
     book = authority(request).complaints
     if who.kind == "asp":
-        since = _int_query(request, "since", 0)
-        return web.json_response({"complaints": book.decided_since(who, since)})
+        since = int_query(request, "since", 0)
+        return json_ok({"complaints": await off_loop(book.decided_since, who, since)})
     status = request.query.get("status")
-    limit = _int_query(request, "limit", 100)
-    return web.json_response({"complaints": book.list(who, status, limit)})
+    limit = int_query(request, "limit", 100, 1, 10000)
+    return json_ok({"complaints": await off_loop(book.list, who, status, limit)})
 
 
-@routes.get("/v1/complaints/{complaint_id}")
+@routes.route(
+    "get",
+    "/v1/complaints/{complaint_id}",
+    "Officers: the full complaint (by C-… id or the visitor's T-… ticket). ASPs: their own",
+    permission="read",
+    asp=True,
+)
 async def get_complaint(request: web.Request) -> web.Response:
     who = principal(request)
     book = authority(request).complaints
     cid = request.match_info["complaint_id"]
     if who.kind == "asp":
-        return web.json_response(book.status_for_asp(who, cid))
-    return web.json_response(book.get(who, cid))
+        return json_ok(await off_loop(book.status_for_asp, who, cid))
+    return json_ok(await off_loop(book.get, who, cid))
 
 
-@routes.post("/v1/complaints/{complaint_id}/decide")
-async def decide_complaint(request: web.Request) -> web.Response:
-    body = await parse_body(request, DecisionIn)
+@routes.route(
+    "post",
+    "/v1/complaints/{complaint_id}/decide",
+    "Decide with written reasons (not by who added or approved the entry); upheld delists",
+    permission="decide",
+    body=DecisionIn,
+)
+async def decide_complaint(request: web.Request, body: DecisionIn) -> web.Response:
     auth = authority(request)
-    result = auth.complaints.decide(
-        principal(request), request.match_info["complaint_id"], body.decision, body.reasons
+    result = await off_loop(
+        auth.complaints.decide,
+        principal(request),
+        request.match_info["complaint_id"],
+        body.decision,
+        body.reasons,
     )
     if body.decision == "upheld":
         auth.list_changed()
-    return web.json_response(result)
+    return json_ok(result)
 
 
 def make_app(auth: Authority) -> web.Application:
@@ -581,7 +837,7 @@ def make_app(auth: Authority) -> web.Application:
         middlewares=[errors_middleware, make_auth_middleware(auth.config.api.max_body_bytes)],
     )
     app[AUTHORITY] = auth
-    app.add_routes(routes)
+    routes.add_to(app)
 
     async def lifecycle(app: web.Application):
         await auth.start()
@@ -595,3 +851,7 @@ def make_app(auth: Authority) -> web.Application:
 
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+if __name__ == "__main__":
+    print(json.dumps(openapi_document(), indent=2, sort_keys=True))

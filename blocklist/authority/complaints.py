@@ -13,7 +13,13 @@ import sqlite3
 
 from blocklist.authority import audit
 from blocklist.authority.db import transaction
-from blocklist.authority.store import AuthorityError, Principal, Store, clean_text
+from blocklist.authority.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+)
+from blocklist.authority.store import Principal, Store, clean_text
 
 ROLES = ("site_owner", "hosting_provider", "visitor", "other")
 DECISIONS = ("upheld", "rejected")
@@ -63,7 +69,7 @@ class Complaints:
     def _row(self, public_id: str) -> sqlite3.Row:
         row = self.store.conn.execute(_SELECT + " WHERE c.public_id = ?", (public_id,)).fetchone()
         if row is None:
-            raise AuthorityError(404, "not_found", f"complaint {public_id!r} does not exist")
+            raise NotFound("not_found", f"complaint {public_id!r} does not exist")
         return row
 
     def submit(
@@ -78,19 +84,18 @@ class Complaints:
         contact: str = "",
         language: str = "",
         received: int,
+        ticket: str | None = None,
     ) -> tuple[dict, bool]:
         """File a complaint; the same key from the same ASP gives back the first (created=False)."""
         if asp.kind != "asp":
-            raise AuthorityError(403, "forbidden", "complaints are filed by ASPs' stop pages")
+            raise Forbidden("forbidden", "complaints are filed by ASPs' stop pages")
         if role not in ROLES:
             choices = ", ".join(ROLES)
-            raise AuthorityError(422, "invalid_role", f"role must be one of {choices}")
+            raise Invalid("invalid_role", f"role must be one of {choices}")
         reason = clean_text(reason, "reason", required=True)
         contact = contact.strip()
         if len(contact) > MAX_CONTACT:
-            raise AuthorityError(
-                422, "too_long", f"contact is longer than {MAX_CONTACT} characters"
-            )
+            raise Invalid("too_long", f"contact is longer than {MAX_CONTACT} characters")
         store = self.store
         with store._lock, transaction(store.conn):
             row = store.conn.execute(
@@ -136,7 +141,7 @@ class Complaints:
         with self.store._lock:
             row = self._row(public_id)
         if row["asp_id"] != asp.id:
-            raise AuthorityError(404, "not_found", f"complaint {public_id!r} does not exist")
+            raise NotFound("not_found", f"complaint {public_id!r} does not exist")
         return _public(row)
 
     def decided_since(self, asp: Principal, since: int) -> list[dict]:
@@ -167,23 +172,20 @@ class Complaints:
     def decide(self, actor: Principal, public_id: str, decision: str, reasons: str) -> dict:
         self.store.require(actor, "delist")
         if decision not in DECISIONS:
-            raise AuthorityError(422, "invalid_decision", "decision must be upheld or rejected")
+            raise Invalid("invalid_decision", "decision must be upheld or rejected")
         reasons = clean_text(reasons, "reasons", required=True)
         store = self.store
         with store._lock, transaction(store.conn):
             row = self._row(public_id)
             if row["status"] != "received":
-                raise AuthorityError(
-                    409, "decided", f"complaint {public_id} is already {row['status']}"
-                )
+                raise Conflict("decided", f"complaint {public_id} is already {row['status']}")
             entry_id = row["entry_id"]
             if entry_id is not None:
                 entry = store.conn.execute(
                     "SELECT added_by, approved_by, status FROM entries WHERE id = ?", (entry_id,)
                 ).fetchone()
                 if actor.id in (entry["added_by"], entry["approved_by"]):
-                    raise AuthorityError(
-                        403,
+                    raise Forbidden(
                         "conflict_of_interest",
                         f"you added or approved entry {entry_id}; another officer must decide "
                         f"complaint {public_id}",

@@ -21,12 +21,16 @@ from dataclasses import dataclass
 
 from blocklist.authority import audit
 from blocklist.authority.db import transaction
+from blocklist.authority.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+)
 from blocklist.authority.store import (
     LISTED_SQL,
     LISTED_STATUSES,
     LIVE_SQL,
     SYSTEM,
-    AuthorityError,
     Principal,
     Store,
     clean_text,
@@ -71,7 +75,7 @@ class Lifecycle:
     def _entry(self, entry_id: int):
         row = self.conn.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
         if row is None:
-            raise AuthorityError(404, "not_found", f"entry {entry_id} does not exist")
+            raise NotFound("not_found", f"entry {entry_id} does not exist")
         return row
 
     def _audit(
@@ -102,8 +106,7 @@ class Lifecycle:
         with self.store._lock, transaction(self.conn):
             row = self._entry(entry_id)
             if row["status"] != "takedown":
-                raise AuthorityError(
-                    409,
+                raise Conflict(
                     "not_takedown",
                     f"entry {entry_id} is {row['status']}: hosted abroad, "
                     "it is blocked, not taken down",
@@ -123,7 +126,7 @@ class Lifecycle:
             "SELECT * FROM takedowns WHERE entry_id = ?", (entry_id,)
         ).fetchone()
         if row is None:
-            raise AuthorityError(404, "not_found", f"entry {entry_id} has no takedown notice")
+            raise NotFound("not_found", f"entry {entry_id} has no takedown notice")
         return dict(row)
 
     def escalate(self, actor: Principal, entry_id: int, reason: str) -> None:
@@ -134,25 +137,21 @@ class Lifecycle:
         with self.store._lock, transaction(self.conn):
             row = self._entry(entry_id)
             if row["status"] != "takedown":
-                raise AuthorityError(409, "not_takedown", f"entry {entry_id} is {row['status']}")
+                raise Conflict("not_takedown", f"entry {entry_id} is {row['status']}")
             notice = self.conn.execute(
                 "SELECT deadline FROM takedowns WHERE entry_id = ?", (entry_id,)
             ).fetchone()
             now = self.store.now()
             if notice is None:
-                raise AuthorityError(
-                    409, "no_notice", f"record the takedown notice of entry {entry_id} first"
-                )
+                raise Conflict("no_notice", f"record the takedown notice of entry {entry_id} first")
             if now < notice["deadline"]:
-                raise AuthorityError(
-                    409,
+                raise Conflict(
                     "deadline_not_reached",
                     f"the takedown deadline of entry {entry_id} is "
                     f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(notice['deadline']))}",
                 )
             if row["last_outcome"] != "online":
-                raise AuthorityError(
-                    409,
+                raise Conflict(
                     "not_online",
                     f"entry {entry_id} was last seen {row['last_outcome'] or 'never checked'}; "
                     "escalate only what is still online",
@@ -202,7 +201,7 @@ class Lifecycle:
         removed); "unknown" changes nothing.
         """
         if check.outcome not in OUTCOMES:
-            raise AuthorityError(422, "invalid_outcome", f"unknown outcome {check.outcome!r}")
+            raise Invalid("invalid_outcome", f"unknown outcome {check.outcome!r}")
         now = self.store.now()
         gap = int(self.policy.gone_min_interval_hours * HOUR)
         with self.store._lock, transaction(self.conn):
@@ -256,9 +255,7 @@ class Lifecycle:
         with self.store._lock, transaction(self.conn):
             row = self._entry(entry_id)
             if row["status"] != "removal_pending":
-                raise AuthorityError(
-                    409, "not_removal_pending", f"entry {entry_id} is {row['status']}"
-                )
+                raise Conflict("not_removal_pending", f"entry {entry_id} is {row['status']}")
             self.store.delist_in_transaction(
                 actor, entry_id, "removal at source confirmed", cause="removed_at_source"
             )
@@ -294,7 +291,7 @@ class Lifecycle:
         with self.store._lock, transaction(self.conn):
             row = self._entry(entry_id)
             if row["status"] not in LISTED_STATUSES:
-                raise AuthorityError(409, "not_listed", f"entry {entry_id} is {row['status']}")
+                raise Conflict("not_listed", f"entry {entry_id} is {row['status']}")
             review = self.store.now() + self.store.review_days * DAY
             self.conn.execute("UPDATE entries SET review_date = ? WHERE id = ?", (review, entry_id))
             self._audit(actor, "entry.reverify", entry_id, note.strip()[:500], review_date=review)

@@ -111,7 +111,7 @@ _ARTEFACT_NAME = re.compile(
 _TEMP_NAME = re.compile(r"^\.(?:notification|snapshot-.+|delta-.+)\.bin\.[0-9a-f]{16}\.tmp$")
 _LIST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
-# Crash tests set CORDON_TEST_CRASH_AT to one of CRASH_POINTS (see blocklist/crash.py).
+# Crash tests arm one of CRASH_POINTS (see blocklist/crash.py).
 # In the order a synchronous publish passes them (the fast path skips the snapshots).
 CRASH_POINTS = (
     "hashed/delta.tmp", "hashed/delta", "hashed/snapshot.tmp", "hashed/snapshot",

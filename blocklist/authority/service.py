@@ -122,6 +122,7 @@ class Authority:
         self.long_poll_max = config.api.long_poll_max_seconds
         self.deadline = int(config.compliance.deadline_hours * 3600)
         self._newer: asyncio.Event | None = None
+        self.long_polls_waiting = 0  # notification requests parked until a newer serial
         self._publish_lock: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task] = []
         self._auto_task: asyncio.Task | None = None
@@ -306,15 +307,19 @@ class Authority:
 
     async def wait_for_newer(self, after: int, wait: float) -> None:
         deadline = asyncio.get_running_loop().time() + wait
-        while self.current_serial() <= after and self._newer is not None and not self._closing:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
-            # arrives as its timeout fires, and a disconnecting client cancels this handler.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._newer.wait()
+        self.long_polls_waiting += 1
+        try:
+            while self.current_serial() <= after and self._newer is not None and not self._closing:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                # that arrives as its timeout fires, and a disconnecting client cancels this.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._newer.wait()
+        finally:
+            self.long_polls_waiting -= 1
 
     def notification_bytes(self, edition: str) -> bytes | None:
         path = self.publish_dir / edition / "notification.bin"

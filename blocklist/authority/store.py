@@ -22,21 +22,19 @@ import pycountry
 
 from blocklist.authority import audit
 from blocklist.authority.db import connect, migrate, transaction
+from blocklist.authority.errors import (
+    AuthorityError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+)
+from blocklist.authority.roles import ROLES, SYSTEM, Principal, require
 from blocklist.domains import ProtectedNames
 from blocklist.entries import entry_digest, guess_kind, parse_kind
 from blocklist.errors import InvalidEntry
 from blocklist.state import Entry, Kind
 
-ROLES = ("officer", "approver", "oversight", "admin")
-# What each role may do. Oversight reads everything and changes nothing.
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "read": frozenset(ROLES),
-    "add": frozenset({"officer", "approver", "admin"}),
-    "delist": frozenset({"officer", "approver", "admin"}),
-    "publish": frozenset({"officer", "approver", "admin"}),
-    "approve": frozenset({"approver", "admin"}),
-    "manage": frozenset({"admin"}),
-}
 ENTRY_STATUSES = ("pending", "active", "removal_pending", "takedown", "rejected", "delisted")
 # Statuses that hold the entry's canonical value (one live entry per value).
 LIVE_STATUSES = ("pending", "active", "removal_pending", "takedown")
@@ -48,37 +46,6 @@ MAX_TEXT = 2000
 TOKEN_PREFIX = "cdn_"
 DAY = 86400
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-
-
-class AuthorityError(Exception):
-    """A refused request: `status` is the HTTP status the API answers with."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.extra = extra
-
-    def to_dict(self) -> dict:
-        return {"error": self.code, "message": str(self), **self.extra}
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: an officer with a role, or an ASP."""
-
-    kind: str  # "officer" | "asp" | "system"
-    id: int
-    name: str
-    role: str = ""
-    plain_allowed: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}:{self.name}"
-
-
-SYSTEM = Principal("system", 0, "system", "admin")
 
 
 @dataclass
@@ -149,8 +116,8 @@ def hash_token(token: str) -> bytes:
 def check_country(code: str) -> str:
     code = code.strip().upper()
     if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
-        raise AuthorityError(
-            422, "invalid_country", f"hosting country {code!r} is not an ISO 3166-1 alpha-2 code"
+        raise Invalid(
+            "invalid_country", f"hosting country {code!r} is not an ISO 3166-1 alpha-2 code"
         )
     return code
 
@@ -158,9 +125,9 @@ def check_country(code: str) -> str:
 def clean_text(value: str, what: str, required: bool = False) -> str:
     value = value.strip()
     if required and not value:
-        raise AuthorityError(422, "missing_field", f"{what} is required")
+        raise Invalid("missing_field", f"{what} is required")
     if len(value) > MAX_TEXT:
-        raise AuthorityError(422, "too_long", f"{what} is longer than {MAX_TEXT} characters")
+        raise Invalid("too_long", f"{what} is longer than {MAX_TEXT} characters")
     return value
 
 
@@ -206,14 +173,7 @@ class Store:
 
     # ------------------------------------------------------------------ auth
 
-    @staticmethod
-    def require(actor: Principal, permission: str) -> None:
-        if actor.kind == "system":
-            return
-        if actor.kind != "officer" or actor.role not in PERMISSIONS[permission]:
-            raise AuthorityError(
-                403, "forbidden", f"{actor.label} ({actor.role or actor.kind}) may not {permission}"
-            )
+    require = staticmethod(require)
 
     def authenticate(self, token: str) -> Principal | None:
         with self._auth_lock:
@@ -248,8 +208,8 @@ class Store:
 
     def _check_name(self, name: str, what: str) -> str:
         if not _NAME.match(name):
-            raise AuthorityError(
-                422, "invalid_name", f"{what} name {name!r} must be 1-64 letters, digits, . _ @ -"
+            raise Invalid(
+                "invalid_name", f"{what} name {name!r} must be 1-64 letters, digits, . _ @ -"
             )
         return name
 
@@ -265,9 +225,7 @@ class Store:
                     (*(int(v) if isinstance(v, bool) else v for v in fields.values()), self.now()),
                 )
             except sqlite3.IntegrityError:
-                raise AuthorityError(
-                    409, "exists", f"{label} {fields['name']!r} already exists"
-                ) from None
+                raise Conflict("exists", f"{label} {fields['name']!r} already exists") from None
             new_id = cur.lastrowid
             token = self._issue_token(
                 new_id if kind == "officer" else None, new_id if kind == "asp" else None, "initial"
@@ -283,9 +241,7 @@ class Store:
         self.require(actor, "manage")
         self._check_name(name, "officer")
         if role not in ROLES:
-            raise AuthorityError(
-                422, "invalid_role", f"role {role!r} is not one of {', '.join(ROLES)}"
-            )
+            raise Invalid("invalid_role", f"role {role!r} is not one of {', '.join(ROLES)}")
         return self._add_caller(actor, "officer", {"name": name, "role": role})
 
     def list_officers(self, actor: Principal) -> list[dict]:
@@ -347,7 +303,7 @@ class Store:
     def _row(self, entry_id: int) -> sqlite3.Row:
         row = self.conn.execute(self._SELECT + " WHERE e.id = ?", (entry_id,)).fetchone()
         if row is None:
-            raise AuthorityError(404, "not_found", f"entry {entry_id} does not exist")
+            raise NotFound("not_found", f"entry {entry_id} does not exist")
         return row
 
     def get(self, actor: Principal, entry_id: int) -> EntryRecord:
@@ -368,7 +324,7 @@ class Store:
         where, args = [], []
         if status:
             if status not in ENTRY_STATUSES:
-                raise AuthorityError(422, "invalid_status", f"unknown status {status!r}")
+                raise Invalid("invalid_status", f"unknown status {status!r}")
             where.append("e.status = ?")
             args.append(status)
         if search:
@@ -390,7 +346,7 @@ class Store:
         try:
             value, digest = entry_digest(kind, raw, self.protected)
         except InvalidEntry as exc:
-            raise AuthorityError(422, "invalid_entry", str(exc), reason=exc.reason) from None
+            raise Invalid("invalid_entry", str(exc), reason=exc.reason) from None
         return kind, value, digest
 
     def _insert_entry(
@@ -430,8 +386,7 @@ class Store:
                 f"SELECT id, status FROM entries WHERE digest = ? AND status IN {LIVE_SQL}",
                 (digest,),
             ).fetchone()
-            raise AuthorityError(
-                409,
+            raise Conflict(
                 "duplicate",
                 f"{value!r} is already on the list or pending (entry {other[0]}, {other[1]})",
                 entry_id=other[0],
@@ -479,18 +434,14 @@ class Store:
 
     def _decide_check(self, actor: Principal, row: sqlite3.Row, verb: str) -> None:
         if row["status"] != "pending":
-            raise AuthorityError(
-                409, "not_pending", f"entry {row['id']} is {row['status']}, not pending"
-            )
+            raise Conflict("not_pending", f"entry {row['id']} is {row['status']}, not pending")
         if row["added_by"] == actor.id and actor.kind == "officer":
-            raise AuthorityError(
-                403,
+            raise Forbidden(
                 "four_eyes",
                 f"entry {row['id']} was added by {actor.name}; another approver must {verb} it",
             )
         if row["batch_id"] is not None:
-            raise AuthorityError(
-                409,
+            raise Conflict(
                 "in_batch",
                 f"entry {row['id']} belongs to batch {row['batch_id']}; decide the batch",
             )
@@ -546,9 +497,7 @@ class Store:
         """The delisting itself, for callers that already hold the lock and a transaction."""
         row = self._row(entry_id)
         if row["status"] not in LIVE_STATUSES:
-            raise AuthorityError(
-                409, "not_listed", f"entry {entry_id} is {row['status']}; nothing to delist"
-            )
+            raise Conflict("not_listed", f"entry {entry_id} is {row['status']}; nothing to delist")
         self.conn.execute(
             "UPDATE entries SET status = 'delisted', delisted = ?, delisted_by = ?,"
             " status_reason = ?, delist_cause = ? WHERE id = ?",
@@ -589,19 +538,17 @@ class Store:
                     try:
                         kind = parse_kind(kind) if kind.strip() else None
                     except InvalidEntry as exc:
-                        raise AuthorityError(
-                            422, "invalid_entry", str(exc), reason=exc.reason
-                        ) from None
+                        raise Invalid("invalid_entry", str(exc), reason=exc.reason) from None
                 if len(line.raw) > 8192:
-                    raise AuthorityError(422, "too_long", "value is longer than 8192 characters")
+                    raise Invalid("too_long", "value is longer than 8192 characters")
                 kind, value, digest = self._canonical(line.raw, kind)
                 country = check_country(line.hosting_country)
                 clean_text(line.evidence, "evidence reference", required=True)
                 clean_text(line.notes, "notes")
                 clean_text(line.category or "csam", "category")
                 if digest in seen:
-                    raise AuthorityError(
-                        409, "duplicate", f"{value!r} repeats line {seen[digest]} of this import"
+                    raise Conflict(
+                        "duplicate", f"{value!r} repeats line {seen[digest]} of this import"
                     )
             except AuthorityError as exc:
                 refused.append(
@@ -692,7 +639,7 @@ class Store:
         with self._lock:
             row = self.conn.execute(self._BATCH, (batch_id,)).fetchone()
         if row is None:
-            raise AuthorityError(404, "not_found", f"batch {batch_id} does not exist")
+            raise NotFound("not_found", f"batch {batch_id} does not exist")
         return dict(row)
 
     def decide_batch(
@@ -708,12 +655,11 @@ class Store:
         with self._lock, transaction(self.conn):
             row = self.conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
             if row is None:
-                raise AuthorityError(404, "not_found", f"batch {batch_id} does not exist")
+                raise NotFound("not_found", f"batch {batch_id} does not exist")
             if row["status"] != "pending":
-                raise AuthorityError(409, "not_pending", f"batch {batch_id} is {row['status']}")
+                raise Conflict("not_pending", f"batch {batch_id} is {row['status']}")
             if row["created_by"] == actor.id:
-                raise AuthorityError(
-                    403,
+                raise Forbidden(
                     "four_eyes",
                     f"batch {batch_id} was imported by {actor.name}; "
                     "another approver must decide it",
@@ -725,8 +671,7 @@ class Store:
                 ).fetchone()[0]
                 share = row["size"] / max(active, 1)
                 if share > self.bulk_share and not confirm_large:
-                    raise AuthorityError(
-                        409,
+                    raise Conflict(
                         "confirmation_required",
                         f"batch {batch_id} adds {row['size']} entries to a list of {active} "
                         f"({share:.0%}, more than the {self.bulk_share:.0%} limit); "
@@ -860,10 +805,10 @@ class Store:
         self, asp: Principal, instance: str, serial: int, checksum: bytes, status: dict
     ) -> None:
         if asp.kind != "asp":
-            raise AuthorityError(403, "forbidden", "only an ASP token may acknowledge a serial")
+            raise Forbidden("forbidden", "only an ASP token may acknowledge a serial")
         instance = instance.strip()
         if not _NAME.match(instance):
-            raise AuthorityError(422, "invalid_name", f"instance id {instance!r} is not valid")
+            raise Invalid("invalid_name", f"instance id {instance!r} is not valid")
         with self._lock, transaction(self.conn):
             self.conn.execute(
                 "INSERT OR REPLACE INTO acks (asp_id, instance, serial, checksum, time, status)"
@@ -950,7 +895,7 @@ class Store:
         """First admin and token, for `blocklist init`; refused once any officer exists."""
         with self._lock:
             if self.conn.execute("SELECT count(*) FROM officers").fetchone()[0]:
-                raise AuthorityError(409, "exists", "the authority already has officers")
+                raise Conflict("exists", "the authority already has officers")
         _, token = self.add_officer(SYSTEM, name, "admin")
         return token
 

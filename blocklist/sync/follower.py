@@ -139,7 +139,10 @@ class Follower:
             self._set_current(loaded)
             _event("loaded persisted list", serial=loaded.serial, entries=len(loaded.state))
             await self._publish(loaded)
-        self.check_freshness()
+        # A first start has no list and nothing wrong: "no list" becomes an alarm when the
+        # first fetch fails (run() checks after it), or now if the persisted list is unusable.
+        if loaded is not None or self.last_error is not None:
+            self.check_freshness()
         self._write_status()
         return loaded
 

@@ -39,6 +39,8 @@ class StateWatcher:
         self.interval = interval
         self.max_entries = max_entries
         self.current: VerifiedList | None = None
+        # Files that could not be loaded (the list in force stayed): something to wait for.
+        self.refused = 0
         self._seen: tuple[int, int, int] | None = None
         self._task: asyncio.Task | None = None
 
@@ -61,6 +63,7 @@ class StateWatcher:
         except (ArtefactError, SigningError, OSError) as exc:
             log.error("cannot load %s, keeping the list in force: %s", self.path, exc)
             self._seen = stamp
+            self.refused += 1
             return False
         self._seen = stamp
         if loaded is None or (

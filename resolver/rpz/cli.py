@@ -20,8 +20,8 @@ from pathlib import Path
 from blocklist.config import ConfigError
 from blocklist.errors import ArtefactError
 from blocklist.logs import setup_logging
-from resolver.rpz.config import load_rpz_config, load_tsig_key
-from resolver.rpz.zone import ZoneSettings, write_master_file
+from resolver.rpz.config import check_serve, load_rpz_config
+from resolver.rpz.zone import write_master_file
 from signing import SigningError
 
 
@@ -46,12 +46,31 @@ def add_rpz_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     serve.set_defaults(rpz_handler=cmd_serve)
     export = sub.add_parser(
         "export",
-        help="write the RPZ zone file (RFC 1035 master format)",
+        help="write the RPZ zone file (RFC 1035 master format), once or after every update",
         description="Write the zone built from the verified list to a file (or stdout), for "
-        "resolvers that load RPZ from a file.",
+        "resolvers that load RPZ from a file (Knot Resolver). The file is replaced atomically "
+        "with mode 0640. Needs [sync] and [rpz], not the transfer settings.",
     )
     export.add_argument("--config", type=Path, required=True, help="rpz.toml")
-    export.add_argument("--output", type=Path, help="zone file to write (default: stdout)")
+    export.add_argument(
+        "--output",
+        type=Path,
+        help="zone file to write (default: rpz.export.output; without either: stdout)",
+    )
+    export.add_argument(
+        "--for",
+        dest="target",
+        choices=("any", "kresd"),
+        help="the resolver that loads the file (default: rpz.export.target); kresd refuses "
+        "the cname action, which Knot Resolver cannot enforce, and uses local instead",
+    )
+    export.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep running: write the file again after every list `resolver sync` verifies "
+        "(and if it is removed or changed); systemd Type=notify ready after the first write",
+    )
+    export.add_argument("--log-level", default="info", help="log level for --follow (JSON logs)")
     export.set_defaults(rpz_handler=cmd_export)
     keygen = sub.add_parser(
         "keygen",
@@ -82,6 +101,11 @@ def _load(path: Path):
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
+        return 2
+    try:
+        check_serve(config, str(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
         return 2
     if args.port is not None:
         rpz = config.rpz.model_copy(update={"port": args.port})
@@ -115,15 +139,32 @@ async def _serve(config, source: str) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from resolver.rpz.export import export_settings, write_zone_file
     from resolver.rpz.service import build_from_state
 
     config = _load(args.config)
     if config is None:
         return 2
     source = str(args.config)
-    settings = ZoneSettings.from_section(config.rpz)
+    target = args.target or config.rpz.export.target
     try:
-        load_tsig_key(config, source)  # a broken key file is an error here too
+        settings = export_settings(config, target)
+    except ValueError as exc:
+        print(f"{source}: {exc}", file=sys.stderr)
+        return 2
+    out: Path | None = args.output or config.rpz.export.output
+    serial_name = config.rpz.export.serial_name
+    if args.follow:
+        if out is None:
+            print("--follow needs --output or rpz.export.output (a file)", file=sys.stderr)
+            return 2
+        setup_logging(args.log_level)
+        try:
+            return asyncio.run(_follow(config, out, settings, source))
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    try:
         version = build_from_state(config.sync.state_dir, config, source, settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -131,26 +172,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     except (ArtefactError, SigningError) as exc:
         print(f"{config.sync.state_dir}: cannot load the verified list: {exc}", file=sys.stderr)
         return 1
-    if args.output is None:
-        write_master_file(version, settings, sys.stdout)
+    if out is None:
+        write_master_file(version, settings, sys.stdout, serial_name)
         sys.stdout.flush()
         return 0
-    out: Path = args.output
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="ascii", newline="\n") as f:
-            count = write_master_file(version, settings, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
+        written = write_zone_file(out, version, settings, serial_name)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         print(f"{out}: cannot write: {exc}", file=sys.stderr)
         return 1
     print(
-        f"wrote {out}: zone {settings.origin.to_text()} serial {version.serial}, "
-        f"{len(version)} entries, {count} records"
+        f"wrote {out}: zone {settings.origin.to_text()} serial {version.serial}, action "
+        f"{settings.action}, {len(version)} entries, {written.records} records"
         + (
             f"; {version.skipped.total} list entries not expressible in RPZ (URL entries)"
             if version.skipped.total
@@ -158,6 +191,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         ),
         file=sys.stderr,
     )
+    return 0
+
+
+async def _follow(config, out: Path, settings, source: str) -> int:
+    from resolver.rpz.export import ExportFollower
+
+    follower = ExportFollower(config, out, settings, source=source)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await follower.run(stop)
     return 0
 
 

@@ -134,14 +134,9 @@ class TransferSection(Section):
     def _key(cls, v: str) -> str:
         return absolute_name(v)
 
-    @model_validator(mode="after")
-    def _someone_can_transfer(self) -> TransferSection:
-        if self.tsig_secret_file is None and not self.unsigned_allow:
-            raise ValueError(
-                "set rpz.transfer.tsig_secret_file (a TSIG key for the secondaries) or list "
-                "rpz.transfer.unsigned_allow hosts: otherwise no secondary can transfer the zone"
-            )
-        return self
+    @property
+    def anyone_can_transfer(self) -> bool:
+        return self.tsig_secret_file is not None or bool(self.unsigned_allow)
 
 
 class NotifySection(Section):
@@ -167,6 +162,36 @@ class NotifySection(Section):
         return [parse_hostport(v) for v in self.targets]
 
 
+Action = Literal["cname", "local", "nxdomain", "nodata"]
+# What each resolver family enforces from an RPZ zone file. Knot Resolver 5 ignores a CNAME to
+# another name ("CNAME with custom target in RPZ is not supported yet") and so blocks nothing.
+TARGET_ACTIONS: dict[str, tuple[str, ...]] = {
+    "any": ("cname", "local", "nxdomain", "nodata"),
+    "kresd": ("local", "nxdomain", "nodata"),
+}
+
+
+class ExportSection(Section):
+    # The zone file `resolver rpz export` writes when --output is not given.
+    output: Path | None = None
+    # Which resolver loads the file: "kresd" (Knot Resolver) refuses actions it cannot enforce.
+    target: Literal["any", "kresd"] = "any"
+    # The action in the file; unset: rpz.action, except for kresd where "cname" becomes "local"
+    # (needs rpz.ipv4/ipv6) because kresd cannot enforce it.
+    action: Action | None = None
+    # `--follow` writes a new file at most this often (seconds); updates in between are merged
+    # into the next write. Knot Resolver stops answering while it re-reads a big zone.
+    min_interval: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    # A TXT record answering "<name> TXT" with the list serial of the file, for resolvers that
+    # give no other way to see the serial in force (Knot Resolver). "" leaves it out.
+    serial_name: str = "serial.cordon-rpz.invalid."
+
+    @field_validator("serial_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return absolute_name(v) if v else ""
+
+
 class MetricsSection(Section):
     enabled: bool = True
     listen: LoopbackAddress = "127.0.0.1"
@@ -181,7 +206,7 @@ class RpzSection(Section):
     #   "local"    -> A `ipv4` / AAAA `ipv6` of the stop page (RPZ local data)
     #   "nxdomain" -> CNAME .   (the name does not exist)
     #   "nodata"   -> CNAME *.  (the name exists, with no data)
-    action: Literal["cname", "local", "nxdomain", "nodata"] = "cname"
+    action: Action = "cname"
     cname_target: str = "stop.isp.example."
     ipv4: OptionalIPv4 = ""
     ipv6: OptionalIPv6 = ""
@@ -198,7 +223,8 @@ class RpzSection(Section):
     tcp_idle_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
     tcp_max_connections: Annotated[int, Field(ge=1, le=100_000)] = 128
     soa: SoaSection = SoaSection()
-    transfer: TransferSection
+    transfer: TransferSection = TransferSection()
+    export: ExportSection = ExportSection()
     notify: NotifySection = NotifySection()
     metrics: MetricsSection = MetricsSection()
 
@@ -213,7 +239,31 @@ class RpzSection(Section):
             raise ValueError('rpz.action = "local" needs rpz.ipv4 and/or rpz.ipv6 (the stop page)')
         if self.zone == ".":
             raise ValueError("rpz.zone cannot be the root")
+        self.export_action(self.export.target)  # an impossible export is a configuration error
         return self
+
+    def export_action(self, target: str) -> str:
+        """The action a zone file for `target` gets; ValueError when it cannot be enforced."""
+        chosen = self.export.action
+        if chosen is None:
+            chosen = self.action
+            if chosen not in TARGET_ACTIONS[target]:
+                if not (self.ipv4 or self.ipv6):
+                    raise ValueError(
+                        f"Knot Resolver ignores rpz.action = {chosen!r} (it cannot follow a CNAME "
+                        "to another name, so it would block nothing): set rpz.ipv4 and/or "
+                        'rpz.ipv6 (the stop page) for action "local", or rpz.export.action = '
+                        '"nxdomain"'
+                    )
+                chosen = "local"
+        if chosen not in TARGET_ACTIONS[target]:
+            raise ValueError(
+                f"rpz.export.action = {chosen!r}: Knot Resolver cannot enforce it (it ignores "
+                'a CNAME to another name); use "local", "nxdomain" or "nodata"'
+            )
+        if chosen == "local" and not (self.ipv4 or self.ipv6):
+            raise ValueError('action "local" needs rpz.ipv4 and/or rpz.ipv6 (the stop page)')
+        return chosen
 
 
 class RpzConfig(SyncConfig):
@@ -230,11 +280,16 @@ class RpzConfig(SyncConfig):
 
     def resolve_paths(self, base: Path) -> RpzConfig:
         config = super().resolve_paths(base)
-        secret = config.rpz.transfer.tsig_secret_file
-        if secret is None or secret.is_absolute():
-            return config
-        transfer = config.rpz.transfer.model_copy(update={"tsig_secret_file": base / secret})
-        rpz = config.rpz.model_copy(update={"transfer": transfer})
+        rpz = config.rpz
+        secret = rpz.transfer.tsig_secret_file
+        if secret is not None and not secret.is_absolute():
+            transfer = rpz.transfer.model_copy(update={"tsig_secret_file": base / secret})
+            rpz = rpz.model_copy(update={"transfer": transfer})
+        output = rpz.export.output
+        if output is not None and not output.is_absolute():
+            rpz = rpz.model_copy(
+                update={"export": rpz.export.model_copy(update={"output": base / output})}
+            )
         return config.model_copy(update={"rpz": rpz})
 
 
@@ -252,6 +307,16 @@ def load_rpz_config(path: Path | str) -> RpzConfig:
     config = load_config(path, RpzConfig)
     check_edition(config, str(path))
     return config
+
+
+def check_serve(config: RpzConfig, source: str) -> None:
+    """What `serve` needs beyond `export`: a way for secondaries to transfer the zone."""
+    if not config.rpz.transfer.anyone_can_transfer:
+        raise ConfigError(
+            f"{source}: rpz.transfer.tsig_secret_file: not set, and rpz.transfer.unsigned_allow "
+            "is empty: no secondary could transfer the zone (set a TSIG key file, see "
+            "`resolver rpz keygen`, or list the hosts that cannot sign)"
+        )
 
 
 def load_tsig_key(config: RpzConfig, source: str) -> dns.tsig.Key | None:

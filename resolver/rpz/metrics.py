@@ -46,6 +46,8 @@ class RpzMetrics:
         )
         for reason in ("url", "too_long", "reserved"):
             self.skipped.labels(reason)
+        for kind in TRANSFER_KINDS:  # zero until the first one: a series to watch from the start
+            self.answers.labels(kind)
 
     def zone(self, version: ZoneVersion, history: int) -> None:
         self.zone_serial.set(version.serial)

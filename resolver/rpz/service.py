@@ -8,9 +8,7 @@ diff for IXFR, and sends NOTIFY to the secondaries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from pathlib import Path
 
 from aiohttp import web
@@ -105,6 +103,7 @@ class RpzService:
         self._lock = asyncio.Lock()
         self._started = False
         self.updated = asyncio.Event()
+        self.lists_refused = 0  # verified lists not served (hashed, serial not advancing)
 
     @property
     def port(self) -> int:
@@ -142,6 +141,7 @@ class RpzService:
             if not self._started:
                 raise  # at start-up: a configuration error, the command stops with it
             _event(f"new list not served: {exc}", logging.ERROR, list_serial=verified.serial)
+            self.lists_refused += 1
             return
         async with self._lock:
             current = self.responder.current
@@ -154,6 +154,7 @@ class RpzService:
                 diff = await asyncio.to_thread(self.responder.prepare, version)
             except ValueError as exc:
                 _event(f"new list not served: {exc}", logging.ERROR, list_serial=verified.serial)
+                self.lists_refused += 1
                 return
             self.responder.install(version, diff)
         self.metrics.zone(version, len(self.responder.history))
@@ -220,16 +221,3 @@ class RpzService:
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
-
-    async def wait_serial(self, list_serial: int, timeout: float = 10) -> None:
-        """Until the zone is built from `list_serial` (tests)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            v = self.responder.current
-            if v is not None and v.list_serial >= list_serial:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"zone did not reach list serial {list_serial}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.updated.wait(), 0.2)
-            self.updated.clear()

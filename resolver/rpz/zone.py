@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -206,8 +206,13 @@ def to_dns_zone(version: ZoneVersion, settings: ZoneSettings) -> dns.zone.Zone:
     return zone
 
 
-def write_master_file(version: ZoneVersion, settings: ZoneSettings, out: TextIO) -> int:
-    """Write the zone in RFC 1035 master-file format; returns the number of records written."""
+def write_master_file(
+    version: ZoneVersion, settings: ZoneSettings, out: TextIO, serial_name: str = ""
+) -> int:
+    """Write the zone in RFC 1035 master-file format; returns the number of records written.
+
+    `serial_name` (absolute, or "") adds a policy record answering `serial_name TXT` with the
+    list serial: how to see the serial in force on resolvers that do not show the SOA."""
     origin = settings.origin.to_text()
     out.write(f"; Cordon RPZ zone {origin}, list serial {version.list_serial}\n")
     if version.skipped.total:
@@ -225,6 +230,12 @@ def write_master_file(version: ZoneVersion, settings: ZoneSettings, out: TextIO)
         for rd in settings.policy_rdatas()
     ]
     count = 2
+    if serial_name:
+        out.write(
+            f"{serial_name}{origin} {settings.ttl} IN TXT "
+            f'"cordon list serial {version.list_serial}"\n'
+        )
+        count += 1
     write = out.write
     for value in version.values:
         for tail in tails:
@@ -312,12 +323,3 @@ def plan_ixfr(
     if order is not None and order >= 0:
         return UP_TO_DATE
     return history.chain(client_serial, current.serial)
-
-
-def apply_diffs(names: Iterable[str], diffs: Iterable[Diff]) -> set[str]:
-    """What a secondary holds after applying `diffs` (a model for tests)."""
-    out = set(names)
-    for d in diffs:
-        out.difference_update(d.removed)
-        out.update(d.added)
-    return out

@@ -1,0 +1,150 @@
+"""An entry's life after approval: takedown, liveness, review, removal, report."""
+
+from __future__ import annotations
+
+import argparse
+
+from blocklist.cli.client import client
+from blocklist.cli.entries import entry_call
+from blocklist.cli.parsing import Commands, entry_id, positive
+from blocklist.cli.rendering import iso, print_json, table
+
+
+def cmd_takedown(args: argparse.Namespace) -> int:
+    body = {"recipient": args.recipient, "sent": args.sent}
+    data = client(args).call("POST", f"/v1/entries/{args.id}/takedown", body)
+    if args.json:
+        print_json(data)
+    else:
+        print(
+            f"Takedown notice for entry {args.id} to {data['recipient']}; "
+            f"deadline {iso(data['deadline'])}."
+        )
+    return 0
+
+
+def cmd_escalate(args: argparse.Namespace) -> int:
+    return entry_call(
+        args,
+        f"/v1/entries/{args.id}/escalate",
+        {"reason": args.reason},
+        lambda e: f"Entry {e['id']} is pending: another approver must approve it for blocking.",
+    )
+
+
+def cmd_partner_notice(args: argparse.Namespace) -> int:
+    body = {"partner": args.partner, "reference": args.reference or ""}
+    data = client(args).call("POST", f"/v1/entries/{args.id}/partner-notice", body)
+    print_json(data) if args.json else print(f"Recorded notice to {args.partner}.")
+    return 0
+
+
+def cmd_confirm_removal(args: argparse.Namespace) -> int:
+    return entry_call(
+        args,
+        f"/v1/entries/{args.id}/confirm-removal",
+        None,
+        lambda e: f"Entry {e['id']} is delisted (removed at source).",
+    )
+
+
+def cmd_reverify(args: argparse.Namespace) -> int:
+    data = client(args).call("POST", f"/v1/entries/{args.id}/reverify", {"note": args.note or ""})
+    if args.json:
+        print_json(data)
+    else:
+        print(f"Entry {args.id} re-verified; next review {iso(data['review_date'])}.")
+    return 0
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    data = client(args).call("GET", f"/v1/entries/{args.id}/checks", query={"limit": args.limit})
+    if args.json:
+        print_json(data)
+        return 0
+    rows = [
+        [iso(c["time"]), c["outcome"], c["detail"], c.get("redirect") or ""] for c in data["checks"]
+    ]
+    print(table(["time", "outcome", "detail", "redirect"], rows) if rows else "No checks yet.")
+    return 0
+
+
+def cmd_lifecycle_run(args: argparse.Namespace) -> int:
+    data = client(args).call("POST", "/v1/lifecycle/run")
+    if args.json:
+        print_json(data)
+    else:
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(data["outcomes"].items())) or "none"
+        moves = ", ".join(f"{k} {v}" for k, v in sorted(data["transitions"].items())) or "none"
+        print(f"Checked {data['checked']} entries ({outcomes}); transitions: {moves}.")
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    data = client(args).call("GET", "/v1/review")
+    if args.json:
+        print_json(data)
+        return 0
+    rows = [
+        [e["id"], iso(e["review_date"]), iso(e["lapses"]), e.get("last_outcome") or "-"]
+        for e in data["entries"]
+    ]
+    if not rows:
+        print("No entry is past its review date.")
+    else:
+        print(table(["entry", "review date", "lapses", "last check"], rows))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    data = client(args).call("GET", "/v1/report")
+    if args.json:
+        print_json(data)
+        return 0
+    sections = [
+        ("Entries by status", data["entries_by_status"]),
+        ("Delisted by cause", data["delisted_by_cause"]),
+        ("Listed by hosting country", data["listed_by_hosting_country"]),
+        ("Listed by age", data["listed_by_age"]),
+        ("Complaints by status", data["complaints_by_status"]),
+    ]
+    for title, counts in sections:
+        print(f"{title}:")
+        rows = [[k, v] for k, v in counts.items()]
+        print(table(["", "count"], rows) if rows else "  none")
+        print()
+    print("Time to removal at source, by month:")
+    rows = [
+        [m, v["removed"], v["median_hours"], v["p90_hours"]]
+        for m, v in data["time_to_removal_by_month"].items()
+    ]
+    print(table(["month", "removed", "median h", "p90 h"], rows) if rows else "  none")
+    return 0
+
+
+def register(cmds: Commands) -> None:
+    p = cmds.add("takedown", "Record the takedown notice of an entry hosted at home.", cmd_takedown)
+    p.add_argument("id", type=entry_id)
+    p.add_argument("--recipient", required=True, help="who was notified (hosting provider)")
+    p.add_argument("--sent", type=int, metavar="UNIX", help="when it was sent (default: now)")
+    p = cmds.add("escalate", "Send a home-hosted entry still online to approval.", cmd_escalate)
+    p.add_argument("id", type=entry_id)
+    p.add_argument("--reason", required=True)
+    p = cmds.add("partner-notice", "Record a notice to a partner hotline.", cmd_partner_notice)
+    p.add_argument("id", type=entry_id)
+    p.add_argument("--partner", required=True)
+    p.add_argument("--reference")
+    p = cmds.add("confirm-removal", "Confirm removal at source (delists).", cmd_confirm_removal)
+    p.add_argument("id", type=entry_id)
+    p = cmds.add("reverify", "Record a re-verification: a new review date.", cmd_reverify)
+    p.add_argument("id", type=entry_id)
+    p.add_argument("--note")
+    p = cmds.add("checks", "Show an entry's liveness check history.", cmd_checks)
+    p.add_argument("id", type=entry_id)
+    p.add_argument("--limit", type=positive, default=20)
+    lifecycle = Commands(cmds.add("lifecycle", "Run the lifecycle on demand."), "lifecycle")
+    lifecycle.add(
+        "run", "Run due liveness checks and lapse overdue entries now.", cmd_lifecycle_run
+    )
+    cmds.add("review", "List entries past their review date.", cmd_review)
+    cmds.add("report", "Counts, time to removal and complaints (no list values).", cmd_report)
