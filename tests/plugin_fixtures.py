@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import dns.asyncquery
 import dns.exception
 import dns.message
+import tools
 from resolver_fixtures import STOP_V4, STOP_V6, FakeUpstream, free_port, write_list
 
 from blocklist.sync.index import INDEX_FILE, write_index
@@ -207,9 +207,11 @@ async def start_unbound(
     port = dns_port()
     conf = unbound_config(workdir, port, upstream, server_extra=server_extra, control=control)
     settings = plugin_settings(workdir, state_dir / INDEX_FILE, **extra)
+    if not (Path(UNBOUND_PYTHONPATH) / "unboundmodule.py").exists():
+        raise AssertionError("Unbound's python module needs the Debian package python3-unbound")
     daemon = Daemon(
         "unbound",
-        [shutil.which("unbound") or "/usr/sbin/unbound", "-d", "-c", str(conf)],
+        [tools.path("unbound"), "-d", "-c", str(conf)],
         port,
         workdir,
         {"CORDON_UNBOUND_CONFIG": str(settings), "PYTHONPATH": UNBOUND_PYTHONPATH},
@@ -291,7 +293,7 @@ def recursor_argv(
     (workdir / "recursor.conf").write_text("")
     script = [f"--lua-dns-script={LUA_DIR / 'recursor.lua'}"] if plugin else []
     return [
-        shutil.which("pdns_recursor") or "/usr/sbin/pdns_recursor",
+        tools.path("pdns_recursor"),
         f"--config-dir={workdir}",
         f"--socket-dir={workdir}",
         "--daemon=no",
@@ -353,7 +355,7 @@ async def start_dnsdist(workdir: Path, upstream: int, state_dir: Path, **extra: 
     daemon = Daemon(
         "dnsdist",
         [
-            shutil.which("dnsdist") or "/usr/bin/dnsdist",
+            tools.path("dnsdist"),
             "--supervised",
             "--disable-syslog",
             "-C",

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import tools
 from plugin_fixtures import LUA_DIR, dns_port, free_port
 from test_plugins_index import plugin
 
@@ -19,6 +20,7 @@ def test_unbound_example_settings_load() -> None:
     assert settings.cache_horizon == 0 and settings.after_change[0] == "unbound-control"
 
 
+@pytest.mark.tools("dnsdist")
 @pytest.mark.parametrize("resolver", ["pdns-recursor", "dnsdist"])
 def test_lua_example_settings_load(tmp_path: Path, resolver: str) -> None:
     # dnsdist --check-config runs the plugin (and its settings reader) without serving.
@@ -31,7 +33,7 @@ def test_lua_example_settings_load(tmp_path: Path, resolver: str) -> None:
     )
     env = {**os.environ, "CORDON_LUA_SETTINGS": str(DEPLOY / resolver / "plugin-settings.lua")}
     done = subprocess.run(
-        ["/usr/bin/dnsdist", "--check-config", "-C", str(conf)],
+        [tools.path("dnsdist"), "--check-config", "-C", str(conf)],
         env=env,
         capture_output=True,
         text=True,

@@ -19,6 +19,7 @@ import dns.flags
 import dns.message
 import dns.rdatatype
 import pytest
+import tools
 from plugin_fixtures import (
     ALLOWED_V4,
     LUA_DIR,
@@ -47,6 +48,7 @@ from resolver_fixtures import STOP_V6, ede
 from blocklist.sync.index import INDEX_FILE
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.tools("unbound", "pdns_recursor", "dnsdist")
 
 
 @pytest.fixture
@@ -183,7 +185,7 @@ def test_bad_settings_stop_unbound_with_a_clear_error(tmp_path: Path) -> None:
     settings = plugin_settings(tmp_path, tmp_path / INDEX_FILE, ttl=-5)
     daemon = Daemon(
         "unbound",
-        ["/usr/sbin/unbound", "-d", "-c", str(conf)],
+        [tools.path("unbound"), "-d", "-c", str(conf)],
         0,
         tmp_path,
         {"CORDON_UNBOUND_CONFIG": str(settings), "PYTHONPATH": "/usr/lib/python3/dist-packages"},
@@ -219,6 +221,7 @@ async def test_unbound_with_serve_expired_blocks_cached_names(tmp_path: Path, up
         daemon.stop()
 
 
+@pytest.mark.tools("unbound-control", "rec_control")
 @pytest.mark.parametrize("kind", ["unbound", "recursor"])
 async def test_after_change_flush_reaches_cached_names(tmp_path: Path, upstream, kind: str) -> None:
     """Caches kept at full TTLs; the configured flush runs when a new list is taken."""
@@ -256,7 +259,7 @@ def test_bad_lua_settings_stop_the_daemon_with_a_clear_error(tmp_path: Path, kin
         argv = recursor_argv(tmp_path, dns_port(), free_port())
     else:
         conf = dnsdist_config(tmp_path, dns_port(), free_port())
-        argv = ["/usr/bin/dnsdist", "--supervised", "--disable-syslog", "-C", str(conf)]
+        argv = [tools.path("dnsdist"), "--supervised", "--disable-syslog", "-C", str(conf)]
     env = {"CORDON_LUA_SETTINGS": str(settings), "CORDON_LUA_DIR": str(LUA_DIR)}
     daemon = Daemon(kind, argv, 0, tmp_path, env).start()
     try:
