@@ -349,6 +349,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--resolvers", default="unbound,recursor,dnsdist")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-ups below
     for tool in ("unbound", "pdns_recursor", "dnsdist", "dnsperf"):
         if shutil.which(tool) is None:
             raise SystemExit(
