@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import dns.asyncquery
 import dns.flags
 import dns.message
+import dns.rcode
 import dns.rdatatype
 import pytest
 import tools
@@ -43,7 +45,7 @@ from plugin_fixtures import (
     upstream_zone,
     wait_for,
 )
-from resolver_fixtures import STOP_V6, ede
+from resolver_fixtures import STOP_V6, ede, list_state
 
 from blocklist.sync.index import INDEX_FILE
 
@@ -323,3 +325,28 @@ async def test_publish_to_enforced_through_resolver_sync(
         daemon.stop()
         sync.stop()
         await api.client.close()
+
+
+@pytest.mark.parametrize("kind", ["recursor", "dnsdist"])
+async def test_lua_hashing_matches_the_resolver_matcher(
+    tmp_path: Path, upstream, kind: str
+) -> None:
+    """Differential: the Lua reader blocks exactly the names Cordon's own matcher blocks."""
+    from test_plugins_index import random_domains
+
+    from resolver.matcher import Matcher
+
+    rnd = random.Random(11)
+    listed = random_domains(rnd, 400)
+    state_dir = tmp_path / "state"
+    publish(state_dir, listed, 1)
+    matcher = Matcher(list_state(listed))
+    names = listed[:100] + [f"www.{d}" for d in listed[100:160]] + [f"x{d}" for d in listed[:60]]
+    names += random_domains(rnd, 120)
+    daemon = await STARTERS[kind](tmp_path, upstream.port, state_dir)
+    try:
+        for name in names:
+            msg = await ask(daemon.port, name)
+            assert blocked_v4(msg) == (matcher.match(name.encode()) >= 0), name
+    finally:
+        daemon.stop()
