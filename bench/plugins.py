@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
 """Resolver plugins: each resolver with the Cordon plugin, with the plain list as RPZ, with no list.
 
-Usage: python bench/plugins.py [--entries 1000000] [--seconds 5] [--updates 20]
+Usage: python bench/plugins.py [--entries 1000000] [--seconds 4] [--rounds 3] [--updates 20]
                                [--resolvers unbound,recursor,dnsdist]
 
 For each resolver (Debian's Unbound 1.17 with the python module, PowerDNS Recursor 4.8 with the
-Lua hooks, dnsdist 1.7 with the Lua FFI actions) and each mode (plugin: the hashed index;
-rpz: the same names as an RPZ zone, where the resolver has RPZ; none: no list), one daemon runs
-at a time with one thread and forwards to an answer-everything Unbound on loopback, as in
-bench/resolver.sh. dnsperf (-c 4 -q 200) measures queries per second for the workloads of
-bench/resolver.sh: cache hits over 100k names (warmed first), misses (unique names), unique
-blocked names, and the 90/9/1 mix (hits/misses/blocked). Resident memory is read after the
-list is loaded and compared with the same resolver without a list. Then, with the plugin,
---updates times: a cached name is added to the list, the index is rewritten as `resolver sync`
-writes it (temp file, fsync, rename) and the clock runs until the resolver answers the name as
-listed (index write included; the sync step before it is measured by bench/sync_propagation.py).
+Lua hooks, dnsdist 1.7 with the Lua FFI actions) and each mode, a daemon with one thread
+forwards to an answer-everything Unbound on loopback, as in bench/resolver.sh. Modes: plugin
+(the hashed index; caches flushed by `after_change` when a list arrives), horizon (the index;
+cached answers re-checked every 3 s instead), rpz (the same names as an RPZ zone, where the
+resolver has RPZ), none (no list). The modes of one resolver run side by side and take turns
+within each of --rounds rounds (the figure is the median), so a busy moment on a shared
+machine hits all of them alike. dnsperf (-c 4 -q 200) measures queries per second for the
+workloads of bench/resolver.sh: cache hits over 100k names (warmed first), misses (unique
+names), unique blocked names, and the 90/9/1 mix (hits/misses/blocked). Resident memory is
+read after the list is loaded and compared with the same resolver without a list. Then, with
+the plugin, --updates times: a cached name is added to the list, the index is rewritten as
+`resolver sync` writes it (temp file, fsync, rename) and the clock runs until the resolver
+answers the name as listed (index write included; the sync step before it is measured by
+bench/sync_propagation.py and bench/sync_apply.py).
 Only 127.0.0.1 is used. Output: a table on stdout and bench/out/plugins/results.json.
 """
 
@@ -345,7 +349,8 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--resolvers", default="unbound,recursor,dnsdist")
     args = parser.parse_args()
@@ -359,35 +364,59 @@ def main() -> None:
     prepare(OUT, args.entries)
     up_port = dns_port()
     up = upstream(OUT, up_port)
-    results: dict = {"entries": args.entries, "seconds": args.seconds, "runs": {}}
+    results: dict = {
+        "entries": args.entries,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "runs": {},
+    }
     try:
         wait_answer(up_port, "x.miss.example", 30, up)
         for resolver in args.resolvers.split(","):
             modes = ["none", "plugin"] + ([] if resolver == "dnsdist" else ["horizon", "rpz"])
-            for mode in modes:
-                proc = start(resolver, mode, OUT, up_port)
-                try:
+            procs: dict[str, Proc] = {}
+            runs: dict[str, dict] = {}
+            try:
+                for mode in modes:  # one at a time, so each load is timed alone
+                    proc = procs[mode] = start(resolver, mode, OUT, up_port)
                     load = wait_answer(proc.port, "www.site1.blocked.example", 900, proc)
                     blocked = first_address(query(proc.port, "www.site1.blocked.example"))
                     if (blocked == STOP_V4) != (mode != "none"):
                         raise SystemExit(f"{resolver}/{mode}: www.site1 answered {blocked}")
-                    rss = proc.rss_mb()
+                    runs[mode] = {"load_s": load, "rss_mb": proc.rss_mb()}
                     dnsperf(proc.port, OUT / "q-cached.txt", 0, once=True)  # warm the 100k names
-                    tag = f"{resolver}{mode}{time.time_ns()}"
-                    run = {"load_s": load, "rss_mb": rss}
-                    run["cached"] = dnsperf(proc.port, OUT / "q-cached.txt", args.seconds)
-                    run["miss"] = dnsperf(proc.port, miss_file(OUT, tag), args.seconds)
-                    run["blocked"] = dnsperf(proc.port, OUT / "q-blocked.txt", args.seconds)
-                    run["mix"] = dnsperf(proc.port, mix_file(OUT, tag, args.entries), args.seconds)
-                    run["rss_after_mb"] = proc.rss_mb()
-                    if mode in ("plugin", "horizon") and args.updates:
-                        lat, writes = update_latencies(proc, OUT, args.entries, args.updates)
+                # Modes take turns within each round, so a busy moment on the shared machine
+                # hits all of them; each figure is the median over the rounds.
+                samples: dict[tuple[str, str], list[float]] = {}
+                for r in range(args.rounds):
+                    for key in ("cached", "miss", "blocked", "mix"):
+                        for mode in modes:
+                            tag = f"{resolver}{mode}{r}{time.time_ns()}"
+                            path = {
+                                "cached": OUT / "q-cached.txt",
+                                "blocked": OUT / "q-blocked.txt",
+                                "miss": miss_file(OUT, tag) if key == "miss" else None,
+                                "mix": mix_file(OUT, tag, args.entries) if key == "mix" else None,
+                            }[key]
+                            qps = dnsperf(procs[mode].port, path, args.seconds)
+                            samples.setdefault((mode, key), []).append(qps)
+                for (mode, key), values in samples.items():
+                    runs[mode][key] = statistics.median(values)
+                    runs[mode][key + "_all"] = values
+                for mode in modes:
+                    runs[mode]["rss_after_mb"] = procs[mode].rss_mb()
+                for mode in ("plugin", "horizon"):
+                    if mode in procs and args.updates:
+                        lat, writes = update_latencies(procs[mode], OUT, args.entries, args.updates)
+                        run = runs[mode]
                         run["enforce_p50_s"], run["enforce_p99_s"] = pct(lat, 50), pct(lat, 99)
                         run["enforce_max_s"] = max(lat)
                         run["index_write_median_s"] = statistics.median(writes)
-                    results["runs"][f"{resolver}/{mode}"] = run
-                    print(f"{resolver}/{mode}: {json.dumps(run)}", flush=True)
-                finally:
+                for mode in modes:
+                    results["runs"][f"{resolver}/{mode}"] = runs[mode]
+                    print(f"{resolver}/{mode}: {json.dumps(runs[mode])}", flush=True)
+            finally:
+                for proc in procs.values():
                     proc.stop()
     finally:
         up.stop()
@@ -406,7 +435,8 @@ def report(results: dict) -> None:
     runs = results["runs"]
     print(
         f"\nPlugins: {results['entries']} listed names, one thread each, dnsperf -c 4 -q 200, "
-        f"{results['seconds']:.0f} s per workload (shared 2-core machine: compare within a row)"
+        f"{results['seconds']:.0f} s per workload, median of {results['rounds']} interleaved "
+        "rounds (shared 2-core machine: compare within a row)"
         "\nplugin = caches flushed by after_change; plugin-3s = cache_horizon / packetcache-ttl 3"
     )
     for resolver in ("unbound", "recursor", "dnsdist"):

@@ -390,14 +390,17 @@ def operate(id, event, qstate, qdata):
         return True
     if event == MODULE_EVENT_MODDONE:  # noqa: F821
         msg = qstate.return_msg
-        if msg is not None and msg.rep is not None:
-            if any(enforcer.listed(n) for n in _chain_names(msg.rep)):
+        rep = msg.rep if msg is not None else None
+        if rep is not None:
+            # A lone non-CNAME RRset is owned by the question name, checked at MODULE_EVENT_NEW.
+            n = rep.an_numrrsets
+            chained = n > 1 or (n == 1 and rep.rrsets[0].rk.type == RR_TYPE_CNAME_)
+            if chained and any(enforcer.listed(name) for name in _chain_names(rep)):
                 # Below us the iterator cached the chain: drop it so the next query comes back.
                 invalidateQueryInCache(qstate, qstate.qinfo)  # noqa: F821
                 ok = _answer_blocked(id, qstate)
                 qstate.ext_state[id] = MODULE_FINISHED if ok else MODULE_ERROR  # noqa: F821
                 return True
-            rep = msg.rep
             horizon = enforcer.settings.cache_horizon
             if horizon and rep.ttl > horizon:
                 # Re-store the message with a short life: a cache hit never reaches this module.
