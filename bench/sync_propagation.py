@@ -100,8 +100,8 @@ def make_follower(spec: dict, index: int, token: str, state_dir: Path) -> Follow
     follower.source.ack = ack  # type: ignore[method-assign]
     get_notification, fetch = follower.source.notification, follower.source.fetch
 
-    async def notification(after, wait) -> bytes:
-        data = await get_notification(after, wait)
+    async def notification(after, wait, start=0) -> bytes:
+        data = await get_notification(after, wait, start)
         _emit(ev="notified", f=index, t=time.monotonic())
         return data
 

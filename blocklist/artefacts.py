@@ -25,6 +25,10 @@ DELTA_MAGIC = b"CDLT"
 MAX_VALUE_BYTES = 4096  # longest canonical value carried in the plain edition
 MAX_LIST_ID = 64
 DEFAULT_MAX_ENTRIES = 20_000_000
+# Decompressed size bound per edition, whatever the entry count claims. Hashed: 41 bytes an entry,
+# so 20M entries fit in 1 GiB exactly. Plain: values are mostly short names (tens of bytes); the
+# per-value maximum (4 KiB) times 20M entries would allow ~82 GB, so the whole file is capped.
+MAX_INFLATED_BYTES = {"hashed": 1 << 30, "plain": 2 << 30}
 COMPRESSION_LEVEL = 1  # digests do not compress; level 1 is as small as 6 here and twice as fast
 
 # magic, version, edition, session (16), serial, count, list-id length
@@ -267,11 +271,12 @@ def _read_values(r: _Reader, digests: bytes, count: int) -> tuple[str, ...]:
     return tuple(values)
 
 
-def _raw_limit(count: int, edition: Edition) -> int:
+def _raw_limit(count: int, edition: Edition, extra: int = 0) -> int:
     per_entry = DIGEST_SIZE + ID_SIZE + 1
     if edition is Edition.PLAIN:
         per_entry += 2 + MAX_VALUE_BYTES
-    return _DELTA_HEAD.size + MAX_LIST_ID + count * per_entry
+    exact = _DELTA_HEAD.size + MAX_LIST_ID + count * per_entry + extra
+    return min(exact, MAX_INFLATED_BYTES[edition.label])
 
 
 def decode_snapshot(
@@ -312,7 +317,7 @@ def decode_delta(data: bytes, max_entries: int = DEFAULT_MAX_ENTRIES) -> Delta:
         raise ArtefactError("oversized", f"{what} claims too many entries")
     if to_serial <= from_serial:
         raise ArtefactError("malformed", f"{what} goes from serial {from_serial} to {to_serial}")
-    limit = _raw_limit(n_added, edition) + n_removed * DIGEST_SIZE
+    limit = _raw_limit(n_added, edition, n_removed * DIGEST_SIZE)
     r = _Reader(_inflate(data, limit, what), what)
     r.take(_DELTA_HEAD.size)
     list_id = _read_list_id(r, lid_len)

@@ -25,12 +25,14 @@ from blocklist.errors import ArtefactError
 from signing import (
     PayloadType,
     SigningError,
+    TrustedKeys,
     check_fresh,
     check_not_rollback,
     encode_bundle,
     open_bundle,
     sign_envelope,
 )
+from signing.trust import TrustFloor
 
 MAX_NOTIFICATION_SIZE = 256 * 1024
 MAX_DELTAS = 1024
@@ -140,15 +142,42 @@ def open_notification(
 ) -> Notification:
     """Verify chain and signature over the exact bytes, then parse. Freshness is not checked here:
     the caller decides what an expired notification means (freeze and alarm)."""
-    _trusted, envelope = open_bundle(data, pinned_roots, PayloadType.NOTIFICATION, now, max_size)
+    return open_trusted_notification(data, pinned_roots, now, max_size)[0]
+
+
+def open_trusted_notification(
+    data: bytes,
+    pinned_roots: Iterable[bytes],
+    now: int | None,
+    max_size: int = MAX_NOTIFICATION_SIZE,
+    *,
+    threshold: int = 1,
+    floor: TrustFloor | None = None,
+) -> tuple[Notification, TrustedKeys]:
+    """`open_notification` that also returns what vouched for the signer (key-set version,
+    revocations, recovery session). `now` None checks the signer's window at the
+    notification's own signed `created` time (a stored file whose verification time is not
+    signed)."""
+    trusted, envelope = open_bundle(
+        data,
+        pinned_roots,
+        PayloadType.NOTIFICATION,
+        now,
+        max_size,
+        threshold=threshold,
+        floor=floor,
+    )
     try:
-        return Notification.model_validate_json(envelope.payload)
+        note = Notification.model_validate_json(envelope.payload)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "notification"
         raise ArtefactError(
             "malformed", f"signed notification is malformed at {where}: {first['msg']}"
         ) from None
+    if now is None:
+        trusted.check_signer_at(envelope.key_id, note.created)
+    return note, trusted
 
 
 def check_notification(
@@ -186,5 +215,6 @@ __all__ = [
     "SnapshotRef",
     "check_notification",
     "open_notification",
+    "open_trusted_notification",
     "sign_notification",
 ]

@@ -54,7 +54,8 @@ def cmd_sync(args: argparse.Namespace, config: ResolverConfig) -> int:
             print(json.dumps(status, indent=2))
         else:
             print_status(status)
-        return 0
+        # Monitoring runs this: an alarm or a held update is not "fine".
+        return 3 if status.get("alarms") or status.get("held") else 0
     if args.release_held:
         try:
             held = json.loads((state_dir / STATUS_FILE).read_text()).get("held")
@@ -153,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--config", type=Path, required=True, help="resolver.toml")
     sync.add_argument("--once", action="store_true", help="one update pass, then exit")
-    sync.add_argument("--status", action="store_true", help="print the follower's status and exit")
+    sync.add_argument(
+        "--status",
+        action="store_true",
+        help="print the follower's status; exit 3 while an alarm is raised or an update is held",
+    )
     sync.add_argument(
         "--release-held",
         action="store_true",

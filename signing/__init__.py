@@ -20,6 +20,7 @@ from signing.certs import (
     open_certificate,
     parse_certificate_payload,
     verify_chain,
+    verify_keys,
 )
 from signing.checks import check_fresh, check_not_rollback, check_validity_window, iso_utc
 from signing.envelope import (
@@ -106,4 +107,5 @@ __all__ = [
     "save_public_key",
     "sign_envelope",
     "verify_chain",
+    "verify_keys",
 ]

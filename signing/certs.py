@@ -50,6 +50,7 @@ from signing.envelope import (
 )
 from signing.errors import CertificateError, EnvelopeError, KeyFileError, SignatureError
 from signing.keys import format_public_key, key_id, parse_public_key
+from signing.trust import RootSet, TrustFloor, is_document, verify_trust
 
 CERTIFICATE_VERSION = 1
 MAX_CERTIFICATES = 16
@@ -96,6 +97,24 @@ class TrustedKeys:
     not_after: dict[bytes, int]  # key id -> end of that signing key's window (alarm before it)
     root_not_after: int | None = None  # end of the root's window; None for a pinned root
     certificates: tuple[KeyCertificate, ...] = field(default=())  # the chain, in order
+    not_before: dict[bytes, int] = field(default_factory=dict)
+    # Set when a root-signed key set (signing/trust.py) vouched for the keys; 0 = legacy chain.
+    keyset_version: int = 0
+    root_version: int = 0
+    recover_session: str | None = None
+    revoked: frozenset[bytes] = frozenset()
+
+    def check_signer_at(self, kid: bytes, when: int) -> None:
+        """CertificateError unless `kid` is a trusted, unrevoked key valid at `when`."""
+        if kid in self.revoked:
+            raise CertificateError(
+                "revoked", f"key {kid.hex()} is revoked by key set {self.keyset_version}"
+            )
+        if kid not in self.signing_keys:
+            raise CertificateError("uncertified_key", f"key {kid.hex()} is not a trusted key")
+        check_validity_window(
+            self.not_before.get(kid, 0), self.not_after[kid], when, f"signing key {kid.hex()}"
+        )
 
     @property
     def root_key_id(self) -> bytes:
@@ -179,17 +198,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def parse_certificate_payload(payload: bytes, issuer_key_id: bytes) -> KeyCertificate:
-    """Parse the JSON of an already verified certificate; CertificateError on any deviation."""
-    where = f"certificate signed by {issuer_key_id.hex()}"
+def strict_json(payload: bytes, where: str) -> Any:
+    """Signed JSON, refusing duplicate fields and NaN/Infinity; CertificateError otherwise."""
     try:
-        obj = json.loads(
+        return json.loads(
             payload.decode("utf-8"),
             object_pairs_hook=_no_duplicate_keys,
             parse_constant=_reject_constant,
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CertificateError("bad_certificate", f"{where} is not valid JSON: {exc}") from None
+
+
+def parse_certificate_payload(payload: bytes, issuer_key_id: bytes) -> KeyCertificate:
+    """Parse the JSON of an already verified certificate; CertificateError on any deviation."""
+    where = f"certificate signed by {issuer_key_id.hex()}"
+    obj = strict_json(payload, where)
     if not isinstance(obj, dict):
         raise CertificateError("bad_certificate", f"{where} is not a JSON object")
     if set(obj) != _FIELDS:
@@ -239,9 +263,10 @@ def open_certificate(data: bytes, issuers: Mapping[bytes, bytes]) -> KeyCertific
 
 
 def verify_chain(
-    pinned_roots: Iterable[bytes], certificates: Sequence[bytes], now: int
+    pinned_roots: Iterable[bytes], certificates: Sequence[bytes], now: int | None
 ) -> TrustedKeys:
-    """Walk root rotations then signing certificates from the pinned root(s); see module doc."""
+    """Walk root rotations then signing certificates from the pinned root(s); see module doc.
+    `now` None skips the windows: the caller checks them at a signed time."""
     roots: dict[bytes, bytes] = {key_id(raw): bytes(raw) for raw in pinned_roots}
     if len(certificates) > MAX_CERTIFICATES:
         raise EnvelopeError(
@@ -251,6 +276,7 @@ def verify_chain(
     retired: dict[bytes, bytes] = {}  # retired root id -> id of the root that replaced it
     signing_keys: dict[bytes, bytes] = {}
     not_after: dict[bytes, int] = {}
+    not_before: dict[bytes, int] = {}
     root_not_after: int | None = None
     chain: list[KeyCertificate] = []
     pending_root: tuple[KeyCertificate, str] | None = None
@@ -294,13 +320,16 @@ def verify_chain(
                 raise CertificateError("wrong_role", f"{what} is the root key itself")
             if pending_root is not None:
                 root_cert, root_what = pending_root
-                check_validity_window(root_cert.not_before, root_cert.not_after, now, root_what)
+                if now is not None:
+                    check_validity_window(root_cert.not_before, root_cert.not_after, now, root_what)
                 pending_root = None
-            check_validity_window(cert.not_before, cert.not_after, now, what)
+            if now is not None:
+                check_validity_window(cert.not_before, cert.not_after, now, what)
             # With several pinned roots, the first signing certificate fixes the root in force.
             roots = {env.key_id: roots[env.key_id]}
             signing_keys[cert.key_id] = cert.key
             not_after[cert.key_id] = max(cert.not_after, not_after.get(cert.key_id, 0))
+            not_before[cert.key_id] = min(cert.not_before, not_before.get(cert.key_id, 2**63))
         chain.append(cert)
     if not signing_keys:
         raise CertificateError(
@@ -313,6 +342,7 @@ def verify_chain(
         not_after=not_after,
         root_not_after=root_not_after,
         certificates=tuple(chain),
+        not_before=not_before,
     )
 
 
@@ -387,15 +417,65 @@ def decode_bundle(data: bytes, max_size: int) -> tuple[list[bytes], bytes]:
     return certs, signed
 
 
+def verify_keys(
+    pinned_roots: Iterable[bytes],
+    certs: Sequence[bytes],
+    now: int | None,
+    *,
+    threshold: int = 1,
+    floor: TrustFloor | None = None,
+) -> TrustedKeys:
+    """The keys a bundle's slots vouch for: root-signed documents (signing/trust.py) or, until
+    an ASP has seen a key set, a legacy certificate chain. Key windows are checked by the
+    caller (`TrustedKeys.check_signer_at`) for documents; by `verify_chain` for a chain."""
+    if any(is_document(c) for c in certs):
+        roots = tuple(bytes(r) for r in pinned_roots)
+        trust = verify_trust(RootSet(roots, threshold), certs, floor)
+        keyset = trust.keyset
+        return TrustedKeys(
+            root=trust.roots.keys[0],
+            signing_keys=trust.signing_keys,
+            not_after=trust.not_after,
+            not_before=trust.not_before,
+            keyset_version=keyset.version,
+            root_version=trust.root_version,
+            recover_session=keyset.recover_session,
+            revoked=keyset.revoked,
+        )
+    if floor is not None and floor.keyset_version > 0:
+        raise CertificateError(
+            "superseded",
+            f"the notification carries a bare certificate chain, but key set "
+            f"{floor.keyset_version} has been seen: only a key set can vouch for keys now",
+        )
+    return verify_chain(pinned_roots, certs, now)
+
+
 def open_bundle(
     data: bytes,
     pinned_roots: Iterable[bytes],
     expected_type: PayloadType,
-    now: int,
+    now: int | None,
     max_size: int,
+    *,
+    threshold: int = 1,
+    floor: TrustFloor | None = None,
 ) -> tuple[TrustedKeys, Envelope]:
-    """Decode a bundle, verify its chain at `now`, then verify its envelope with the keys the
-    chain certified. The payload is returned unparsed; the caller checks its own expiry."""
+    """Decode a bundle, verify its trust documents, then its envelope with the keys they vouch
+    for. The payload is returned unparsed; the caller checks its own expiry.
+
+    The bundle's slots hold either a legacy certificate chain or root-signed documents
+    (signing/trust.py). Once an ASP has seen a key set (`floor.keyset_version` > 0) a legacy
+    chain is refused: it cannot say that a key was renewed or revoked. `now` None verifies the
+    signatures only; the caller then checks the signer's window at a signed time with
+    `TrustedKeys.check_signer_at`.
+    """
     certs, signed = decode_bundle(data, max_size)
-    trusted = verify_chain(pinned_roots, certs, now)
+    trusted = verify_keys(pinned_roots, certs, now, threshold=threshold, floor=floor)
+    kid = peek_key_id(signed, max_size)
+    if trusted.keyset_version or kid in trusted.signing_keys:
+        if now is not None:
+            trusted.check_signer_at(kid, now)
+        elif kid in trusted.revoked or kid not in trusted.signing_keys:
+            trusted.check_signer_at(kid, 0)
     return trusted, open_envelope(signed, expected_type, trusted.signing_keys, max_size)

@@ -51,7 +51,15 @@ class CertificateError(SigningError):
     """A key certificate that is outside its window, misplaced in the chain, or malformed."""
 
     REASONS = frozenset(
-        {"not_yet_valid", "expired", "wrong_role", "bad_certificate", "uncertified_key"}
+        {
+            "not_yet_valid",
+            "expired",
+            "wrong_role",
+            "bad_certificate",
+            "uncertified_key",
+            "revoked",
+            "superseded",
+        }
     )
 
 

@@ -24,9 +24,10 @@ async def wait_serial(service: RpzService, list_serial: int, timeout: float = 10
 
 
 async def wait_refused(service: RpzService, count: int, timeout: float = 10) -> None:
-    """Until `count` verified lists have been refused (not served) since the start."""
+    """Until `count` lists have been refused since the start: by the state watcher (unreadable,
+    older than the list in force) or by the service (hashed edition, zone not buildable)."""
     deadline = time.monotonic() + timeout
-    while service.lists_refused < count:
+    while (seen := service.lists_refused + service.watcher.refused) < count:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{count} refused lists expected, saw {service.lists_refused}")
+            raise TimeoutError(f"{count} refused lists expected, saw {seen}")
         await asyncio.sleep(0.02)

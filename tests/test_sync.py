@@ -36,6 +36,7 @@ from signing import (
     issue_certificate,
     public_key_raw,
 )
+from signing.trust import DocType, SetKey, keyset_payload, sign_document
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 
@@ -349,7 +350,22 @@ async def test_tampered_and_uncertified_notifications(api, host, tmp_path) -> No
         host.files["notification.bin"] = resign(api, note, rogue, chain)
         with pytest.raises(SigningError) as info:
             await f.poll_once()
-        assert info.value.reason == "uncertified_key"
+        # A key set has been seen: a bare certificate chain can no longer vouch for any key.
+        assert info.value.reason == "superseded"
+        rogue_set = sign_document(
+            [rogue_root],
+            DocType.KEY_SET,
+            keyset_payload(
+                version=99,
+                root_version=1,
+                issued=now,
+                keys=[SetKey(public_key_raw(rogue), "rogue", now - 9, now + 99)],
+            ),
+        )
+        host.files["notification.bin"] = resign(api, note, rogue, [rogue_set])
+        with pytest.raises(SigningError) as info:
+            await f.poll_once()
+        assert info.value.reason == "unknown_key"
         assert f.current.serial == 1
         host.files["notification.bin"] = good
         assert (await f.poll_once()).result is Result.APPLIED
@@ -668,9 +684,22 @@ def test_sync_status_command(tmp_path: Path) -> None:
     }
     (tmp_path / "st" / STATUS_FILE).write_text(json.dumps(status))
     result = subprocess.run([*cmd, "--status"], env=env, capture_output=True, text=True)
+    # An alarm is raised: monitoring must see a failure.
     assert (
-        result.returncode == 0 and "serial      4" in result.stdout and "expired" in result.stdout
+        result.returncode == 3 and "serial      4" in result.stdout and "expired" in result.stdout
     )
+    status["alarms"] = {}
+    (tmp_path / "st" / STATUS_FILE).write_text(json.dumps(status))
+    result = subprocess.run([*cmd, "--status"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    status["held"] = {"serial": 5, "checksum": "cd" * 32, "reason": "growth", "message": "m"}
+    (tmp_path / "st" / STATUS_FILE).write_text(json.dumps(status))
+    result = subprocess.run([*cmd, "--status"], env=env, capture_output=True, text=True)
+    assert result.returncode == 3
+    result = subprocess.run([*cmd, "--release-held"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "serial 5 will be applied" in result.stdout
+    status["held"] = None
+    (tmp_path / "st" / STATUS_FILE).write_text(json.dumps(status))
     result = subprocess.run([*cmd, "--release-held"], env=env, capture_output=True, text=True)
     assert result.returncode == 1 and "no held update" in result.stderr
 

@@ -96,11 +96,13 @@ from signing import (
     decode_bundle,
     peek_key_id,
 )
+from signing.trust import peek_keyset
 
 log = logging.getLogger(__name__)
 _by_digest = operator.attrgetter("digest")
 
 NOTIFICATION_FILE = "notification.bin"
+RECOVERED_FILE = ".recovered"  # recovery sessions already started (signing/trust.py)
 EDITIONS = (Edition.HASHED, Edition.PLAIN)  # also the write order: hashed commits first
 SYNC_SNAPSHOT_LIMIT = 50_000  # below this many entries, encoding a snapshot is cheap enough
 MAX_LISTED_DELTAS = 512  # well inside the notification's 1024 deltas and 256 KiB
@@ -239,6 +241,7 @@ class Publisher:
         self._pinned_root = pinned_root
         self._sync_limit = sync_snapshot_limit
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
         for edition in EDITIONS:
             (self._dir / edition.label).mkdir(parents=True, exist_ok=True)
         self._reset()
@@ -246,6 +249,7 @@ class Publisher:
         self._compacting = False
         with self._lock:
             self._load(clean_temp=True)  # nothing else writes yet: temp files are leftovers
+        self.follow_recovery()
 
     def _reset(self) -> None:
         # The hashed columns are the truth for the current serial. Plain values are kept as a
@@ -362,11 +366,11 @@ class Publisher:
             self._gc()
             return self._require_published()
 
-    def new_session(self) -> Published:
+    def new_session(self, session: uuid.UUID | None = None) -> Published:
         """Serial N+1 in a fresh session: same state, snapshots only, no deltas."""
         with self._lock:
             self._ensure_loaded()
-            session = uuid.uuid4()
+            session = session or uuid.uuid4()
             serial = self._serial + 1
             plain = self._plain_now()
             try:
@@ -418,6 +422,27 @@ class Publisher:
                 probe = next(iter(self._notes.values()), None) or self._probe_note()
                 self._sign(probe, signing_key, certs)
             self._key, self._certs = signing_key, certs
+        self.follow_recovery()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """`callback()` after each commit (publication sinks, blocklist/authority/sinks.py).
+        Called under the publisher's lock: it must only wake a worker, never do I/O itself."""
+        self._listeners.append(callback)
+
+    def follow_recovery(self) -> Published | None:
+        """Start, once, the session a root-signed recovery in the key set names: ASPs take that
+        session whatever serial a stolen key made them record (signing/trust.py)."""
+        keyset = peek_keyset(self._certs[-1]) if self._certs else None
+        session = keyset.recover_session if keyset else None
+        marker = self._dir / RECOVERED_FILE
+        with self._lock:
+            self._ensure_loaded()
+            taken = marker.read_text().split() if marker.exists() else []
+            if session is None or self._session is None or session in taken:
+                return None
+        published = self.new_session(uuid.UUID(session))
+        write_atomic(marker, ("\n".join([*taken, session]) + "\n").encode(), "recovered")
+        return published
 
     def compact(self) -> Published | None:
         """Write the snapshots for the current serial and re-sign the notifications to name
@@ -615,6 +640,8 @@ class Publisher:
             else:  # resign or compaction: keep what the replaced version named, too
                 self._keep_cur[edition] |= _refs(note)
             self._notes[edition] = note
+        for callback in self._listeners:
+            callback()
 
     def _gc(self) -> None:
         """Delete snapshot/delta files no notification of the current or previous serial names."""

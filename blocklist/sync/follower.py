@@ -1,9 +1,15 @@
 """The sync follower: keep the latest list that can be proven genuine in force, and say so.
 
-Start-up loads the persisted list before any network access. Then the follower long-polls the
-notification (falling back to jittered polling against static hosts and exponential backoff on
-errors), runs each update through the engine, persists, swaps, notifies consumers and acks.
-An expired notification or a long silence never drops the list: it raises an alarm.
+Start-up loads the persisted list and the replay state before any network access. Then the
+follower long-polls the notification (falling back to jittered polling against static hosts,
+to the next mirror when one fails or serves something refused, and exponential backoff on
+errors), runs each update through the engine, persists the replay state then the list, swaps,
+notifies consumers and acks. An expired notification or a long silence never drops the list:
+it raises an alarm. A held update keeps the long-poll going (past the held serial), so the
+authority's correction arrives as soon as it is published.
+
+The follower's condition is one state (`SyncState`): no list, in force, held, stale or
+expired; status.json, the `cordon_sync_state` metric and the alarms are derived from it.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ from prometheus_client import (
 from blocklist.crash import checkpoint
 from blocklist.errors import ArtefactError
 from blocklist.files import write_atomic
+from blocklist.sync import replay as replay_file
 from blocklist.sync import verified as persist
 from blocklist.sync.config import SyncConfig
 from blocklist.sync.engine import Outcome, Result, Settings, update
-from blocklist.sync.http import FetchError, HttpSource
+from blocklist.sync.http import FetchError, HttpSource, Source
 from blocklist.sync.rails import Rails
+from blocklist.sync.replay import ReplayState
+from blocklist.sync.states import ALARMS, SUSPICIOUS, SYNC_STATES, Facts, assess
 from blocklist.sync.verified import VerifiedList
 from signing import FreshnessError, SigningError
 
@@ -76,6 +85,14 @@ class SyncMetrics:
         self.alarm = Gauge(
             "cordon_sync_alarm", "1 while an alarm is raised", ["alarm"], registry=registry
         )
+        self.state = Gauge(
+            "cordon_sync_state", "1 for the follower's current state", ["state"], registry=registry
+        )
+        self.fallbacks = Counter(
+            "cordon_sync_mirror_fallbacks",
+            "Times a mirror was passed over for the next one",
+            registry=registry,
+        )
 
 
 class Follower:
@@ -83,21 +100,33 @@ class Follower:
         self,
         config: SyncConfig,
         *,
-        source: HttpSource | None = None,
+        source: Source | None = None,
         clock: Callable[[], float] = time.time,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         sync = config.sync
         self.state_dir: Path = sync.state_dir
-        self.source = source or HttpSource(
-            sync.resolved_notification_url(),
+        self.source: Source = source or HttpSource(
+            sync.notification_urls(),
             sync.bearer_token(),
             sync.request_timeout,
             sync.authority_url,
         )
         self.clock = clock
-        self.settings = Settings(sync.pinned_roots, sync.list_id, sync.edition, sync.max_entries)
+        self.settings = Settings(
+            sync.pinned_roots,
+            sync.list_id,
+            sync.edition,
+            sync.max_entries,
+            sync.root_threshold,
+            sync.max_serial_jump,
+        )
+        self.replay = ReplayState()
+        self.fallbacks: list[str] = []
+        self.last_apply: dict | None = None
+        self._replay_damaged: str | None = None
+        self._suspicious: str | None = None
         self.rails = Rails(config.rails)
         self.registry = registry or CollectorRegistry()
         self.metrics = SyncMetrics(self.registry)
@@ -128,13 +157,32 @@ class Follower:
 
     async def load(self) -> VerifiedList | None:
         """Load the persisted list (no network). A damaged file is reported, never trusted."""
+        replay: ReplayState | None = None
+        try:
+            replay = await asyncio.to_thread(replay_file.load, self.state_dir)
+        except ArtefactError as exc:
+            self._error("replay_state", f"the replay state cannot be used: {exc}")
+            self._replay_damaged = str(exc)
         try:
             loaded = await asyncio.to_thread(
-                persist.load, self.state_dir, self.settings.pinned_roots, self.settings.max_entries
+                persist.load,
+                self.state_dir,
+                self.settings.pinned_roots,
+                self.settings.max_entries,
+                self.settings.root_threshold,
             )
         except (ArtefactError, SigningError) as exc:
             self._error("state_file", f"the persisted list cannot be used: {exc}")
             loaded = None
+        if replay is None and loaded is not None:
+            # First start with a replay file, or the file was lost: the list in force is the floor.
+            replay = ReplayState(session=loaded.notification.session, serial=loaded.serial)
+        self.replay = replay or ReplayState()
+        if loaded is not None and (
+            loaded.serial < self.replay.serial
+            and loaded.notification.session == self.replay.session
+        ):
+            self._error("state_file", "the persisted list is older than the replay state")
         if loaded is not None:
             self._set_current(loaded)
             _event("loaded persisted list", serial=loaded.serial, entries=len(loaded.state))
@@ -166,22 +214,37 @@ class Follower:
                 rails=self.rails,
                 now=now,
                 release=self._release(),
+                replay=self.replay,
             )
         except FreshnessError as exc:
             self._error("expired", str(exc))
             self.check_freshness()
             self._write_status()
             raise
-        except (SigningError, ArtefactError, FetchError) as exc:
+        except (SigningError, ArtefactError, FetchError, OSError) as exc:
             kind = getattr(exc, "reason", None) or "fetch"
             self._error(kind, str(exc))
+            if kind in SUSPICIOUS:
+                self._suspicious = f"{kind}: {exc}"
+                self.check_freshness()
             self._write_status()
             raise
+        if outcome.replay is not None and outcome.replay != self.replay:
+            # Durable before the list it admits is put in force or acked.
+            try:
+                await asyncio.to_thread(replay_file.save, self.state_dir, outcome.replay)
+            except OSError as exc:
+                self._error("persist", f"cannot persist the replay state: {exc}")
+                self._write_status()
+                raise
+            self.replay = outcome.replay
+            self._replay_damaged = None
         self.metrics.updates.labels(outcome.result.value).inc()
         if outcome.result is Result.APPLIED:
             assert outcome.verified is not None
             await self._install(outcome.verified)
             self.held = None
+            self._suspicious = None
             with contextlib.suppress(FileNotFoundError):
                 (self.state_dir / RELEASE_FILE).unlink()
             _event(
@@ -189,7 +252,14 @@ class Follower:
                 serial=outcome.verified.serial,
                 entries=len(outcome.verified.state),
                 path=outcome.path,
+                snapshot_reason=outcome.fallback if outcome.path == "snapshot" else "",
             )
+            self.last_apply = {
+                "serial": outcome.verified.serial,
+                "path": outcome.path,
+                "snapshot_reason": outcome.fallback if outcome.path == "snapshot" else "",
+                "time": now,
+            }
         elif outcome.result is Result.REFRESHED:
             assert outcome.verified is not None
             await asyncio.to_thread(persist.save, self.state_dir, outcome.verified)
@@ -245,36 +315,54 @@ class Follower:
         self.last_error = {"kind": kind, "message": message, "time": int(self.clock())}
         _event("sync error", logging.WARNING, kind=kind, detail=message)
 
-    def check_freshness(self) -> dict[str, str]:
-        now = int(self.clock())
-        alarms: dict[str, str] = {}
+    def _facts(self) -> Facts:
         cur = self.current
-        if cur is None:
-            alarms["no_list"] = "no verified list: nothing is being blocked"
-        else:
-            if now >= cur.expires:
-                alarms["frozen"] = (
-                    f"the notification for serial {cur.serial} expired; still enforcing it"
-                )
-            age = now - cur.verified_at
-            if age > self.config.sync.max_age_hours * 3600:
-                alarms["stale"] = f"no notification verified for {age // 3600} h"
+        return Facts(
+            now=int(self.clock()),
+            serial=cur.serial if cur else None,
+            expires=cur.expires if cur else None,
+            verified_at=cur.verified_at if cur else None,
+            max_age_seconds=self.config.sync.max_age_hours * 3600,
+            held=self.held,
+            replay_damaged=self._replay_damaged,
+            suspicious=self._suspicious,
+        )
+
+    def check_freshness(self) -> dict[str, str]:
+        """Re-assess the state (blocklist/sync/states.py); log, export and ack what changed."""
+        state, alarms = assess(self._facts())
         for name in set(alarms) - set(self.alarms):
             _event("alarm raised", logging.ERROR, alarm=name, detail=alarms[name])
         for name in set(self.alarms) - set(alarms):
             _event("alarm cleared", alarm=name)
-        for name in ("no_list", "frozen", "stale"):
+        for name in ALARMS:
             self.metrics.alarm.labels(name).set(1 if name in alarms else 0)
+        for name in SYNC_STATES:
+            self.metrics.state.labels(name).set(1 if name == state else 0)
         changed = set(alarms) != set(self.alarms)
         self.alarms = alarms
         if changed and self.current is not None:
             self._queue_ack()  # the authority's compliance view shows the alarm too
         return alarms
 
+    def sync_state(self) -> str:
+        """One of SYNC_STATES: the worst condition that holds."""
+        return assess(self._facts())[0]
+
     def status(self) -> dict:
         cur = self.current
         now = int(self.clock())
         return {
+            "state": self.sync_state(),
+            "replay": {
+                "session": self.replay.session,
+                "serial": self.replay.serial,
+                "keyset_version": self.replay.keyset_version,
+                "root_version": self.replay.root_version,
+            },
+            "mirror": self.source.notification_url,
+            "fallbacks": self.fallbacks,
+            "last_apply": self.last_apply,
             "instance": self.config.sync.instance,
             "list_id": self.config.sync.list_id,
             "edition": self.config.sync.edition,
@@ -294,7 +382,7 @@ class Follower:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             data = json.dumps(self.status(), indent=2, sort_keys=True).encode()
-            write_atomic(self.state_dir / STATUS_FILE, [data])
+            write_atomic(self.state_dir / STATUS_FILE, [data], mode=replay_file.PRIVATE_MODE)
         except OSError as exc:
             log.warning("cannot write status file: %s", exc)
 
@@ -327,6 +415,7 @@ class Follower:
                     self._pending_ack = None
                 delay = 1.0
             except FetchError as exc:
+                self.metrics.errors.labels("ack").inc()
                 log.warning("ack failed, retrying: %s", exc)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, self.config.sync.max_backoff_seconds)
@@ -338,16 +427,67 @@ class Follower:
 
     # ------------------------------------------------------------------ loop
 
+    def _after(self) -> int | None:
+        """The serial a long-poll waits to see surpassed: past a held one, so it keeps waiting."""
+        if self.current is None:
+            return None
+        if self.held is not None and self.held.get("serial"):
+            return max(self.current.serial, int(self.held["serial"]))
+        return self.current.serial
+
     async def poll_once(self, wait: int = 0) -> Outcome:
-        try:
-            data = await self.source.notification(
-                self.current.serial if self.current else None, wait
-            )
-        except FetchError as exc:
-            self._error("fetch", str(exc))
+        """One poll: the first mirror that answers; the next one when its answer is refused."""
+        start = 0
+        while True:
+            try:
+                data = await self.source.notification(self._after(), wait, start)
+            except (FetchError, ArtefactError, OSError) as exc:
+                self._note_fallbacks()
+                self._error("fetch", str(exc))
+                self._write_status()
+                raise
+            try:
+                outcome = await self.step(data)
+            except (SigningError, ArtefactError, FetchError, OSError) as exc:
+                index = self.source.index
+                if index + 1 >= self.source.mirror_count:
+                    self._note_fallbacks()
+                    self._write_status()
+                    raise
+                self.source.passed_over(f"{getattr(exc, 'reason', 'fetch')}: {exc}")
+                self.metrics.fallbacks.inc()
+                start = index + 1
+                continue
+            if self._withheld(outcome):
+                self.source.passed_over(
+                    "nothing newer than a notification signed "
+                    f"{(int(self.clock()) - outcome.verified.notification.created) // 60} min ago"
+                )
+                self.metrics.fallbacks.inc()
+                start = self.source.index + 1
+                continue
+            self._note_fallbacks()
             self._write_status()
-            raise
-        return await self.step(data)
+            return outcome
+
+    def _withheld(self, outcome: Outcome) -> bool:
+        """True when a mirror answers "nothing new" although what is in force is old enough
+        to suspect it withholds updates, and another mirror remains to ask."""
+        if outcome.result is not Result.UNCHANGED or outcome.verified is None:
+            return False
+        if self.source.index + 1 >= self.source.mirror_count:
+            return False
+        age = int(self.clock()) - outcome.verified.notification.created
+        return age > self.config.sync.stale_mirror_minutes * 60
+
+    def _long_polling(self, wait: int) -> bool:
+        return wait > 0 and self.source.is_api(self.source.notification_url)
+
+    def _note_fallbacks(self) -> None:
+        fallbacks = list(self.source.fallbacks)
+        if fallbacks and fallbacks != self.fallbacks:
+            _event("mirror fallback", logging.WARNING, reasons=fallbacks)
+        self.fallbacks = fallbacks
 
     async def run(self) -> None:
         """Follow until `stop()`: long-poll, with polling and backoff as fallbacks."""
@@ -373,8 +513,10 @@ class Follower:
                     outcome.verified.notification.min_poll_interval if outcome.verified else 60
                 )
                 idle = outcome.result in (Result.UNCHANGED, Result.REFRESHED)
-                if outcome.result is Result.HELD or (idle and (quick or wait == 0)):
-                    # A static host (or a held update) answers at once: poll at the pace asked.
+                held = outcome.result is Result.HELD
+                if (idle and (quick or wait == 0)) or (held and not self._long_polling(wait)):
+                    # A static host answers at once: poll at the pace asked. A held update
+                    # does not pause a long-poll: the next one waits past the held serial.
                     pause = min_poll * random.uniform(0.8, 1.2)
             except (FetchError, SigningError, ArtefactError, OSError):
                 # Already recorded by poll_once/step; the list in force stays in force.

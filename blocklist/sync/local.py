@@ -18,7 +18,8 @@ from blocklist.notification import Notification, SnapshotRef, sign_notification
 from blocklist.state import Edition, ListState
 from blocklist.sync import verified as persist
 from blocklist.sync.verified import VerifiedList
-from signing import Role, format_public_key, generate_key, issue_certificate, public_key_raw
+from signing import format_public_key, generate_key, public_key_raw
+from signing.trust import DocType, SetKey, keyset_payload, sign_document
 
 
 @dataclass
@@ -31,10 +32,9 @@ class LocalSigner:
     @classmethod
     def generate(cls, now: int, days: int = 30) -> LocalSigner:
         root, key = generate_key(), generate_key()
-        cert = issue_certificate(
-            root, public_key_raw(key), Role.SIGNING, now - 3600, now + days * 86400, "local"
-        )
-        return cls(root, key, [cert])
+        window = SetKey(public_key_raw(key), "local", now - 3600, now + days * 86400)
+        payload = keyset_payload(version=1, root_version=1, issued=now, keys=[window])
+        return cls(root, key, [sign_document([root], DocType.KEY_SET, payload)])
 
     @property
     def root_public(self) -> bytes:

@@ -2,7 +2,9 @@
 
 The sync follower is the only writer of `state.bin`; readers notice a new file (by inode and
 mtime), load and re-verify it off the event loop, then hand the new list to their callback,
-which swaps one reference.
+which swaps one reference. A file with a lower serial than the list taken is refused (a copy
+put back by someone who can write the directory), unless it starts the session the replay
+state names (a root-signed recovery).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from blocklist.errors import ArtefactError
+from blocklist.sync import replay as replay_file
 from blocklist.sync import verified as persist
 from blocklist.sync.verified import VerifiedList
 from signing import SigningError
@@ -31,6 +34,7 @@ class StateWatcher:
         *,
         interval: float = 1.0,
         max_entries: int = 20_000_000,
+        threshold: int = 1,
     ) -> None:
         self.path = state_dir / persist.STATE_FILE
         self.state_dir = state_dir
@@ -38,6 +42,7 @@ class StateWatcher:
         self.on_change = on_change
         self.interval = interval
         self.max_entries = max_entries
+        self.threshold = threshold  # [sync] root_threshold: k of the pinned roots
         self.current: VerifiedList | None = None
         # Files that could not be loaded (the list in force stayed): something to wait for.
         self.refused = 0
@@ -58,7 +63,7 @@ class StateWatcher:
             return False
         try:
             loaded = await asyncio.to_thread(
-                persist.load, self.state_dir, self.pinned_roots, self.max_entries
+                persist.load, self.state_dir, self.pinned_roots, self.max_entries, self.threshold
             )
         except (ArtefactError, SigningError, OSError) as exc:
             log.error("cannot load %s, keeping the list in force: %s", self.path, exc)
@@ -72,11 +77,31 @@ class StateWatcher:
             and loaded.expires == self.current.expires
         ):
             return False
+        if self.current is not None and not self._newer(loaded, self.current):
+            self.refused += 1
+            log.error(
+                "%s holds serial %s, older than serial %s in force; keeping the list in force",
+                self.path,
+                loaded.serial,
+                self.current.serial,
+            )
+            return False
         self.current = loaded
         result = self.on_change(loaded)
         if asyncio.iscoroutine(result):
             await result
         return True
+
+    def _newer(self, loaded: VerifiedList, current: VerifiedList) -> bool:
+        if loaded.notification.session == current.notification.session:
+            return loaded.serial >= current.serial
+        if loaded.serial > current.serial:
+            return True
+        try:
+            replay = replay_file.load(self.state_dir)
+        except ArtefactError:
+            return False
+        return replay is not None and replay.session == loaded.notification.session
 
     async def _run(self) -> None:
         while True:
