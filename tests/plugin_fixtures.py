@@ -181,9 +181,9 @@ forward-zone:
     return conf
 
 
-def plugin_settings(workdir: Path, index: Path, **extra: object) -> Path:
-    path = workdir / "cordon.toml"
-    values: dict[str, object] = {
+def settings_values(index: Path, **extra: object) -> dict[str, object]:
+    """The plugin settings of the tests (both plugin families take the same keys)."""
+    return {
         "index": str(index),
         "ipv4": [STOP_V4],
         "ipv6": [STOP_V6],
@@ -191,6 +191,11 @@ def plugin_settings(workdir: Path, index: Path, **extra: object) -> Path:
         "reload_interval": 0.2,
         **extra,
     }
+
+
+def plugin_settings(workdir: Path, index: Path, **extra: object) -> Path:
+    path = workdir / "cordon.toml"
+    values = settings_values(index, **extra)
     lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -261,14 +266,7 @@ def blast(port: int, datagrams: list[bytes]) -> None:
 
 
 def lua_settings(workdir: Path, index: Path, **extra: object) -> Path:
-    values: dict[str, object] = {
-        "index": str(index),
-        "ipv4": [STOP_V4],
-        "ipv6": [STOP_V6],
-        "ttl": 60,
-        "reload_interval": 0.2,
-        **extra,
-    }
+    values = settings_values(index, **extra)
 
     def lua(v: object) -> str:
         if isinstance(v, list):
