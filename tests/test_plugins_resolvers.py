@@ -226,7 +226,7 @@ async def test_unbound_with_serve_expired_blocks_cached_names(tmp_path: Path, up
         daemon.stop()
 
 
-@pytest.mark.tools("unbound-control", "rec_control")
+# unbound-control and rec_control come with the unbound and pdns-recursor packages (module marker).
 @pytest.mark.parametrize("kind", ["unbound", "recursor"])
 async def test_after_change_flush_reaches_cached_names(tmp_path: Path, upstream, kind: str) -> None:
     """Caches kept at full TTLs; the configured flush runs when a new list is taken."""

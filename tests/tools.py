@@ -22,8 +22,6 @@ TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "chromium": (("chromium", "chromium-browser", "google-chrome"), "chromium"),
     "systemd-analyze": (("systemd-analyze",), "systemd"),
     "pdns_recursor": (("pdns_recursor",), "pdns-recursor"),
-    "rec_control": (("rec_control",), "pdns-recursor"),
-    "unbound-control": (("unbound-control",), "unbound"),
     "dnsdist": (("dnsdist",), "dnsdist"),
     "kresd": (("kresd",), "knot-resolver"),
 }
