@@ -137,9 +137,26 @@ class AuthorityServer:
         self.tokens["alice"] = (
             await self.call("admin", "POST", "/v1/officers", {"name": "alice", "role": "officer"})
         )["token"]
-        self.tokens["bob"] = (
-            await self.call("admin", "POST", "/v1/officers", {"name": "bob", "role": "approver"})
-        )["token"]
+        # An approver the admin creates waits for a second person; create it on the state
+        # directory instead, as an operator would for the first approver.
+        bob = subprocess.run(
+            [
+                *cli,
+                "--json",
+                "officer",
+                "add",
+                "bob",
+                "--role",
+                "approver",
+                "--config",
+                self.config,
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        self.tokens["bob"] = json.loads(bob.stdout)["token"]
         return self
 
     async def __aexit__(self, *exc) -> None:

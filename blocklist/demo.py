@@ -217,13 +217,34 @@ class Demo:
             raise RuntimeError(f"blocklist init failed: {out.stderr}")
         root = next(w for w in out.stdout.split() if w.startswith("ed25519:"))
         self.tokens["admin"] = (self.dir / "admin.token").read_text().strip()
+        # As in production, the root key leaves the state directory after the ceremony (the
+        # service warns while it is there); the demo only moves it aside.
+        offline = self.dir / "offline-keys"
+        offline.mkdir(mode=0o700, exist_ok=True)
+        for key in (self.dir / "authority-state" / "keys").glob("root*.key"):
+            key.rename(offline / key.name)
+        # The approver is created on the state directory itself: one an admin creates through
+        # the API stays inactive until a second person confirms it.
+        out = self.cli(
+            "blocklist.cli",
+            "--json",
+            "officer",
+            "add",
+            "demo-approver",
+            "--role",
+            "approver",
+            "--config",
+            "authority.toml",
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"blocklist officer add failed: {out.stderr}")
+        self.tokens["demo-approver"] = json.loads(out.stdout)["token"]
         self.start("authority", "blocklist.cli", "serve", "--config", "authority.toml")
         self.wait_http(f"http://127.0.0.1:{self.ports['authority']}/healthz", "the authority API")
         admin = self.tokens["admin"]
-        for name, role in (("demo-officer", "officer"), ("demo-approver", "approver")):
-            self.tokens[name] = self.api(
-                "POST", "/v1/officers", admin, {"name": name, "role": role}
-            )["token"]
+        self.tokens["demo-officer"] = self.api(
+            "POST", "/v1/officers", admin, {"name": "demo-officer", "role": "officer"}
+        )["token"]
         self.tokens["asp"] = self.api("POST", "/v1/asps", admin, {"name": "demo-isp"})["token"]
         (self.dir / "asp.token").write_text(self.tokens["asp"] + "\n")
         os.chmod(self.dir / "asp.token", 0o600)

@@ -72,6 +72,15 @@ class DeltaRef(FileRef):
     to_serial: Serial
 
 
+class AuditHead(_Strict):
+    """The authority's audit log when the notification was signed: its record count and the
+    hash of its last record. Every ASP keeps signed copies, so a rewrite of the history before
+    a published head is detectable (see docs/security.md)."""
+
+    records: Annotated[int, Field(ge=0, lt=2**63)]
+    hash: Hex32
+
+
 class Notification(_Strict):
     v: Literal[1] = 1
     type: Literal["cordon-notification"] = "cordon-notification"
@@ -91,6 +100,7 @@ class Notification(_Strict):
     min_poll_interval: Annotated[int, Field(ge=1, le=86400)] = 60
     # Set by the authority for a deliberate bulk change, so ASP growth/shrink rails let it pass.
     bulk_change: bool = False
+    audit_head: AuditHead | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Notification:
@@ -114,9 +124,10 @@ class Notification(_Strict):
         return self
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
-        ).encode("utf-8")
+        data = self.model_dump(mode="json")
+        if data.get("audit_head") is None:
+            del data["audit_head"]  # absent, not null: older notifications keep their bytes
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     def deltas_from(self, serial: int) -> list[DeltaRef] | None:
         """The deltas that lead from `serial` to this notification's serial, or None if none do."""
@@ -208,6 +219,7 @@ def check_notification(
 
 __all__ = [
     "MAX_NOTIFICATION_SIZE",
+    "AuditHead",
     "DeltaRef",
     "FileRef",
     "Notification",

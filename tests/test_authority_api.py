@@ -306,3 +306,37 @@ async def test_renewed_signing_key_is_taken_without_restart(api: RunningAuthorit
     new_id = peek_key_id(decode_bundle(after, 1 << 20)[1])
     assert new_id == key_id(public_key_raw(renewed.key)) != old_id
     assert open_notification(after, [api.root], int(time.time())).serial == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"source": "s", "lines": [{"value": "a.example"}, {"value": "b.example", "line": 7}]}',
+        b' { "lines" : [ {"value":"a.example"} ] , "refused_by_client": 3 } ',
+        b'{"lines": [' + b'{"value": "x.example"},' * 4500 + b'{"value": 5}]}',  # bad at 4500
+        b'{"lines": []}',
+        b'{"lines": [{"value": "a.example"}], "surprise": 1}',
+        b'{"lines": [{"value": "a.example"},]}',
+        b'{"lines": [{"value": "a.example"}] } trailing',
+        b'{"lines": [' + b"[" * 5000 + b"]" * 5000 + b"]}",
+        b'["not", "an", "object"]',
+        b'{"lines": "nope"}',
+        b"\xff\xfe",
+    ],
+)
+def test_batch_bodies_parse_in_steps_like_in_one(body: bytes) -> None:
+    """The stepwise import parser (which lets the event loop run) agrees with the plain one."""
+    from blocklist.authority import api as api_module
+    from blocklist.authority.errors import AuthorityError
+
+    def outcome(parse):
+        try:
+            return "ok", parse().model_dump()
+        except AuthorityError as exc:
+            return type(exc).__name__, exc.code, str(exc).split(": ")[0]
+
+    plain = outcome(lambda: api_module._decode(body, api_module.BatchIn))
+    stepwise = outcome(lambda: api_module._decode_batch(body))
+    assert plain[:2] == stepwise[:2]
+    if plain[0] == "ok" or plain[1] == "invalid_body":
+        assert plain == stepwise

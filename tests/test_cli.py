@@ -136,10 +136,26 @@ def authority(tmp_path_factory: pytest.TempPathFactory):
     try:
         wait_healthy(url, proc, log)
         auth = Authority(directory, config, url, root_key, admin, {"admin": admin})
-        for name, role in [("alice", "officer"), ("bob", "approver"), ("olga", "oversight")]:
+        # Oversight offline, on the state directory: independent of the admin, so it can
+        # confirm the approver the admin creates.
+        offline = blocklist(
+            "--json",
+            "officer",
+            "add",
+            "olga",
+            "--role",
+            "oversight",
+            "--config",
+            config,
+            cwd=directory,
+        )
+        assert offline.returncode == 0, offline.stderr
+        auth.tokens["olga"] = json.loads(offline.stdout)["token"]
+        for name, role in [("alice", "officer"), ("bob", "approver")]:
             created = auth.json("officer", "add", name, "--role", role)
             assert created["name"] == name and created["role"] == role
             auth.tokens[name] = created["token"]
+        assert auth.json("officer", "confirm", "bob", who="olga")["active"] is True
         yield auth
     finally:
         proc.kill()
@@ -271,12 +287,14 @@ def test_add_approve_publish_status_list_show(authority: Authority) -> None:
         "lag",
         "divergent",
         "overdue",
+        "held",
+        "alarms",
         "last",
         "seen",
     ]
     row = next(r for r in compliance.stdout.splitlines() if "resolver-1" in r).split()
-    assert row[:6] == ["isp-one.example", "resolver-1", "1", "0", "no", "no"]
-    assert row[6].endswith("Z") and "T" in row[6]
+    assert row[:8] == ["isp-one.example", "resolver-1", "1", "0", "no", "no", "0", "-"]
+    assert row[8].endswith("Z") and "T" in row[8]
 
 
 def test_self_approval_is_refused(authority: Authority) -> None:
@@ -730,7 +748,66 @@ def test_keys_renew(authority: Authority) -> None:
         authority.directory / "nope.key",
         cwd=authority.directory,
     )
-    assert bad.returncode == 1 and "cannot certify" in bad.stderr
+    assert bad.returncode == 2 and "nope.key does not exist" in bad.stderr
+
+
+def test_keys_two_of_three_roots_revoke_recover_and_rotate(tmp_path: Path) -> None:
+    """The key commands end to end: a 2-of-3 root ceremony, renewal with one root refused, a
+    revocation with a recovery session, a root rotation; `keys show` reports each step."""
+    config = write_config(tmp_path, free_port())
+    out = blocklist(
+        "--json", "init", "--config", config, "--admin", "root", "--roots", "3",
+        "--threshold", "2", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    init = json.loads(out.stdout)
+    assert len(init["root_public_keys"]) == 3 and init["root_threshold"] == 2
+    keys = tmp_path / "state" / "keys"
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    for k in sorted(keys.glob("root*.key")):
+        k.rename(offline / k.name)  # as in production: root keys leave the state directory
+    roots = sorted(offline.glob("root*.key"))
+    assert len(roots) == 3
+
+    def show() -> dict:
+        out = blocklist("--json", "keys", "show", "--config", config, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    first = show()
+    assert first["root_threshold"] == 2 and first["keyset_version"] == 1
+    old_id = first["signing_keys"][0]["key_id"]
+
+    no_root = blocklist("keys", "renew", "--config", config, cwd=tmp_path)
+    assert no_root.returncode == 2 and "--root-key" in no_root.stderr
+    one = blocklist("keys", "renew", "--config", config, "--root-key", roots[0], cwd=tmp_path)
+    assert one.returncode == 1 and "cannot certify" in one.stderr
+    assert show()["keyset_version"] == 1  # nothing written by the refused renewal
+
+    args = ["--config", config, "--root-key", roots[0], "--root-key", roots[2]]
+    out = blocklist("--json", "keys", "revoke", *args, "--recover", old_id, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    revoked = json.loads(out.stdout)
+    assert revoked["revoked"] == [old_id] and revoked["recover_session"]
+    after = show()
+    assert after["keyset_version"] == 2 and after["revoked"] == [old_id]
+    assert old_id not in [k["key_id"] for k in after["signing_keys"]]
+    assert after["recover_session"] == revoked["recover_session"]
+
+    bad = blocklist("keys", "revoke", *args, "not-a-key-id", cwd=tmp_path)
+    assert bad.returncode == 1 and "16-hex-digit key id" in bad.stderr
+
+    out = blocklist(
+        "--json", "keys", "rotate-root", *args, "--roots", "1", "--threshold", "1", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    pins = json.loads(out.stdout)["root_public_keys"]
+    rotated = show()
+    assert rotated["root_version"] == 2 and rotated["root_public_keys"] == pins
+    assert pins[0] not in init["root_public_keys"] and rotated["revoked"] == [old_id]
+    bad = blocklist("keys", "rotate-root", *args, "--roots", "2", "--threshold", "3", cwd=tmp_path)
+    assert bad.returncode == 2 and "--threshold" in bad.stderr
 
 
 def test_every_command_module_is_registered() -> None:
@@ -758,3 +835,144 @@ def test_every_command_module_is_registered() -> None:
         "complaints",
         "audit",
     } <= set(choices)
+
+
+# ---------------------------------------------------------------- integrity and usability
+
+
+def test_complaint_escapes_never_reach_the_terminal(authority: Authority) -> None:
+    """A complaint whose text carries terminal escapes (clear screen, retitle, hyperlink) and
+    bidi overrides is shown with those characters made visible, never interpreted."""
+    asp = authority.json("asp", "add", "isp-escapes.example")
+    hostile = {
+        "idempotency_key": "cli-escape-key-0001",
+        "host": "x.example\x1b[2J\x1b]0;pwned\x07",
+        "role": "visitor",
+        "reason": "fine\u202egnp.exe\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\\x9b31m",
+        "contact": "me\u2066@\u2069example\r\x00",
+        "received": int(time.time()),
+        "ticket": "T-ESC1-0001",
+    }
+    request = urllib.request.Request(
+        authority.url + "/v1/complaints",
+        data=json.dumps(hostile).encode(),
+        headers={"Authorization": f"Bearer {asp['token']}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 201
+    bad = ["\x1b", "\x07", "\x9b", "\u202e", "\u2066", "\u2069", "\r", "\x00"]
+    for args in (
+        ("complaints", "show", "T-ESC1-0001"),
+        ("complaints", "list"),
+        ("--json", "complaints", "show", "T-ESC1-0001"),
+    ):
+        out = authority.run(*args, who="olga")
+        assert out.returncode == 0, out.stderr
+        assert not [c for c in bad if c in out.stdout + out.stderr], (args, out.stdout)
+    shown = authority.run("complaints", "show", "T-ESC1-0001", who="olga").stdout
+    assert "\\u001b[2J" in shown and "\\u202e" in shown and "visitor's ticket" in shown
+    # --json stays valid JSON and keeps the text (as escapes) for tools.
+    data = json.loads(
+        authority.run("--json", "complaints", "show", "T-ESC1-0001", who="olga").stdout
+    )
+    assert data["reason"].startswith("fine\u202egnp")
+
+
+def test_home_hosted_entries_in_messages_lists_and_batches(authority: Authority) -> None:
+    out = authority.run(
+        "add", "home-msg.example", "--country", "FR", "--evidence", "c-9", who="alice"
+    )
+    assert out.returncode == 0 and "takedown" in out.stdout
+    assert "another approver must approve" not in out.stdout
+    listed = authority.json("list", "--status", "takedown", who="olga")["entries"]
+    assert "home-msg.example" in [e["value"] for e in listed]
+    status = authority.run("status", who="olga").stdout
+    assert "takedown " in status and "removal_pending " in status
+
+    text = authority.directory / "mixed.txt"
+    text.write_text("mixed-a.example\nmixed-b.example\nmixed-a.example\n", encoding="utf-8")
+    out = authority.run("import", text, "--country", "FR", "--evidence", "ev-mixed", who="alice")
+    assert out.returncode == 0, out.stderr
+    batch_id = int(out.stdout.split()[1].rstrip(":"))
+    assert "hosted at home" in out.stdout
+    # The duplicate is reported at its file line, citing the file line it repeats.
+    assert refused_rows(out.stdout) == {3: ["mixed-a.example", "duplicate"]}
+    assert "repeats line 1" in out.stdout
+    records = authority.json("audit", "log", "--limit", "5", who="olga")["records"]
+    imported = next(r for r in records if r["action"] == "batch.import")
+    assert imported["detail"]["refused"] == 1 and imported["detail"]["batch"] == batch_id
+
+
+def test_batch_accept_counts_takedowns_apart(authority: Authority) -> None:
+    csv_file = authority.directory / "abroad-and-home.csv"
+    csv_file.write_text(
+        "value,hosting_country,evidence\n"
+        "split-a.example,NL,e\nsplit-b.example,NL,e\nsplit-c.example,FR,e\n",
+        encoding="utf-8",
+    )
+    out = authority.run("import", csv_file, who="alice")
+    batch_id = int(out.stdout.split()[1].rstrip(":"))
+    accepted = authority.run("batch", "accept", str(batch_id), "--confirm-large", who="bob")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "2 entries are active" in accepted.stdout
+    assert "1 hosted at home stay in takedown" in accepted.stdout
+
+
+def test_init_writes_a_config_and_serve_warns_about_the_root_key(tmp_path: Path) -> None:
+    config = tmp_path / "new" / "authority.toml"
+    config.parent.mkdir()
+    out = blocklist(
+        "init", "--config", config, "--admin", "root", "--country", "be", cwd=config.parent
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"wrote {config}" in out.stderr
+    assert 'country = "BE"' in config.read_text()
+    assert (config.parent / "authority-state" / "authority.db").exists()
+    # serve with the root key still present warns, then fails on the port it cannot bind.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        serve = blocklist(
+            "serve", "--config", config, "--port", str(port), cwd=config.parent, timeout=60
+        )
+    assert "warning: root private key(s) still in" in serve.stderr and "root" in serve.stderr
+    assert serve.returncode == 1 and "cannot serve" in serve.stderr
+
+
+def test_audit_verify_against_a_saved_notification(authority: Authority) -> None:
+    entry = add_entry(authority, "anchored.example")
+    assert authority.run("approve", str(entry), who="bob").returncode == 0
+    assert authority.run("publish", who="alice").returncode == 0
+    request = urllib.request.Request(
+        authority.url + "/v1/list/hashed/notification",
+        headers={"Authorization": f"Bearer {authority.tokens['olga']}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        saved = authority.directory / "asp-copy.bin"
+        saved.write_bytes(resp.read())
+    offline = blocklist(
+        "audit",
+        "verify",
+        "--config",
+        authority.config,
+        "--notification",
+        saved,
+        "--root-key",
+        authority.root_key,
+        cwd=authority.directory,
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert "matches 1 published head" in offline.stdout
+    online = authority.run(
+        "audit", "verify", "--notification", saved, "--root-key", authority.root_key, who="olga"
+    )
+    assert online.returncode == 0 and "matches 1 published head" in online.stdout
+    wrong = authority.run("audit", "verify", "--expect-head", f"1:{'0' * 64}", who="olga")
+    assert wrong.returncode == 1 and "published head at record 1" in wrong.stderr
+    forged = authority.directory / "forged.bin"
+    forged.write_bytes(saved.read_bytes().replace(b'"records":', b'"records":1'))
+    bad = authority.run(
+        "audit", "verify", "--notification", forged, "--root-key", authority.root_key, who="olga"
+    )
+    assert bad.returncode == 1 and "forged.bin" in bad.stderr

@@ -12,7 +12,10 @@ from blocklist.authority.lifecycle import DAY, HOUR, Check, Lifecycle, Lifecycle
 from blocklist.authority.store import SYSTEM, AuthorityError, Principal, Store
 from blocklist.digests import digest
 
-GONE = Check("gone", "HTTP 404", 404)
+# Weak: the site's own word, which a cloaking site gives the checker alone.
+GONE = Check("gone", "HTTP 404", 404, evidence="http")
+# Strong: the name is gone from every one of two or more resolvers.
+STRONG = Check("gone", "NXDOMAIN", evidence="dns")
 ONLINE = Check("online", "HTTP 200", 200)
 UNKNOWN = Check("unknown", "connect timeout")
 
@@ -48,10 +51,12 @@ def listed(store: Store, people: dict, value: str, country: str = "NL") -> int:
     return entry
 
 
-def gone_times(lc: Lifecycle, clock: Clock, entry: int, n: int, gap: float = 13 * HOUR) -> list:
+def gone_times(
+    lc: Lifecycle, clock: Clock, entry: int, n: int, gap: float = 13 * HOUR, check: Check = STRONG
+) -> list:
     out = []
     for _ in range(n):
-        out.append(lc.record_check(entry, GONE))
+        out.append(lc.record_check(entry, check))
         clock.advance(gap)
     return out
 
@@ -68,6 +73,28 @@ def test_k_gone_checks_delist_automatically(tmp_path: Path, clock: Clock) -> Non
     assert store.pending_changes().removed == [digest("blocked.example")]
     actions = [r["action"] for r in store.audit_log(people["olga"], entry_id=entry)]
     assert actions[0] == "entry.delist"
+
+
+def test_weak_evidence_never_delists_alone(tmp_path: Path, clock: Clock) -> None:
+    """A cloaking site answers 404 to the checker: with the "auto" policy the entry still
+    only goes to removal_pending, listed until an officer confirms."""
+    store, lc, people = make(tmp_path, clock)
+    entry = listed(store, people, "cloaking.example")
+    assert gone_times(lc, clock, entry, 3, check=GONE) == [None, None, "removal_pending"]
+    record = store.get(people["olga"], entry)
+    assert record.status == "removal_pending" and "weak" in record.status_reason
+    assert store.pending_changes().removed == []
+    # A weak "gone" in a strong streak breaks the streak: K strong in a row are needed.
+    other = listed(store, people, "mixed.example")
+    gone_times(lc, clock, other, 2)
+    assert lc.record_check(other, GONE) == "removal_pending"
+    # Refused connections and single-resolver NXDOMAIN are weak too.
+    for weak in (
+        Check("gone", "connection refused", evidence="refused"),
+        Check("gone", "NXDOMAIN", evidence="dns-one"),
+    ):
+        e = listed(store, people, f"weak-{weak.evidence}.example")
+        assert gone_times(lc, clock, e, 3, check=weak)[-1] == "removal_pending"
 
 
 def test_gone_checks_too_close_count_once(tmp_path: Path, clock: Clock) -> None:
@@ -88,7 +115,7 @@ def test_flapping_site_resets_the_count(tmp_path: Path, clock: Clock) -> None:
     assert store.get(people["olga"], entry).status == "active"
     lc.record_check(entry, UNKNOWN)  # changes nothing
     clock.advance(13 * HOUR)
-    assert lc.record_check(entry, GONE) == "removed_at_source"
+    assert lc.record_check(entry, STRONG) == "removed_at_source"
 
 
 def test_confirm_policy_and_back_online(tmp_path: Path, clock: Clock) -> None:
@@ -161,6 +188,13 @@ def test_takedown_gone_closes_without_listing(tmp_path: Path, clock: Clock) -> N
     assert gone_times(lc, clock, entry, 3)[-1] == "removed_at_source"
     assert store.get(people["olga"], entry).status == "delisted"
     assert store.pending_changes().removed == []  # it was never on the list
+    # On weak evidence it stays a takedown (never listed) until an officer confirms.
+    other = store.add_entry(people["alice"], "home2.example", hosting_country="FR", evidence="e")
+    assert gone_times(lc, clock, other.id, 3, check=GONE)[-1] == "removal_pending"
+    assert store.get(people["olga"], other.id).status == "takedown"
+    assert store.pending_changes().added == []
+    lc.confirm_removal(people["alice"], other.id)
+    assert store.get(people["olga"], other.id).status == "delisted"
 
 
 def test_partner_notice_and_escalating_abroad_refused(tmp_path: Path, clock: Clock) -> None:
@@ -208,27 +242,43 @@ def test_report_counts_and_time_to_removal(tmp_path: Path, clock: Clock) -> None
 
 
 async def test_lifecycle_pass_end_to_end(tmp_path: Path) -> None:
-    """The running authority checks real (loopback) sites and delists what is gone."""
+    """The running authority checks real (loopback) sites through two resolvers.
+
+    `gone.example` no longer exists in either resolver: strong evidence, delisted at once.
+    `cloaking.example` answers 404 to any client that names itself a checker, content to
+    browsers: the checker's browser user agent sees the content. `dead.example` answers 404 to
+    everyone: weak evidence, so it waits for an officer even under the "auto" policy.
+    """
     import asyncio
 
+    import dnslib
     from aiohttp import web
     from aiohttp.test_utils import TestServer
     from authority_fixtures import start_authority
-    from test_liveness import DnsResponder
+    from test_liveness import SPECIAL_NAMES, DnsResponder
+
+    user_agents: list[str] = []
 
     async def site(request: web.Request) -> web.Response:
         host = request.host.split(":")[0]
-        return web.Response(status=404 if host == "gone.example" else 200, text="x")
+        agent = request.headers.get("User-Agent", "")
+        user_agents.append(agent)
+        cloaked = host == "cloaking.example" and (
+            "cordon" in agent.lower() or "bot" in agent.lower()
+        )
+        return web.Response(status=404 if cloaked or host == "dead.example" else 200, text="x")
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", site)
     http = TestServer(app, host="127.0.0.1")
     await http.start_server()
     loop = asyncio.get_running_loop()
-    dns_transport, _ = await loop.create_datagram_endpoint(
-        DnsResponder, local_addr=("127.0.0.1", 0)
-    )
-    dns_port = dns_transport.get_extra_info("sockname")[1]
+    SPECIAL_NAMES["gone.example"] = dnslib.RCODE.NXDOMAIN
+    transports = [
+        (await loop.create_datagram_endpoint(DnsResponder, local_addr=("127.0.0.1", 0)))[0]
+        for _ in range(2)
+    ]
+    ports = [t.get_extra_info("sockname")[1] for t in transports]
     api = await start_authority(
         tmp_path,
         lifecycle={
@@ -238,7 +288,8 @@ async def test_lifecycle_pass_end_to_end(tmp_path: Path) -> None:
             "check_interval_hours": 0,
         },
         liveness={
-            "resolver_port": dns_port,
+            "resolver_port": ports[0],
+            "extra_resolvers": [f"127.0.0.1:{ports[1]}"],
             "http_port": http.port,
             "https_port": 9,
             "timeout": 2,
@@ -247,7 +298,7 @@ async def test_lifecycle_pass_end_to_end(tmp_path: Path) -> None:
     )
     try:
         ids = {}
-        for value in ("gone.example", "online.example"):
+        for value in ("gone.example", "cloaking.example", "dead.example"):
             _, body = await api.call(
                 "alice",
                 "POST",
@@ -258,16 +309,22 @@ async def test_lifecycle_pass_end_to_end(tmp_path: Path) -> None:
             ids[value] = body["id"]
         await api.call("alice", "POST", "/v1/publish")
         status, first = await api.call("alice", "POST", "/v1/lifecycle/run")
-        assert status == 200 and first["outcomes"] == {"gone": 1, "online": 1}, first
+        assert status == 200 and first["outcomes"] == {"gone": 2, "online": 1}, first
         _, second = await api.call("alice", "POST", "/v1/lifecycle/run")
-        assert second["transitions"] == {"removed_at_source": 1}
+        assert second["transitions"] == {"removed_at_source": 1, "removal_pending": 1}
         _, entry = await api.call("olga", "GET", f"/v1/entries/{ids['gone.example']}")
         assert entry["status"] == "delisted" and entry["delist_cause"] == "removed_at_source"
         _, checks = await api.call("olga", "GET", f"/v1/entries/{ids['gone.example']}/checks")
-        assert [c["detail"] for c in checks["checks"]] == ["HTTP 404", "HTTP 404"]
+        assert [c["detail"] for c in checks["checks"]] == ["NXDOMAIN", "NXDOMAIN"]
+        _, cloaking = await api.call("olga", "GET", f"/v1/entries/{ids['cloaking.example']}")
+        assert cloaking["status"] == "active" and cloaking["last_outcome"] == "online"
+        _, dead = await api.call("olga", "GET", f"/v1/entries/{ids['dead.example']}")
+        assert dead["status"] == "removal_pending"
+        assert user_agents and all(a.startswith("Mozilla/5.0") for a in user_agents)
         _, pub = await api.call("alice", "POST", "/v1/publish")
-        assert pub["removed"] == 1 and pub["entries"] == 1
+        assert pub["removed"] == 1 and pub["entries"] == 2
     finally:
+        del SPECIAL_NAMES["gone.example"]
         await api.client.close()
-        dns_transport.close()
-        await http.close()
+        for transport in transports:
+            transport.close()

@@ -619,3 +619,158 @@ async def test_check_many_mixes_outcomes(world: World) -> None:
 
 async def test_check_many_of_nothing(world: World) -> None:
     assert await check_many([], world.settings) == {}
+
+
+# --- Evidence against cloaking ----------------------------------------------------------------
+
+
+class AnswersEverything(DnsResponder):
+    """A second resolver that still knows every name (e.g. another network's view)."""
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        request = dnslib.DNSRecord.parse(data)
+        reply = request.reply()
+        if dnslib.QTYPE[request.q.qtype] == "A":
+            reply.add_answer(
+                dnslib.RR(request.q.qname, dnslib.QTYPE.A, rdata=dnslib.A(LOOPBACK), ttl=60)
+            )
+        assert self.transport is not None
+        self.transport.sendto(reply.pack(), addr)
+
+
+@pytest.fixture
+async def second_dns() -> AsyncIterator[tuple[int, int]]:
+    """Ports of two more resolvers: one like the first, one that answers every name."""
+    loop = asyncio.get_running_loop()
+    same, _ = await loop.create_datagram_endpoint(DnsResponder, local_addr=(LOOPBACK, 0))
+    every, _ = await loop.create_datagram_endpoint(AnswersEverything, local_addr=(LOOPBACK, 0))
+    try:
+        yield same.get_extra_info("sockname")[1], every.get_extra_info("sockname")[1]
+    finally:
+        same.close()
+        every.close()
+
+
+async def test_gone_from_every_resolver_is_strong(world: World, second_dns) -> None:
+    same, every = second_dns
+    one = await check(world, Kind.DOMAIN, "nx.test")
+    assert (one.outcome, one.evidence, one.strong) == ("gone", "dns-one", False)
+    two = await check(world, Kind.DOMAIN, "nx.test", extra_resolvers=((LOOPBACK, same),))
+    assert (two.outcome, two.detail, two.evidence, two.strong) == (
+        "gone",
+        "NXDOMAIN",
+        "dns",
+        True,
+    )
+    # One resolver still knows the name: it lives, and the site is asked.
+    split = await check(world, Kind.DOMAIN, "nx.test", extra_resolvers=((LOOPBACK, every),))
+    assert split.outcome == "online" and world.web.requests
+    # One says gone, the other cannot tell: unknown, never gone.
+    muddled = await check(
+        world,
+        Kind.DOMAIN,
+        "nx.test",
+        extra_resolvers=((LOOPBACK, free_port()),),
+        timeout=0.5,
+    )
+    assert muddled.outcome == "unknown" and "resolvers disagree" in muddled.detail
+
+
+async def test_http_gone_is_weak_evidence(world: World) -> None:
+    result = await check(world, Kind.URL, "online.test/status/410")
+    assert (result.outcome, result.evidence, result.strong) == ("gone", "http", False)
+    refused = await check(world, Kind.DOMAIN, "online.test", http_port=free_port())
+    assert (refused.outcome, refused.evidence) == ("gone", "refused")
+
+
+def test_default_user_agent_is_a_browsers() -> None:
+    agent = LivenessSettings().user_agent
+    assert agent.startswith("Mozilla/5.0") and "cordon" not in agent.lower()
+
+
+class ConnectProxy:
+    """An HTTP CONNECT proxy on loopback whose outgoing connections come from 127.0.0.2."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.tunnels: list[str] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, LOOPBACK, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: Writer) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        target = head.split(b" ")[1].decode()
+        self.tunnels.append(target)
+        host, _, port = target.rpartition(":")
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                host.strip("[]"), int(port), local_addr=("127.0.0.2", 0)
+            )
+        except OSError:
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+
+        async def pipe(src: asyncio.StreamReader, dst: Writer) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_proxy_hides_the_checkers_address(world: World) -> None:
+    """A site that cloaks by address: 404 to the authority's address (127.0.0.1), content to
+    everyone else. Direct, the checker sees "gone"; through the egress proxy, "online"."""
+
+    async def cloaking(reader: asyncio.StreamReader, writer: Writer) -> None:
+        peer = writer.get_extra_info("peername")[0]
+        await reader.readuntil(b"\r\n\r\n")
+        status = "404 Not Found" if peer == LOOPBACK else "200 OK"
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    site = await asyncio.start_server(cloaking, LOOPBACK, 0)
+    proxy = ConnectProxy()
+    await proxy.start()
+    try:
+        port = site.sockets[0].getsockname()[1]
+        direct = await check(world, Kind.DOMAIN, "online.test", http_port=port)
+        assert (direct.outcome, direct.evidence) == ("gone", "http")
+        proxied = await check(
+            world, Kind.DOMAIN, "online.test", http_port=port, proxy=f"{LOOPBACK}:{proxy.port}"
+        )
+        assert (proxied.outcome, proxied.detail) == ("online", "HTTP 200")
+        # https first (its port is closed: the proxy's 502 is no verdict), then http.
+        assert proxy.tunnels[-1] == f"{LOOPBACK}:{port}" and len(proxy.tunnels) == 2
+        # What the proxy says about a closed port is not evidence about the content.
+        closed = await check(
+            world,
+            Kind.DOMAIN,
+            "online.test",
+            http_port=free_port(),
+            proxy=f"{LOOPBACK}:{proxy.port}",
+        )
+        assert closed.outcome == "unknown" and "proxy answered 502" in closed.detail
+        dead_proxy = await check(
+            world, Kind.DOMAIN, "online.test", http_port=port, proxy=f"{LOOPBACK}:{free_port()}"
+        )
+        assert dead_proxy.outcome == "unknown"
+    finally:
+        site.close()
+        await site.wait_closed()
+        await proxy.stop()

@@ -52,7 +52,8 @@ def test_tokens_authenticate_and_are_stored_hashed(store: Store) -> None:
     who = store.authenticate(token)
     assert who is not None and who.name == "alice" and who.role == "officer"
     assert store.authenticate(token + "x") is None
-    stored = store.conn.execute("SELECT token_hash FROM tokens").fetchone()[0]
+    with sqlite3.connect(store.path) as raw_db:
+        stored = raw_db.execute("SELECT token_hash FROM tokens").fetchone()[0]
     assert token.encode() not in bytes(stored) and len(stored) == 32
     raw = Path(store.path).read_bytes()
     assert token.encode() not in raw
@@ -242,17 +243,19 @@ def test_audit_chain_detects_tampering(store: Store) -> None:
     store.approve(o["bob"], entry_id)
     report = store.verify_audit()
     assert report.ok and report.records == 6
+    raw_db = sqlite3.connect(store.path, isolation_level=None)
     # The triggers refuse edits through SQL...
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        store.conn.execute("UPDATE audit SET actor = 'officer:mallory' WHERE seq = 5")
+        raw_db.execute("UPDATE audit SET actor = 'officer:mallory' WHERE seq = 5")
     # ...and the chain catches someone who drops them first.
-    store.conn.execute("DROP TRIGGER audit_no_update")
-    store.conn.execute("UPDATE audit SET actor = 'officer:mallory' WHERE seq = 5")
+    raw_db.execute("DROP TRIGGER audit_no_update")
+    raw_db.execute("UPDATE audit SET actor = 'officer:mallory' WHERE seq = 5")
     report = store.verify_audit()
     assert not report.ok and "record 5 was altered" in report.problem
-    store.conn.execute("DROP TRIGGER audit_no_delete")
-    store.conn.execute("DELETE FROM audit WHERE seq = 3")
+    raw_db.execute("DROP TRIGGER audit_no_delete")
+    raw_db.execute("DELETE FROM audit WHERE seq = 3")
     assert "record 3 is missing" in store.verify_audit().problem
+    raw_db.close()
 
 
 def test_compliance_report(store: Store) -> None:
@@ -275,3 +278,19 @@ def test_compliance_report(store: Store) -> None:
     assert not rows[("isp-one", "dns-1")]["overdue"]
     with pytest.raises(AuthorityError):
         store.record_ack(o["alice"], "x", 1, b"\1" * 32, {})
+
+
+def test_gc_pause_nests_and_drain_empties() -> None:
+    import gc
+
+    from blocklist.authority.bulk import drain, gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer import still runs
+    assert gc.isenabled()
+    items = list(range(12_345))
+    drain(items)
+    assert items == []

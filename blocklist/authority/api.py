@@ -21,8 +21,10 @@ from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from blocklist.authority.anchors import parse_head
+from blocklist.authority.bulk import drain, gc_paused
 from blocklist.authority.errors import (
     AuthorityError,
     Forbidden,
@@ -37,7 +39,7 @@ from blocklist.authority.openapi import openapi
 from blocklist.authority.roles import ROLES, Principal, require
 from blocklist.authority.routes import Handler, Operation, RouteTable
 from blocklist.authority.service import Authority
-from blocklist.authority.store import ImportLine
+from blocklist.authority.store import ImportLine, ImportReport, Store
 from blocklist.entries import parse_kind
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -51,6 +53,8 @@ EDITIONS = ("hashed", "plain")
 _PARSE_INLINE_BYTES = 256 * 1024
 MAX_ID = 2**63 - 1
 T = TypeVar("T")
+B = TypeVar("B", bound=BaseModel)
+MAX_IMPORT_LINES = 5_000_000
 
 DbInt = Annotated[int, Field(ge=0, le=MAX_ID)]
 
@@ -88,7 +92,12 @@ class BatchLineIn(Body):
 
 class BatchIn(Body):
     source: Annotated[str, Field(max_length=200)] = ""
-    lines: Annotated[list[BatchLineIn], Field(min_length=1, max_length=5_000_000)]
+    lines: Annotated[list[BatchLineIn], Field(min_length=1, max_length=MAX_IMPORT_LINES)]
+    # Lines the client refused before sending, so the audit record counts every refusal.
+    refused_by_client: DbInt = 0
+
+
+_BATCH_LINES = TypeAdapter(list[BatchLineIn])
 
 
 class BatchAcceptIn(Body):
@@ -98,6 +107,24 @@ class BatchAcceptIn(Body):
 class OfficerIn(Body):
     name: str
     role: Literal[ROLES]  # type: ignore[valid-type]
+
+
+class RoleIn(Body):
+    role: Literal[ROLES]  # type: ignore[valid-type]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class DeactivateIn(Body):
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class TokenIn(Body):
+    # Neither: a new token for the caller. Admins may name any officer or ASP.
+    officer: Annotated[str, Field(max_length=64)] | None = None
+    asp: Annotated[str, Field(max_length=64)] | None = None
+    label: Annotated[str, Field(max_length=100)] = ""
+    # Rotation: revoke the token this request was made with, once the new one exists.
+    revoke_current: bool = False
 
 
 class AspIn(Body):
@@ -160,13 +187,17 @@ async def off_loop(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.to_thread(partial(func, *args, **kwargs))
 
 
-def _decode(raw: bytes, model: type[BaseModel]) -> BaseModel:
+def _decode(raw: bytes, model: type[B]) -> B:
     try:
         data = json.loads(raw or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Malformed("malformed_json", f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise Malformed("malformed_json", "request body is nested too deeply") from None
+    return _decode_value(data, model)
+
+
+def _decode_value(data: Any, model: type[B]) -> B:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -179,12 +210,114 @@ def _decode(raw: bytes, model: type[BaseModel]) -> BaseModel:
         raise Malformed("malformed_json", "request body is nested too deeply") from None
 
 
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+_CHUNK = 2000  # lines validated per step: each step holds the GIL for a few milliseconds
+
+
+def _decode_batch(raw: bytes) -> BatchIn:
+    with gc_paused():
+        return _decode_batch_steps(raw)
+
+
+def _decode_batch_steps(raw: bytes) -> BatchIn:
+    """The import body, parsed and validated in small steps.
+
+    `json.loads` and pydantic hold the GIL for the whole of a 1M-line body (~4 s), which would
+    freeze the event loop even from a worker thread. Here the `lines` array is decoded one
+    element at a time and validated `_CHUNK` lines at a time, so the loop gets the GIL back
+    between steps; the result and the error messages are those of `_decode`.
+    """
+
+    def bad(what: str) -> Malformed:
+        return Malformed("malformed_json", f"request body is not valid JSON: {what}")
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad(str(exc)) from None
+
+    def ws(pos: int) -> int:
+        return _WS.match(text, pos).end()  # type: ignore[union-attr]
+
+    top: dict[str, Any] = {}
+    try:
+        pos = ws(0)
+        if text[pos : pos + 1] != "{":
+            return _decode(raw, BatchIn)  # not an object: the ordinary path says why
+        pos = ws(pos + 1)
+        closed = text[pos : pos + 1] == "}"
+        pos += closed
+        while not closed:
+            key, pos = _DECODER.raw_decode(text, pos)
+            pos = ws(pos)
+            if not isinstance(key, str) or text[pos : pos + 1] != ":":
+                raise bad(f"expected a key and ':' at char {pos}")
+            pos = ws(pos + 1)
+            if key == "lines" and text[pos : pos + 1] == "[":
+                items: list[Any] = []
+                pos = ws(pos + 1)
+                if text[pos : pos + 1] == "]":
+                    pos += 1
+                else:
+                    while True:
+                        item, pos = _DECODER.raw_decode(text, pos)
+                        items.append(item)
+                        pos = ws(pos)
+                        sep = text[pos : pos + 1]
+                        pos = ws(pos + 1)
+                        if sep == "]":
+                            break
+                        if sep != ",":
+                            raise bad(f"expected ',' or ']' at char {pos}")
+                value: Any = items
+            else:
+                value, pos = _DECODER.raw_decode(text, pos)
+            top[key] = value
+            pos = ws(pos)
+            sep = text[pos : pos + 1]
+            pos = ws(pos + 1)
+            if sep == "}":
+                closed = True
+            elif sep != ",":
+                raise bad(f"expected ',' or '}}' at char {pos}")
+        if ws(pos) != len(text):
+            raise bad(f"extra data at char {pos}")
+    except json.JSONDecodeError as exc:
+        raise bad(str(exc)) from None
+    except RecursionError:
+        raise Malformed("malformed_json", "request body is nested too deeply") from None
+    lines = top.get("lines")
+    if not isinstance(lines, list) or not lines or len(lines) > MAX_IMPORT_LINES:
+        return _decode(raw, BatchIn)  # the ordinary path names the problem
+    head = _decode_value({**top, "lines": lines[:1]}, BatchIn)
+    validated: list[BatchLineIn] = []
+    for start in range(0, len(lines), _CHUNK):
+        try:
+            validated += _BATCH_LINES.validate_python(lines[start : start + _CHUNK])
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ["lines", start + int(first["loc"][0]), *first["loc"][1:]]
+            where = ".".join(str(p) for p in loc)
+            raise Invalid(
+                "invalid_body", f"{where}: {first['msg']}", errors=len(exc.errors())
+            ) from None
+        except RecursionError:
+            raise Malformed("malformed_json", "request body is nested too deeply") from None
+    drain(lines)
+    return BatchIn.model_construct(
+        source=head.source, lines=validated, refused_by_client=head.refused_by_client
+    )
+
+
 async def parse_body(request: web.Request, op: Operation) -> BaseModel:
     assert op.body is not None
     raw = await request.read()
     limit = authority(request).config.api.max_body_bytes
     if not op.large_body and len(raw) > limit:
         raise TooLarge("too_large", f"request body is larger than {limit} bytes")
+    if op.body is BatchIn and len(raw) > _PARSE_INLINE_BYTES:
+        return await asyncio.to_thread(_decode_batch, raw)
     if len(raw) > _PARSE_INLINE_BYTES:
         return await asyncio.to_thread(_decode, raw, op.body)
     return _decode(raw, op.body)
@@ -399,7 +532,23 @@ async def delist(request: web.Request, body: ReasonIn) -> web.Response:
     large_body=True,
 )
 async def import_batch(request: web.Request, body: BatchIn) -> web.Response:
-    lines = [
+    report = await off_loop(_run_import, authority(request).store, principal(request), body)
+    return json_ok(report.to_dict(), status=201 if report.batch_id else 200)
+
+
+def _run_import(store: Store, who: Principal, body: BatchIn) -> ImportReport:
+    with gc_paused():
+        lines = _import_lines(body)
+        drain(body.lines)
+        report = store.import_batch(
+            who, lines, body.source, refused_by_client=body.refused_by_client
+        )
+        drain(lines)
+    return report
+
+
+def _import_lines(body: BatchIn) -> list[ImportLine]:
+    return [
         ImportLine(
             e.line if e.line is not None else n,
             e.value,
@@ -411,9 +560,6 @@ async def import_batch(request: web.Request, body: BatchIn) -> web.Response:
         )
         for n, e in enumerate(body.lines, start=1)
     ]
-    store = authority(request).store
-    report = await off_loop(store.import_batch, principal(request), lines, body.source)
-    return json_ok(report.to_dict(), status=201 if report.batch_id else 200)
 
 
 @routes.route("get", "/v1/batches/{batch_id}", "Show a batch", permission="read")
@@ -639,6 +785,55 @@ async def add_officer(request: web.Request, body: OfficerIn) -> web.Response:
     return json_ok({**info, "token": token}, status=201)
 
 
+@routes.route(
+    "post",
+    "/v1/officers/{name}/confirm",
+    "Confirm a new approver or admin, or a raised role (not by the requester or their accounts)",
+    permission="confirm",
+)
+async def confirm_officer(request: web.Request) -> web.Response:
+    store = authority(request).store
+    return json_ok(
+        await off_loop(store.confirm_officer, principal(request), request.match_info["name"])
+    )
+
+
+@routes.route(
+    "post",
+    "/v1/officers/{name}/role",
+    "Change an officer's role (raising to approver or admin waits for a confirmation)",
+    permission="manage",
+    body=RoleIn,
+)
+async def change_role(request: web.Request, body: RoleIn) -> web.Response:
+    store = authority(request).store
+    return json_ok(
+        await off_loop(
+            store.change_role,
+            principal(request),
+            request.match_info["name"],
+            body.role,
+            body.reason,
+        )
+    )
+
+
+@routes.route(
+    "post",
+    "/v1/officers/{name}/deactivate",
+    "Deactivate an officer: every token of theirs is refused from the next request",
+    permission="manage",
+    body=DeactivateIn,
+)
+async def deactivate_officer(request: web.Request, body: DeactivateIn) -> web.Response:
+    store = authority(request).store
+    return json_ok(
+        await off_loop(
+            store.deactivate_officer, principal(request), request.match_info["name"], body.reason
+        )
+    )
+
+
 @routes.route("get", "/v1/asps", "List ASPs", permission="read")
 async def list_asps(request: web.Request) -> web.Response:
     return json_ok({"asps": await off_loop(authority(request).store.list_asps, principal(request))})
@@ -659,6 +854,68 @@ async def add_asp(request: web.Request, body: AspIn) -> web.Response:
 
 
 @routes.route(
+    "post",
+    "/v1/asps/{name}/deactivate",
+    "Deactivate an ASP: its tokens are refused from the next request",
+    permission="manage",
+    body=DeactivateIn,
+)
+async def deactivate_asp(request: web.Request, body: DeactivateIn) -> web.Response:
+    store = authority(request).store
+    return json_ok(
+        await off_loop(
+            store.deactivate_asp, principal(request), request.match_info["name"], body.reason
+        )
+    )
+
+
+@routes.route(
+    "get",
+    "/v1/tokens",
+    "Token ids, owners and state (never the tokens): admins all, others their own",
+    permission="read",
+    asp=True,
+)
+async def list_tokens(request: web.Request) -> web.Response:
+    store = authority(request).store
+    return json_ok({"tokens": await off_loop(store.list_tokens, principal(request))})
+
+
+@routes.route(
+    "post",
+    "/v1/tokens",
+    "Issue a token (admins: for anyone; others: their own, optionally revoking the current one)",
+    permission="read",
+    asp=True,
+    body=TokenIn,
+)
+async def issue_token(request: web.Request, body: TokenIn) -> web.Response:
+    result = await off_loop(
+        authority(request).store.issue_token,
+        principal(request),
+        officer=body.officer,
+        asp=body.asp,
+        label=body.label,
+        revoke_current=body.revoke_current,
+    )
+    return json_ok(result, status=201)
+
+
+@routes.route(
+    "post",
+    "/v1/tokens/{token_id}/revoke",
+    "Revoke a token at once (admins: any; others: their own)",
+    permission="read",
+    asp=True,
+    body=DeactivateIn,
+)
+async def revoke_token(request: web.Request, body: DeactivateIn) -> web.Response:
+    token_id = path_id(request, "token_id", "token")
+    store = authority(request).store
+    return json_ok(await off_loop(store.revoke_token, principal(request), token_id, body.reason))
+
+
+@routes.route(
     "get",
     "/v1/audit",
     "Audit records, newest first",
@@ -676,9 +933,19 @@ async def audit_log(request: web.Request) -> web.Response:
     return json_ok({"records": records})
 
 
-@routes.route("get", "/v1/audit/verify", "Verify the audit hash chain", permission="read")
+@routes.route(
+    "get",
+    "/v1/audit/verify",
+    "Verify the audit hash chain, and that it passes through published heads (head=N:HASH)",
+    permission="read",
+    query=("head",),
+)
 async def audit_verify(request: web.Request) -> web.Response:
-    report = await off_loop(authority(request).store.verify_audit)
+    try:
+        heads = [parse_head(h) for h in request.query.getall("head", [])[:1000]]
+    except ValueError as exc:
+        raise Malformed("bad_query", f"head: {exc}") from None
+    report = await off_loop(authority(request).store.verify_audit, heads)
     return json_ok(report.__dict__)
 
 

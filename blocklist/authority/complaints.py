@@ -12,14 +12,15 @@ import secrets
 import sqlite3
 
 from blocklist.authority import audit
-from blocklist.authority.db import transaction
+from blocklist.authority.entries import clean_text
 from blocklist.authority.errors import (
     Conflict,
     Forbidden,
     Invalid,
     NotFound,
 )
-from blocklist.authority.store import Principal, Store, clean_text
+from blocklist.authority.roles import Principal
+from blocklist.authority.store import Store
 
 ROLES = ("site_owner", "hosting_provider", "visitor", "other")
 DECISIONS = ("upheld", "rejected")
@@ -40,6 +41,7 @@ def _public(row: sqlite3.Row) -> dict:
 def _full(row: sqlite3.Row) -> dict:
     return {
         "complaint_id": row["public_id"],
+        "ticket": row["ticket"],
         "asp": row["asp_name"],
         "entry_id": row["entry_id"],
         "host": row["host"],
@@ -66,11 +68,23 @@ class Complaints:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def _row(self, public_id: str) -> sqlite3.Row:
-        row = self.store.conn.execute(_SELECT + " WHERE c.public_id = ?", (public_id,)).fetchone()
+    def _row(self, conn: sqlite3.Connection, public_id: str) -> sqlite3.Row:
+        row = conn.execute(_SELECT + " WHERE c.public_id = ?", (public_id,)).fetchone()
         if row is None:
-            raise NotFound("not_found", f"complaint {public_id!r} does not exist")
+            raise NotFound("not_found", f"complaint {public_id[:80]!r} does not exist")
         return row
+
+    def _find(self, conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
+        """By complaint id (C-…), or by the ticket (T-…) the stop page gave the visitor."""
+        if not ref.startswith("T-"):
+            return self._row(conn, ref)
+        rows = conn.execute(_SELECT + " WHERE c.ticket = ?", (ref,)).fetchall()
+        if not rows:
+            raise NotFound("not_found", f"no complaint has the ticket {ref[:80]!r}")
+        if len(rows) > 1:  # tickets are unique per stop page, not across ASPs
+            ids = ", ".join(r["public_id"] for r in rows)
+            raise Conflict("ambiguous", f"ticket {ref} names several complaints: {ids}")
+        return rows[0]
 
     def submit(
         self,
@@ -97,8 +111,8 @@ class Complaints:
         if len(contact) > MAX_CONTACT:
             raise Invalid("too_long", f"contact is longer than {MAX_CONTACT} characters")
         store = self.store
-        with store._lock, transaction(store.conn):
-            row = store.conn.execute(
+        with store.db.write() as conn:
+            row = conn.execute(
                 _SELECT + " WHERE c.asp_id = ? AND c.idempotency_key = ?",
                 (asp.id, idempotency_key),
             ).fetchone()
@@ -106,13 +120,13 @@ class Complaints:
                 return _public(row), False
             known = (
                 entry_id is not None
-                and store.conn.execute("SELECT 1 FROM entries WHERE id = ?", (entry_id,)).fetchone()
+                and conn.execute("SELECT 1 FROM entries WHERE id = ?", (entry_id,)).fetchone()
             )
             public_id = "C-" + secrets.token_hex(6).upper()
-            store.conn.execute(
+            conn.execute(
                 "INSERT INTO complaints (public_id, asp_id, idempotency_key, entry_id, host, role,"
-                " reason, contact, language, received, created, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'received')",
+                " reason, contact, language, received, created, status, ticket)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'received', ?)",
                 (
                     public_id,
                     asp.id,
@@ -125,29 +139,30 @@ class Complaints:
                     language[:16],
                     received,
                     store.now(),
+                    ticket,
                 ),
             )
             audit.append(
-                store.conn,
+                conn,
                 time=store.now(),
                 actor=asp.label,
                 action="complaint.receive",
                 entry_id=entry_id if known else None,
                 detail={"complaint": public_id, "role": role},
             )
-            return _public(self._row(public_id)), True
+            return _public(self._row(conn, public_id)), True
 
     def status_for_asp(self, asp: Principal, public_id: str) -> dict:
-        with self.store._lock:
-            row = self._row(public_id)
+        with self.store.db.read() as conn:
+            row = self._row(conn, public_id)
         if row["asp_id"] != asp.id:
             raise NotFound("not_found", f"complaint {public_id!r} does not exist")
         return _public(row)
 
     def decided_since(self, asp: Principal, since: int) -> list[dict]:
         """Decisions on this ASP's complaints made at or after `since` (the forwarder polls)."""
-        with self.store._lock:
-            rows = self.store.conn.execute(
+        with self.store.db.read() as conn:
+            rows = conn.execute(
                 _SELECT + " WHERE c.asp_id = ? AND c.decided >= ? ORDER BY c.decided",
                 (asp.id, since),
             ).fetchall()
@@ -160,28 +175,29 @@ class Complaints:
             sql += " WHERE c.status = ?"
             args.append(status)
         sql += " ORDER BY c.id DESC LIMIT ?"
-        with self.store._lock:
-            rows = self.store.conn.execute(sql, [*args, max(1, min(limit, 10000))]).fetchall()
+        with self.store.db.read() as conn:
+            rows = conn.execute(sql, [*args, max(1, min(limit, 10000))]).fetchall()
         return [_full(r) for r in rows]
 
-    def get(self, actor: Principal, public_id: str) -> dict:
+    def get(self, actor: Principal, ref: str) -> dict:
         self.store.require(actor, "read")
-        with self.store._lock:
-            return _full(self._row(public_id))
+        with self.store.db.read() as conn:
+            return _full(self._find(conn, ref))
 
     def decide(self, actor: Principal, public_id: str, decision: str, reasons: str) -> dict:
-        self.store.require(actor, "delist")
+        self.store.require(actor, "decide")
         if decision not in DECISIONS:
             raise Invalid("invalid_decision", "decision must be upheld or rejected")
         reasons = clean_text(reasons, "reasons", required=True)
         store = self.store
-        with store._lock, transaction(store.conn):
-            row = self._row(public_id)
+        with store.db.write() as conn:
+            row = self._find(conn, public_id)
+            public_id = row["public_id"]
             if row["status"] != "received":
                 raise Conflict("decided", f"complaint {public_id} is already {row['status']}")
             entry_id = row["entry_id"]
             if entry_id is not None:
-                entry = store.conn.execute(
+                entry = conn.execute(
                     "SELECT added_by, approved_by, status FROM entries WHERE id = ?", (entry_id,)
                 ).fetchone()
                 if actor.id in (entry["added_by"], entry["approved_by"]):
@@ -192,16 +208,19 @@ class Complaints:
                     )
                 if decision == "upheld" and entry["status"] in ("active", "pending"):
                     store.delist_in_transaction(
-                        actor, entry_id, f"complaint {public_id} upheld: {reasons}"
+                        actor,
+                        entry_id,
+                        f"complaint {public_id} upheld: {reasons}",
+                        cause="complaint_upheld",
                     )
             now = store.now()
-            store.conn.execute(
+            conn.execute(
                 "UPDATE complaints SET status = ?, decided_by = ?, decided = ?,"
                 " decision_reasons = ? WHERE id = ?",
                 (decision, actor.id, now, reasons, row["id"]),
             )
             audit.append(
-                store.conn,
+                conn,
                 time=now,
                 actor=actor.label,
                 action=f"complaint.{decision}",
@@ -209,4 +228,4 @@ class Complaints:
                 detail={"complaint": public_id},
                 reason=reasons,
             )
-            return _full(self._row(public_id))
+            return _full(self._row(conn, public_id))

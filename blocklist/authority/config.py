@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from blocklist.authority.liveness import BROWSER_USER_AGENT, parse_proxy
+from blocklist.authority.sinks import SinkSection
 from blocklist.config import ProtectedNameList, Section
 
 
@@ -32,6 +35,9 @@ class PublicationSection(Section):
     # Publish automatically this many seconds after a change that affects the list; 0 = off.
     auto_publish_seconds: Annotated[float, Field(ge=0)] = 0
     signing_key_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    # Static web roots or S3-compatible buckets the publication is pushed to, in commit order
+    # (`[[publication.sinks]]`, blocklist/authority/sinks.py).
+    sinks: list[SinkSection] = Field(default_factory=list, max_length=16)
 
 
 class RailsSection(Section):
@@ -47,6 +53,8 @@ class LifecycleSection(Section):
     gone_min_interval_hours: Annotated[float, Field(ge=0)] = 12
     removal_policy: Literal["auto", "confirm"] = "auto"
     review_grace_days: Annotated[float, Field(ge=0)] = 14
+    # How far a takedown notice's sent time may be from the moment it is recorded.
+    sent_tolerance_minutes: Annotated[float, Field(ge=0, le=24 * 60)] = 60
     # How often the service runs due liveness checks and lapses overdue entries; 0 = never
     # (then `blocklist lifecycle run` does it on demand).
     scheduler_minutes: Annotated[float, Field(ge=0)] = 10
@@ -55,13 +63,62 @@ class LifecycleSection(Section):
 class LivenessSection(Section):
     resolver_host: str = "127.0.0.1"
     resolver_port: Annotated[int, Field(ge=1, le=65535)] = 53
+    # More resolvers, "ip" or "ip:port" ("[v6]:port"), asked alongside resolver_host. A name
+    # gone from every one of two or more is strong evidence of removal (docs/authority.md).
+    extra_resolvers: list[str] = Field(default_factory=list, max_length=8)
+    # HTTP CONNECT proxy ("host:port") to check through, so sites do not see the authority's
+    # addresses; empty: direct.
+    proxy: Annotated[str, Field(max_length=300)] = ""
     timeout: Annotated[float, Field(gt=0, le=120)] = 10
-    user_agent: Annotated[str, Field(min_length=1, max_length=200)] = "Cordon-liveness/1"
+    # An ordinary browser's by default: a checker that names itself invites cloaking.
+    user_agent: Annotated[str, Field(min_length=1, max_length=200)] = BROWSER_USER_AGENT
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 20
     http_port: Annotated[int, Field(ge=1, le=65535)] = 80
     https_port: Annotated[int, Field(ge=1, le=65535)] = 443
     # Contact listed hosts whose addresses are private or loopback (tests and labs only).
     allow_private_addresses: bool = False
+
+    @field_validator("extra_resolvers")
+    @classmethod
+    def _resolvers(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _resolver_address(value)
+        return values
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str) -> str:
+        if value:
+            parse_proxy(value)
+        return value
+
+    @property
+    def extra_resolver_addresses(self) -> list[tuple[str, int]]:
+        return [_resolver_address(v) for v in self.extra_resolvers]
+
+
+def _resolver_address(value: str) -> tuple[str, int]:
+    """ "192.0.2.53", "192.0.2.53:5353", "2001:db8::53" or "[2001:db8::53]:5353"."""
+    text = value.strip()
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":") or not (rest[1:].isascii() and rest[1:].isdigit()):
+                raise ValueError(f"{value!r} is not ip, ip:port or [ipv6]:port")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        if not (port_text.isascii() and port_text.isdigit()):
+            raise ValueError(f"{value!r} is not ip, ip:port or [ipv6]:port")
+        port = int(port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"resolver {value!r} must be an IP address (and port)") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"resolver {value!r}: port out of range")
+    return host, port
 
 
 class ComplianceSection(Section):

@@ -1,13 +1,20 @@
-"""SQLite database of the authority: connection settings and schema migrations.
+"""SQLite database of the authority: the `Database` that owns connections, the write lock and
+transactions, plus the schema migrations.
 
-WAL mode lets the API read while a publish or an approval writes; every write happens in a
-`BEGIN IMMEDIATE` transaction so two officers acting at once are serialised, never interleaved.
+WAL mode lets readers work while a publication, an approval or a batch import writes: every
+write runs in one `BEGIN IMMEDIATE` transaction on the single writer connection, under a lock,
+so two officers acting at once are serialised, never interleaved; every read runs on a
+connection of its own thread, in a read transaction (one consistent snapshot), and never waits
+for the writer. Nothing outside this module touches a connection except through `write()` and
+`read()`.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -178,6 +185,23 @@ MIGRATIONS: list[str] = [
         recorded_by INTEGER NOT NULL REFERENCES officers(id)
     );
     """,
+    # 4: who created or confirmed whom (no sock-puppet approvers), role changes awaiting a
+    # second person, token revocation reasons, stronger removal evidence, complaint tickets
+    """
+    ALTER TABLE officers ADD COLUMN created_by INTEGER REFERENCES officers(id);
+    ALTER TABLE officers ADD COLUMN confirmed_by INTEGER REFERENCES officers(id);
+    ALTER TABLE officers ADD COLUMN confirmed INTEGER;
+    ALTER TABLE officers ADD COLUMN pending_role TEXT;
+    ALTER TABLE officers ADD COLUMN requested_by INTEGER REFERENCES officers(id);
+    ALTER TABLE officers ADD COLUMN deactivated INTEGER;
+    ALTER TABLE asps ADD COLUMN deactivated INTEGER;
+    ALTER TABLE tokens ADD COLUMN revoked_by TEXT;
+    ALTER TABLE tokens ADD COLUMN revoke_reason TEXT;
+    ALTER TABLE entries ADD COLUMN strong_gone_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE checks ADD COLUMN evidence TEXT;
+    ALTER TABLE complaints ADD COLUMN ticket TEXT;
+    CREATE INDEX complaints_ticket ON complaints(ticket);
+    """,
 ]
 
 
@@ -194,16 +218,16 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Bring the schema up to date; each migration and its version bump commit together."""
     version = schema_version(conn)
-    if version > len(MIGRATIONS):
+    if version > len(migrations):
         raise RuntimeError(
-            f"database schema version {version} is newer than this program ({len(MIGRATIONS)})"
+            f"database schema version {version} is newer than this program ({len(migrations)})"
         )
-    for number in range(version, len(MIGRATIONS)):
+    for number in range(version, len(migrations)):
         with transaction(conn):
-            for statement in _split(MIGRATIONS[number]):
+            for statement in _split(migrations[number]):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number + 1}")
     return schema_version(conn)
@@ -232,3 +256,101 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+class Database:
+    """One SQLite file: a writer connection behind a lock, and one reader connection per thread.
+
+    `write()` is re-entrant: a step that runs inside a caller's transaction (delisting inside a
+    complaint decision) joins it. `read()` inside `write()` on the same thread reads through the
+    writer, so it sees the transaction's own changes.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        clock: Callable[[], float] = time.time,
+        migrations: Sequence[str] = MIGRATIONS,
+    ) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self._writer = connect(self.path)
+        try:
+            migrate(self._writer, migrations)
+        except BaseException:
+            self._writer.close()
+            raise
+        self._lock = threading.RLock()
+        self._owner: int | None = None
+        self._depth = 0
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the database is closed")
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._writer
+                finally:
+                    self._depth -= 1
+                return
+            self._writer.execute("BEGIN IMMEDIATE")
+            self._owner, self._depth = threading.get_ident(), 1
+            try:
+                yield self._writer
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            else:
+                self._writer.execute("COMMIT")
+            finally:
+                self._owner, self._depth = None, 0
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        if self._owner == threading.get_ident():
+            yield self._writer
+            return
+        conn = self._reader()
+        depth = getattr(self._local, "depth", 0)
+        if depth:  # a read inside a read joins its snapshot
+            yield conn
+            return
+        conn.execute("BEGIN")
+        self._local.depth = 1
+        try:
+            yield conn
+        finally:
+            self._local.depth = 0
+            conn.execute("COMMIT")
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the database is closed")
+            conn = connect(self.path)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        # Under the write lock: a write still running in a worker thread finishes first.
+        with self._lock:
+            self._closed = True
+            self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

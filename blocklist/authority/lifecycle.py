@@ -5,9 +5,12 @@ States of an entry (see docs/authority.md for the diagram):
   hosted abroad:  pending → active → (K × gone) → removal_pending* → delisted (removed at source)
                                    → (review date + grace passed) → delisted (lapsed)
   hosted at home: takedown → (deadline passed, still online, officer escalates) → pending → …
-                           → (K × gone) → delisted (removed at source, never listed)
+                           → (K × gone)* → delisted (removed at source, never listed)
 
-  * with the "confirm" policy an officer confirms; with "auto" the entry is delisted at once.
+  * an officer confirms, except with the "auto" policy when all K were strong evidence (the
+    name gone from every one of two or more resolvers): then the entry is delisted at once.
+    HTTP 404/410/451 and refused connections are the site's own word, which a cloaking site
+    gives the checker alone, so they never delist without an officer.
 
 Every transition writes an audit record with its reason, in the transaction that makes it.
 """
@@ -20,21 +23,16 @@ from collections import Counter
 from dataclasses import dataclass
 
 from blocklist.authority import audit
-from blocklist.authority.db import transaction
+from blocklist.authority.entries import clean_text
 from blocklist.authority.errors import (
     Conflict,
     Invalid,
     NotFound,
 )
-from blocklist.authority.store import (
-    LISTED_SQL,
-    LISTED_STATUSES,
-    LIVE_SQL,
-    SYSTEM,
-    Principal,
-    Store,
-    clean_text,
-)
+from blocklist.authority.liveness import STRONG
+from blocklist.authority.roles import SYSTEM, Principal
+from blocklist.authority.statuses import LISTED_SQL, LISTED_STATUSES, LIVE_SQL
+from blocklist.authority.store import Store
 
 HOUR = 3600
 DAY = 86400
@@ -48,8 +46,13 @@ class LifecyclePolicy:
     check_interval_hours: float = 24  # how often each entry is checked
     gone_threshold: int = 3  # K consecutive "gone" checks…
     gone_min_interval_hours: float = 12  # …each at least this far apart
-    removal_policy: str = "auto"  # "auto": delist at once; "confirm": an officer confirms
+    # "auto": strong evidence delists at once, weak evidence waits for an officer;
+    # "confirm": an officer confirms every removal.
+    removal_policy: str = "auto"
     review_grace_days: float = 14  # after the review date, before an entry lapses
+    # How far a takedown notice's "sent" time may differ from now (clock skew, a notice sent
+    # a moment before it is recorded). Backdating further would shorten the deadline.
+    sent_tolerance_minutes: float = 60
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class Check:
     http_status: int | None = None
     redirect: str | None = None
     address: str | None = None
+    evidence: str = ""  # for "gone": how strong (liveness.STRONG, ...)
+
+    @property
+    def strong(self) -> bool:
+        return self.outcome == "gone" and self.evidence == STRONG
 
 
 class Lifecycle:
@@ -68,18 +76,15 @@ class Lifecycle:
         self.store = store
         self.policy = policy
 
-    @property
-    def conn(self):
-        return self.store.conn
-
-    def _entry(self, entry_id: int):
-        row = self.conn.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
+    def _entry(self, conn, entry_id: int):
+        row = conn.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
         if row is None:
             raise NotFound("not_found", f"entry {entry_id} does not exist")
         return row
 
     def _audit(
         self,
+        conn,
         actor: Principal,
         action: str,
         entry_id: int | None,
@@ -87,7 +92,7 @@ class Lifecycle:
         **detail: object,
     ) -> None:
         audit.append(
-            self.conn,
+            conn,
             time=self.store.now(),
             actor=actor.label,
             action=action,
@@ -103,28 +108,38 @@ class Lifecycle:
     ) -> dict:
         self.store.require(actor, "add")
         recipient = clean_text(recipient, "recipient", required=True)
-        with self.store._lock, transaction(self.conn):
-            row = self._entry(entry_id)
+        with self.store.db.write() as conn:
+            row = self._entry(conn, entry_id)
             if row["status"] != "takedown":
                 raise Conflict(
                     "not_takedown",
                     f"entry {entry_id} is {row['status']}: hosted abroad, "
                     "it is blocked, not taken down",
                 )
-            sent = sent if sent is not None else self.store.now()
+            now = self.store.now()
+            sent = sent if sent is not None else now
+            tolerance = int(self.policy.sent_tolerance_minutes * 60)
+            if abs(sent - now) > tolerance:
+                raise Invalid(
+                    "invalid_sent",
+                    f"the notice's sent time {_utc(sent)} is more than "
+                    f"{tolerance // 60} minutes from now ({_utc(now)}); record a notice when "
+                    "it is sent, so its deadline cannot be shortened by backdating",
+                )
             deadline = int(sent + self.policy.takedown_hours * HOUR)
-            self.conn.execute(
+            conn.execute(
                 "INSERT OR REPLACE INTO takedowns"
                 " (entry_id, recipient, sent, deadline, recorded_by) VALUES (?, ?, ?, ?, ?)",
                 (entry_id, recipient, sent, deadline, actor.id),
             )
-            self._audit(actor, "takedown.notice", entry_id, recipient=recipient, deadline=deadline)
+            self._audit(
+                conn, actor, "takedown.notice", entry_id, recipient=recipient, deadline=deadline
+            )
         return self.takedown(entry_id)
 
     def takedown(self, entry_id: int) -> dict:
-        row = self.conn.execute(
-            "SELECT * FROM takedowns WHERE entry_id = ?", (entry_id,)
-        ).fetchone()
+        with self.store.db.read() as conn:
+            row = conn.execute("SELECT * FROM takedowns WHERE entry_id = ?", (entry_id,)).fetchone()
         if row is None:
             raise NotFound("not_found", f"entry {entry_id} has no takedown notice")
         return dict(row)
@@ -134,11 +149,11 @@ class Lifecycle:
         the same four-eyes approval as any entry."""
         self.store.require(actor, "add")
         reason = clean_text(reason, "reason", required=True)
-        with self.store._lock, transaction(self.conn):
-            row = self._entry(entry_id)
+        with self.store.db.write() as conn:
+            row = self._entry(conn, entry_id)
             if row["status"] != "takedown":
                 raise Conflict("not_takedown", f"entry {entry_id} is {row['status']}")
-            notice = self.conn.execute(
+            notice = conn.execute(
                 "SELECT deadline FROM takedowns WHERE entry_id = ?", (entry_id,)
             ).fetchone()
             now = self.store.now()
@@ -147,8 +162,7 @@ class Lifecycle:
             if now < notice["deadline"]:
                 raise Conflict(
                     "deadline_not_reached",
-                    f"the takedown deadline of entry {entry_id} is "
-                    f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(notice['deadline']))}",
+                    f"the takedown deadline of entry {entry_id} is {_utc(notice['deadline'])}",
                 )
             if row["last_outcome"] != "online":
                 raise Conflict(
@@ -156,12 +170,12 @@ class Lifecycle:
                     f"entry {entry_id} was last seen {row['last_outcome'] or 'never checked'}; "
                     "escalate only what is still online",
                 )
-            self.conn.execute("UPDATE entries SET status = 'pending' WHERE id = ?", (entry_id,))
-            self.conn.execute(
+            conn.execute("UPDATE entries SET status = 'pending' WHERE id = ?", (entry_id,))
+            conn.execute(
                 "UPDATE takedowns SET escalated = ?, escalated_by = ? WHERE entry_id = ?",
                 (now, actor.id, entry_id),
             )
-            self._audit(actor, "takedown.escalate", entry_id, reason)
+            self._audit(conn, actor, "takedown.escalate", entry_id, reason)
 
     def record_partner_notice(
         self, actor: Principal, entry_id: int, partner: str, reference: str = ""
@@ -169,14 +183,16 @@ class Lifecycle:
         """Note that the hosting country's hotline (or another partner) was told."""
         self.store.require(actor, "add")
         partner = clean_text(partner, "partner", required=True)
-        with self.store._lock, transaction(self.conn):
-            self._entry(entry_id)
-            self.conn.execute(
+        with self.store.db.write() as conn:
+            self._entry(conn, entry_id)
+            conn.execute(
                 "INSERT INTO partner_notices (entry_id, partner, reference, sent, recorded_by)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (entry_id, partner, reference[:200], self.store.now(), actor.id),
             )
-            self._audit(actor, "partner.notice", entry_id, partner=partner, reference=reference)
+            self._audit(
+                conn, actor, "partner.notice", entry_id, partner=partner, reference=reference
+            )
 
     # ------------------------------------------------------------------ liveness
 
@@ -184,8 +200,8 @@ class Lifecycle:
         """(entry id, kind, value) of entries whose last check is older than the cadence."""
         before = self.store.now() - int(self.policy.check_interval_hours * HOUR)
         statuses = ", ".join(f"'{s}'" for s in CHECKED_STATUSES)
-        with self.store._lock:
-            rows = self.conn.execute(
+        with self.store.db.read() as conn:
+            rows = conn.execute(
                 f"SELECT id, kind, value FROM entries WHERE status IN ({statuses})"
                 " AND (last_check IS NULL OR last_check <= ?) ORDER BY last_check IS NOT NULL,"
                 " last_check LIMIT ?",
@@ -204,9 +220,9 @@ class Lifecycle:
             raise Invalid("invalid_outcome", f"unknown outcome {check.outcome!r}")
         now = self.store.now()
         gap = int(self.policy.gone_min_interval_hours * HOUR)
-        with self.store._lock, transaction(self.conn):
-            row = self._entry(entry_id)
-            self.conn.execute(
+        with self.store.db.write() as conn:
+            row = self._entry(conn, entry_id)
+            conn.execute(
                 "INSERT INTO checks (entry_id, time, outcome, detail, http_status, redirect,"
                 " address) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -220,41 +236,55 @@ class Lifecycle:
                 ),
             )
             count, last_gone = row["gone_count"], row["last_gone"]
+            strong = row["strong_gone_count"]
             if check.outcome == "online":
-                count, last_gone = 0, None
+                count, strong, last_gone = 0, 0, None
             elif check.outcome == "gone" and (last_gone is None or now - last_gone >= gap):
                 count, last_gone = count + 1, now
-            self.conn.execute(
-                "UPDATE entries SET last_check = ?, last_outcome = ?, gone_count = ?, last_gone = ?"
-                " WHERE id = ?",
-                (now, check.outcome, count, last_gone, entry_id),
+                strong = strong + 1 if check.strong else 0  # a weak "gone" breaks the streak
+            conn.execute(
+                "UPDATE entries SET last_check = ?, last_outcome = ?, gone_count = ?,"
+                " strong_gone_count = ?, last_gone = ? WHERE id = ?",
+                (now, check.outcome, count, strong, last_gone, entry_id),
             )
             status = row["status"]
+            if check.outcome == "online" and status == "takedown" and row["removed_at"]:
+                conn.execute("UPDATE entries SET removed_at = NULL WHERE id = ?", (entry_id,))
             if check.outcome == "online" and status == "removal_pending":
-                self.conn.execute(
+                conn.execute(
                     "UPDATE entries SET status = 'active', removed_at = NULL WHERE id = ?",
                     (entry_id,),
                 )
-                self._audit(actor, "entry.back_online", entry_id, check.detail)
+                self._audit(conn, actor, "entry.back_online", entry_id, check.detail)
                 return "back_online"
             if count < self.policy.gone_threshold or status not in ("active", "takedown"):
                 return None
-            reason = f"{count} consecutive checks found the content gone ({check.detail})"
-            self.conn.execute("UPDATE entries SET removed_at = ? WHERE id = ?", (now, entry_id))
-            if status == "active" and self.policy.removal_policy == "confirm":
-                self.conn.execute(
-                    "UPDATE entries SET status = 'removal_pending' WHERE id = ?", (entry_id,)
-                )
-                self._audit(actor, "entry.removal_pending", entry_id, reason)
-                return "removal_pending"
-            self.store.delist_in_transaction(actor, entry_id, reason, cause="removed_at_source")
-            return "removed_at_source"
+            if row["removed_at"] is not None and status == "takedown":
+                return None  # already waiting for an officer's confirmation
+            auto = self.policy.removal_policy == "auto" and strong >= self.policy.gone_threshold
+            kind = "strong (name gone from every resolver)" if auto else "weak"
+            reason = f"{count} consecutive checks found the content gone ({check.detail}); {kind}"
+            conn.execute("UPDATE entries SET removed_at = ? WHERE id = ?", (now, entry_id))
+            if auto:
+                self.store.delist_in_transaction(actor, entry_id, reason, cause="removed_at_source")
+                return "removed_at_source"
+            new_status = "removal_pending" if status == "active" else status
+            conn.execute(
+                "UPDATE entries SET status = ?, status_reason = ? WHERE id = ?",
+                (new_status, reason, entry_id),
+            )
+            # A takedown entry is not listed: it stays in takedown, marked for confirmation.
+            self._audit(
+                conn, actor, "entry.removal_pending", entry_id, reason, evidence=check.evidence
+            )
+            return "removal_pending"
 
     def confirm_removal(self, actor: Principal, entry_id: int) -> None:
         self.store.require(actor, "delist")
-        with self.store._lock, transaction(self.conn):
-            row = self._entry(entry_id)
-            if row["status"] != "removal_pending":
+        with self.store.db.write() as conn:
+            row = self._entry(conn, entry_id)
+            marked = row["status"] == "takedown" and row["removed_at"] is not None
+            if row["status"] != "removal_pending" and not marked:
                 raise Conflict("not_removal_pending", f"entry {entry_id} is {row['status']}")
             self.store.delist_in_transaction(
                 actor, entry_id, "removal at source confirmed", cause="removed_at_source"
@@ -262,9 +292,9 @@ class Lifecycle:
 
     def checks(self, actor: Principal, entry_id: int, limit: int = 50) -> list[dict]:
         self.store.require(actor, "read")
-        with self.store._lock:
-            self._entry(entry_id)
-            rows = self.conn.execute(
+        with self.store.db.read() as conn:
+            self._entry(conn, entry_id)
+            rows = conn.execute(
                 "SELECT time, outcome, detail, http_status, redirect, address FROM checks"
                 " WHERE entry_id = ? ORDER BY id DESC LIMIT ?",
                 (entry_id, limit),
@@ -277,8 +307,8 @@ class Lifecycle:
         """Listed entries past their review date, with the date they lapse."""
         self.store.require(actor, "read")
         grace = int(self.policy.review_grace_days * DAY)
-        with self.store._lock:
-            rows = self.conn.execute(
+        with self.store.db.read() as conn:
+            rows = conn.execute(
                 f"SELECT id, review_date, last_outcome, last_check FROM entries"
                 f" WHERE status IN {LISTED_SQL} AND review_date <= ? ORDER BY review_date",
                 (self.store.now(),),
@@ -288,20 +318,22 @@ class Lifecycle:
     def reverify(self, actor: Principal, entry_id: int, note: str = "") -> int:
         """An officer re-verified the content: a new review date."""
         self.store.require(actor, "add")
-        with self.store._lock, transaction(self.conn):
-            row = self._entry(entry_id)
+        with self.store.db.write() as conn:
+            row = self._entry(conn, entry_id)
             if row["status"] not in LISTED_STATUSES:
                 raise Conflict("not_listed", f"entry {entry_id} is {row['status']}")
             review = self.store.now() + self.store.review_days * DAY
-            self.conn.execute("UPDATE entries SET review_date = ? WHERE id = ?", (review, entry_id))
-            self._audit(actor, "entry.reverify", entry_id, note.strip()[:500], review_date=review)
+            conn.execute("UPDATE entries SET review_date = ? WHERE id = ?", (review, entry_id))
+            self._audit(
+                conn, actor, "entry.reverify", entry_id, note.strip()[:500], review_date=review
+            )
             return review
 
     def lapse_overdue(self, actor: Principal = SYSTEM) -> list[int]:
         """Delist entries whose review date passed more than the grace period ago."""
         cutoff = self.store.now() - int(self.policy.review_grace_days * DAY)
-        with self.store._lock, transaction(self.conn):
-            rows = self.conn.execute(
+        with self.store.db.write() as conn:
+            rows = conn.execute(
                 "SELECT id FROM entries WHERE status = 'active' AND review_date <= ?", (cutoff,)
             ).fetchall()
             for r in rows:
@@ -316,28 +348,26 @@ class Lifecycle:
         """Figures for oversight and management; nothing that reveals a listed value."""
         self.store.require(actor, "read")
         now = self.store.now()
-        with self.store._lock:
+        with self.store.db.read() as conn:
             by_status = dict(
-                self.conn.execute("SELECT status, count(*) FROM entries GROUP BY status").fetchall()
+                conn.execute("SELECT status, count(*) FROM entries GROUP BY status").fetchall()
             )
             by_cause = dict(
-                self.conn.execute(
+                conn.execute(
                     "SELECT delist_cause, count(*) FROM entries WHERE status = 'delisted'"
                     " GROUP BY delist_cause"
                 ).fetchall()
             )
-            live = self.conn.execute(
+            live = conn.execute(
                 f"SELECT hosting_country, approved, created, status FROM entries"
                 f" WHERE status IN {LIVE_SQL}"
             ).fetchall()
-            removed = self.conn.execute(
+            removed = conn.execute(
                 "SELECT COALESCE(approved, created) AS start, removed_at FROM entries"
                 " WHERE removed_at IS NOT NULL AND delist_cause = 'removed_at_source'"
             ).fetchall()
             complaints = dict(
-                self.conn.execute(
-                    "SELECT status, count(*) FROM complaints GROUP BY status"
-                ).fetchall()
+                conn.execute("SELECT status, count(*) FROM complaints GROUP BY status").fetchall()
             )
         countries = Counter(r["hosting_country"] for r in live if r["status"] in LISTED_STATUSES)
         ages: Counter[str] = Counter()
@@ -375,6 +405,10 @@ class Lifecycle:
             "time_to_removal_by_month": removal,
             "complaints_by_status": complaints,
         }
+
+
+def _utc(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
 
 
 def _percentile(values: list[float], q: float) -> float:

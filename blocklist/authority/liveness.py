@@ -7,6 +7,13 @@ of content is ever consumed, stored or rendered. Redirects are recorded, never f
 
 Every network failure becomes a `CheckResult`; "unknown" means the check could not tell, so a
 caller counting consecutive "gone" results (K in a row before delisting) should not count it.
+
+A listed site sees the checker and may lie to it ("cloaking": 404 to the checker, content to
+everyone else), so a "gone" carries its evidence. Only `STRONG` evidence — every one of at
+least two independent resolvers says the name no longer exists or has no address — is
+something the site cannot fake alone; an HTTP 404/410/451 or a refused connection is weak, and
+the lifecycle sends it to an officer. The checker presents an ordinary browser's user agent and
+can reach sites through an egress proxy, so it is not recognisable by its name or addresses.
 """
 
 from __future__ import annotations
@@ -37,6 +44,16 @@ MAX_ADDRESSES_PER_FAMILY = 2  # bounds the connect attempts: schemes x 4 address
 MAX_INTERIM_RESPONSES = 4  # 1xx responses (e.g. 103 Early Hints) skipped before the real one
 MAX_REDIRECT_LENGTH = 2048  # a Location longer than this is truncated in the record
 
+# Evidence behind a "gone" result.
+STRONG = "dns"  # every one of two or more resolvers: no such name, or no address
+DNS_ONE = "dns-one"  # the same from a single resolver
+HTTP = "http"  # HTTP 404/410/451 (the site's own word)
+REFUSED = "refused"  # every connection refused (the site's, or its network's, word)
+BROWSER_USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36"
+)
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # An HTTP/1.x status line; the reason phrase is optional (RFC 9112 §4).
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: [^\r\n]*)?")
@@ -47,13 +64,22 @@ _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
+def parse_proxy(text: str) -> tuple[str, int]:
+    """ "host:port" or "[v6]:port" of an HTTP CONNECT proxy; ValueError when it is not."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise ValueError(f"proxy {text[:80]!r} must be host:port")
+    return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True)
 class LivenessSettings:
     # The DNS resolver used for lookups, chosen by the authority; never the system's.
     resolver_host: str = "127.0.0.1"
     resolver_port: int = 53
     timeout: float = 10.0  # per step (DNS query, connect + TLS handshake, response headers)
-    user_agent: str = "Cordon-liveness/1 (+https://authority.example/about)"
+    # An ordinary browser's: a checker that names itself is easy to answer with a false 404.
+    user_agent: str = BROWSER_USER_AGENT
     http_port: int = 80  # overridable so tests can use loopback ports
     https_port: int = 443
     schemes: tuple[str, ...] = ("https", "http")  # tried in order; the first that connects decides
@@ -62,14 +88,33 @@ class LivenessSettings:
     # A listed name may point at an address inside the authority's own network; the checker
     # must not become a way to make the authority send requests there. Tests allow loopback.
     allow_private_addresses: bool = False
+    # More resolvers asked alongside resolver_host (independent ones: another network,
+    # another operator). With two or more, a name gone from all of them is strong evidence.
+    extra_resolvers: tuple[tuple[str, int], ...] = ()
+    # An HTTP CONNECT proxy ("host:port") the checks connect through, so sites do not see the
+    # authority's own addresses. Empty: direct.
+    proxy: str = ""
+
+    @property
+    def resolvers(self) -> tuple[tuple[str, int], ...]:
+        return ((self.resolver_host, self.resolver_port), *self.extra_resolvers)
+
+    @property
+    def proxy_address(self) -> tuple[str, int] | None:
+        return parse_proxy(self.proxy) if self.proxy else None
 
     def __post_init__(self) -> None:
         # Settings come from configuration: refuse nonsense before any check runs, so that a
         # check itself only ever fails over network trouble, which it reports as a result.
-        try:
-            ipaddress.ip_address(self.resolver_host)
-        except ValueError:
-            raise ValueError("resolver_host must be an IP address") from None
+        for host, port in self.resolvers:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(f"resolver {host!r} must be an IP address") from None
+            if not 0 < port < 65536:
+                raise ValueError(f"resolver port {port} is out of range")
+        if self.proxy:
+            parse_proxy(self.proxy)
         if not _HEADER_VALUE.fullmatch(self.user_agent):
             raise ValueError("user_agent must be printable ASCII on one line")
         if not self.schemes or not set(self.schemes) <= set(_DEFAULT_PORTS):
@@ -94,6 +139,11 @@ class CheckResult:
     address: str | None  # the IP connected to
     scheme: str | None
     elapsed_ms: int
+    evidence: str = ""  # for "gone": STRONG, DNS_ONE, HTTP or REFUSED
+
+    @property
+    def strong(self) -> bool:
+        return self.outcome == GONE and self.evidence == STRONG
 
 
 @dataclass(frozen=True)
@@ -115,10 +165,11 @@ class _ConnectFailed(Exception):
 class _Verdict(Exception):
     """Carries a final (outcome, detail) out of a step, e.g. NXDOMAIN from DNS."""
 
-    def __init__(self, outcome: str, detail: str) -> None:
+    def __init__(self, outcome: str, detail: str, evidence: str = "") -> None:
         super().__init__(detail)
         self.outcome = outcome
         self.detail = detail
+        self.evidence = evidence
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -171,13 +222,13 @@ def _dns_error(exc: dns.exception.DNSException) -> str:
     return f"DNS error ({type(exc).__name__})"
 
 
-async def _lookup(host: str, settings: LivenessSettings) -> list[str]:
-    """A then AAAA through the configured resolver only; raises _Verdict when DNS decides."""
+async def _lookup_one(host: str, server: tuple[str, int], timeout: float) -> list[str]:
+    """A then AAAA through one resolver; raises _Verdict when DNS decides."""
     resolver = dns.asyncresolver.Resolver(configure=False)  # never the system's resolv.conf
-    resolver.port = settings.resolver_port  # set before nameservers, which take it as default
-    resolver.nameservers = [settings.resolver_host]
-    resolver.timeout = settings.timeout
-    resolver.lifetime = settings.timeout
+    resolver.port = server[1]  # set before nameservers, which take it as default
+    resolver.nameservers = [server[0]]
+    resolver.timeout = timeout
+    resolver.lifetime = timeout
     resolver.cache = None  # each check must see the current state of the name
     try:
         name = dns.name.from_text(host)
@@ -205,33 +256,90 @@ async def _lookup(host: str, settings: LivenessSettings) -> list[str]:
     return addresses
 
 
+async def _lookup(host: str, settings: LivenessSettings) -> list[str]:
+    """Ask every configured resolver. Addresses from any of them mean the name lives; "gone"
+    needs every resolver to say so, and is strong evidence only from two or more."""
+    answers = await asyncio.gather(
+        *(_lookup_one(host, server, settings.timeout) for server in settings.resolvers),
+        return_exceptions=True,
+    )
+    addresses: list[str] = []
+    verdicts: list[_Verdict] = []
+    for answer in answers:
+        if isinstance(answer, _Verdict):
+            verdicts.append(answer)
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            addresses += [a for a in answer if a not in addresses]
+    if addresses:
+        return addresses[: 2 * MAX_ADDRESSES_PER_FAMILY]
+    if all(v.outcome == GONE for v in verdicts):
+        evidence = STRONG if len(verdicts) >= 2 else DNS_ONE
+        details = sorted({v.detail for v in verdicts})
+        raise _Verdict(GONE, " / ".join(details), evidence)
+    unknown = next(v for v in verdicts if v.outcome != GONE)
+    if len(verdicts) > 1 and any(v.outcome == GONE for v in verdicts):
+        raise _Verdict(UNKNOWN, f"resolvers disagree ({unknown.detail})")
+    raise unknown
+
+
 async def _connect(
-    address: str, port: int, scheme: str, host: str, timeout: float, limit: int
+    address: str, port: int, scheme: str, host: str, settings: LivenessSettings
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     tls = scheme == "https"
+    timeout, limit = settings.timeout, settings.max_header_bytes
+    proxy = settings.proxy_address
     try:
         async with asyncio.timeout(timeout):
-            return await asyncio.open_connection(
-                address,
-                port,
-                ssl=_TLS if tls else None,
-                # SNI names the host; Python leaves SNI out by itself for IP literals.
-                server_hostname=host.strip("[]") if tls else None,
-                ssl_handshake_timeout=timeout if tls else None,
-                limit=limit,
-            )
+            if proxy is None:
+                return await asyncio.open_connection(
+                    address,
+                    port,
+                    ssl=_TLS if tls else None,
+                    # SNI names the host; Python leaves SNI out by itself for IP literals.
+                    server_hostname=host.strip("[]") if tls else None,
+                    ssl_handshake_timeout=timeout if tls else None,
+                    limit=limit,
+                )
+            reader, writer = await _tunnel(proxy, address, port, limit)
+            if tls:
+                await writer.start_tls(
+                    _TLS, server_hostname=host.strip("[]"), ssl_handshake_timeout=timeout
+                )
+            return reader, writer
     except TimeoutError:
         raise _ConnectFailed("connect timeout") from None
     except ConnectionRefusedError:
+        if proxy is not None:
+            raise _ConnectFailed("proxy refused the connection") from None
         raise _ConnectFailed("connection refused", refused=True) from None
     except ssl.SSLError:
         raise _ConnectFailed("TLS handshake failed") from None
     except OSError as exc:
-        if exc.errno == errno.ECONNREFUSED:
+        if exc.errno == errno.ECONNREFUSED and proxy is None:
             raise _ConnectFailed("connection refused", refused=True) from None
         if isinstance(exc, ConnectionError):
             raise _ConnectFailed("TLS handshake failed" if tls else "connection reset") from None
         raise _ConnectFailed(_os_error_detail(exc)) from None
+
+
+async def _tunnel(
+    proxy: tuple[str, int], address: str, port: int, limit: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An HTTP CONNECT tunnel to address:port. The proxy's refusals are never "gone": what the
+    proxy says about the target is not evidence about the content."""
+    reader, writer = await asyncio.open_connection(proxy[0], proxy[1], limit=limit)
+    target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode("ascii"))
+    await writer.drain()
+    status = _status((await reader.readline()).rstrip(b"\r\n"))
+    while (await reader.readline()).rstrip(b"\r\n"):
+        pass
+    if status != 200:
+        writer.transport.abort()
+        raise _ConnectFailed(f"proxy answered {status or 'nonsense'}")
+    return reader, writer
 
 
 def _os_error_detail(exc: OSError) -> str:
@@ -308,7 +416,7 @@ def _classify(head: bytes) -> tuple[str, str, int, str | None]:
     assert status is not None  # _read_head checked it
     detail = f"HTTP {status}"
     if status in GONE_STATUSES:
-        return GONE, detail, status, None
+        return GONE, detail, status, None  # weak evidence: the site's own word
     if status >= 500 or status == 101:
         return UNKNOWN, detail, status, None  # the server's trouble says nothing about content
     redirect = _location(head) if 300 <= status <= 399 else None
@@ -348,9 +456,12 @@ async def _check(kind: Kind, value: str, settings: LivenessSettings, started: fl
         redirect: str | None = None,
         address: str | None = None,
         scheme: str | None = None,
+        evidence: str = "",
     ) -> CheckResult:
         elapsed = int((time.monotonic() - started) * 1000)
-        return CheckResult(outcome, detail, status, redirect, address, scheme, elapsed)
+        if outcome == GONE and not evidence:
+            evidence = HTTP
+        return CheckResult(outcome, detail, status, redirect, address, scheme, elapsed, evidence)
 
     target = _parse_target(kind, value)
     if target is None:
@@ -358,7 +469,7 @@ async def _check(kind: Kind, value: str, settings: LivenessSettings, started: fl
     try:
         addresses = [target.literal] if target.literal else await _lookup(target.host, settings)
     except _Verdict as verdict:
-        return result(verdict.outcome, verdict.detail)
+        return result(verdict.outcome, verdict.detail, evidence=verdict.evidence)
     if not settings.allow_private_addresses:
         addresses = [a for a in addresses if ipaddress.ip_address(a).is_global]
         if not addresses:
@@ -370,9 +481,7 @@ async def _check(kind: Kind, value: str, settings: LivenessSettings, started: fl
         request = _request(target, scheme, port, settings.user_agent)
         for address in addresses:
             try:
-                reader, writer = await _connect(
-                    address, port, scheme, target.host, settings.timeout, settings.max_header_bytes
-                )
+                reader, writer = await _connect(address, port, scheme, target.host, settings)
             except _ConnectFailed as failure:
                 failures.append(failure)
                 continue
@@ -385,7 +494,7 @@ async def _check(kind: Kind, value: str, settings: LivenessSettings, started: fl
             return result(outcome, detail, status, redirect, address, scheme)
 
     if all(failure.refused for failure in failures):  # schemes is never empty
-        return result(GONE, "connection refused")
+        return result(GONE, "connection refused", evidence=REFUSED)
     # A timeout anywhere means something may be listening: prefer it over other errors.
     timeouts = [f for f in failures if f.detail == "connect timeout"]
     worst = timeouts[0] if timeouts else next(f for f in failures if not f.refused)

@@ -81,6 +81,7 @@ from blocklist.errors import ArtefactError
 from blocklist.files import fsync_dir, write_atomic
 from blocklist.notification import (
     MAX_NOTIFICATION_SIZE,
+    AuditHead,
     DeltaRef,
     Notification,
     SnapshotRef,
@@ -223,6 +224,7 @@ class Publisher:
         clock: Callable[[], float] = time.time,
         pinned_root: bytes | None = None,
         sync_snapshot_limit: int = SYNC_SNAPSHOT_LIMIT,
+        audit_head: Callable[[], AuditHead | None] = lambda: None,
     ) -> None:
         if not _LIST_ID.match(list_id):
             raise PublisherError(
@@ -240,6 +242,7 @@ class Publisher:
         self._clock = clock
         self._pinned_root = pinned_root
         self._sync_limit = sync_snapshot_limit
+        self._audit_head = audit_head  # read at each signing: notifications anchor the audit log
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         for edition in EDITIONS:
@@ -403,7 +406,13 @@ class Publisher:
                 raise PublisherError("nothing_published", "nothing has been published yet")
             now = self._now()
             notes = {
-                e: n.model_copy(update={"created": now, "expires": now + self._expiry})
+                e: n.model_copy(
+                    update={
+                        "created": now,
+                        "expires": now + self._expiry,
+                        "audit_head": self._audit_head(),
+                    }
+                )
                 for e, n in self._notes.items()
             }
             try:
@@ -603,6 +612,7 @@ class Publisher:
                 deltas=_select_deltas(candidates, snapshot),
                 min_poll_interval=self._min_poll,
                 bulk_change=bulk_change,
+                audit_head=self._audit_head(),
             )
         except ValidationError as exc:  # a bug here, never the caller's input
             raise PublisherError("bad_notification", f"cannot build notification: {exc}") from exc

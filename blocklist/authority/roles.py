@@ -27,8 +27,10 @@ PERMISSIONS: dict[str, tuple[frozenset[str], str]] = {
     "manage": (frozenset({ADMIN}), "create, deactivate or change officers, ASPs and tokens"),
     "confirm": (frozenset({ADMIN, OVERSIGHT}), "confirm another admin's change to officers"),
 }
-# Roles whose creation or elevation needs a second person's confirmation.
-GUARDED_ROLES = frozenset({"approver", "admin"})
+# Roles whose creation or elevation by an admin needs a second person's confirmation.
+# (Oversight is not among them: an oversight account an admin creates can never confirm that
+# admin's own requests, see principals.confirm_officer.)
+GUARDED_ROLES = frozenset({"approver", ADMIN})
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ from blocklist.authority.keyring import Signer, load_signer
 from blocklist.authority.lifecycle import Check, Lifecycle, LifecyclePolicy
 from blocklist.authority.liveness import LivenessSettings, check_many
 from blocklist.authority.publisher import Published, Publisher
+from blocklist.authority.sinks import BackgroundPusher
 from blocklist.authority.store import SYSTEM, PendingChanges, Principal, Store
 from blocklist.domains import ProtectedNames
+from blocklist.notification import AuditHead
 from blocklist.state import Kind, ListState
 
 log = logging.getLogger("cordon.authority")
@@ -88,6 +90,7 @@ class Authority:
                 gone_min_interval_hours=lc.gone_min_interval_hours,
                 removal_policy=lc.removal_policy,
                 review_grace_days=lc.review_grace_days,
+                sent_tolerance_minutes=lc.sent_tolerance_minutes,
             ),
         )
         lv = config.liveness
@@ -100,9 +103,17 @@ class Authority:
             http_port=lv.http_port,
             https_port=lv.https_port,
             allow_private_addresses=lv.allow_private_addresses,
+            extra_resolvers=tuple(lv.extra_resolver_addresses),
+            proxy=lv.proxy,
         )
         self.complaints = Complaints(self.store)
         self.signer = signer or load_signer(config.keys_dir)
+        root_keys = sorted(config.keys_dir.glob("root*.key"))
+        if root_keys:
+            log.warning(
+                "root private key(s) still in the state directory: move them offline",
+                extra={"fields": {"paths": [str(k) for k in root_keys]}},
+            )
         self._signer_stamp = self._keys_stamp()
         self.publish_dir: Path = config.publish_dir
         self.publisher = Publisher(
@@ -115,7 +126,15 @@ class Authority:
             min_poll_interval=config.publication.min_poll_interval,
             clock=clock,
             pinned_root=self.signer.root,
+            audit_head=self.signed_audit_head,
         )
+        # Each sink pushes in its own thread after every commit: a slow CDN never delays one.
+        self.sinks = [
+            BackgroundPusher(sink.build(self.publish_dir)) for sink in config.publication.sinks
+        ]
+        for pusher in self.sinks:
+            self.publisher.add_listener(pusher.notify)
+            pusher.notify()  # catch up with what was published while the service was down
         current = self.publisher.current()
         self._serial = current.serial if current else 0
         self._closing = False
@@ -149,6 +168,8 @@ class Authority:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks.clear()
+        for pusher in self.sinks:
+            await asyncio.to_thread(pusher.close)
         self.store.close()
         self._lock_file.close()
 
@@ -207,7 +228,12 @@ class Authority:
         for entry_id, result in results.items():
             outcomes[result.outcome] += 1
             check = Check(
-                result.outcome, result.detail, result.http_status, result.redirect, result.address
+                result.outcome,
+                result.detail,
+                result.http_status,
+                result.redirect,
+                result.address,
+                result.evidence,
             )
             moved = await asyncio.to_thread(self.lifecycle.record_check, entry_id, check)
             if moved:
@@ -226,6 +252,11 @@ class Authority:
         return summary
 
     # ------------------------------------------------------------------ publication
+
+    def signed_audit_head(self) -> AuditHead:
+        """The audit head each notification carries when it is signed."""
+        head = self.store.audit_head()
+        return AuditHead(records=head.records, hash=head.hash)
 
     def current_serial(self) -> int:
         # Read without the publisher's lock: long-polls and /healthz must not wait for a publish.

@@ -36,7 +36,7 @@ from blocklist.cli import (
 from blocklist.cli.client import resolve_globals
 from blocklist.cli.errors import ApiError, CliError
 from blocklist.cli.parsing import Commands, add_globals
-from blocklist.cli.rendering import print_json, say, table
+from blocklist.cli.rendering import SafeWriter, print_json, say, table
 
 __all__ = ["ApiError", "CliError", "build_parser", "main", "table"]
 
@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stdout = sys.stdout
+    # Whatever a command prints, no control or bidi character reaches the terminal raw.
+    sys.stdout = SafeWriter(stdout)  # type: ignore[assignment]
+    try:
+        return _run(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         resolve_globals(args)
         return args.func(args)

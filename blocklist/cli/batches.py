@@ -41,7 +41,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     if lines:
         if not args.json and sys.stderr.isatty():
             say(f"sending {len(lines)} lines to the authority…")
-        body = {"source": args.source or path.name, "lines": [ln.entry for ln in lines]}
+        body = {
+            "source": args.source or path.name,
+            # File line numbers, so the API's messages ("repeats line 7") cite the file.
+            "lines": [{**ln.entry, "line": ln.number} for ln in lines],
+            "refused_by_client": local_refusals,
+        }
         try:
             report = c.call("POST", "/v1/batches", body, timeout=IMPORT_TIMEOUT)
         except ApiError as exc:
@@ -50,13 +55,14 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise
     else:
         report = {"batch_id": None, "accepted": 0, "refused": []}
-    # The API numbers lines by their position in the batch; map them back to the file.
+    # The API reports refusals by the file line numbers sent with each line.
+    by_number = {ln.number: ln for ln in lines}
     for r in report.get("refused", []):
-        position = r.get("line", 0)
-        source = lines[position - 1] if 1 <= position <= len(lines) else None
+        number = r.get("line", 0)
+        source = by_number.get(number)
         refused.append(
             Refusal(
-                source.number if source else position,
+                number,
                 r.get("input", source.text if source else ""),
                 r.get("reason", ""),
                 r.get("message", ""),
@@ -75,6 +81,11 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"Batch {report['batch_id']}: {accepted} of {read} lines accepted, pending until "
             f"another approver runs `blocklist batch accept {report['batch_id']}`."
         )
+        if report.get("takedown"):
+            print(
+                f"{report['takedown']} of them are hosted at home: they are tracked as takedowns "
+                "and will not be blocked."
+            )
     else:
         say(f"error: nothing was accepted from {path} ({read} lines read).")
     if refused:
@@ -125,10 +136,17 @@ def cmd_batch_accept(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        print(
-            f"Batch {data['id']} accepted: {data['size']} entries are active "
-            "(blocked from the next publication)."
-        )
+        counts = data.get("entries_by_status") or {}
+        active, takedown = counts.get("active", 0), counts.get("takedown", 0)
+        text = f"Batch {data['id']} accepted: {active} entries are active"
+        if active:
+            text += " (blocked from the next publication)"
+        if takedown:
+            text += f"; {takedown} hosted at home stay in takedown (not blocked)"
+        others = {s: n for s, n in counts.items() if s not in ("active", "takedown")}
+        if others:
+            text += "; " + ", ".join(f"{n} {s}" for s, n in sorted(others.items()))
+        print(text + ".")
     return 0
 
 

@@ -39,14 +39,15 @@ class Client:
         method: str,
         path: str,
         body: Any = None,
-        query: dict[str, Any] | None = None,
+        query: dict[str, Any] | list[tuple[str, Any]] | None = None,
         timeout: float = TIMEOUT,
     ) -> Any:
         if not self.token:
             raise CliError("no token given", 1, [TOKEN_HINT])
         url = self.url + path
         if query:
-            params = {k: v for k, v in query.items() if v is not None}
+            pairs = query.items() if isinstance(query, dict) else query
+            params = [(k, v) for k, v in pairs if v is not None]
             if params:
                 url += "?" + urllib.parse.urlencode(params)
         data = None

@@ -23,6 +23,7 @@ def cmd_complaints_list(args: argparse.Namespace) -> int:
     rows = [
         [
             c["complaint_id"],
+            c.get("ticket"),
             c.get("status"),
             c.get("entry_id"),
             c.get("host"),
@@ -33,7 +34,8 @@ def cmd_complaints_list(args: argparse.Namespace) -> int:
         ]
         for c in items
     ]
-    print(table(["id", "status", "entry", "host", "role", "asp", "received", "reason"], rows))
+    headers = ["id", "ticket", "status", "entry", "host", "role", "asp", "received", "reason"]
+    print(table(headers, rows))
     return 0
 
 
@@ -41,6 +43,7 @@ def _complaint_fields(c: dict) -> str:
     return fields(
         [
             ("complaint", c.get("complaint_id")),
+            ("visitor's ticket", c.get("ticket")),
             ("status", c.get("status")),
             ("entry", c.get("entry_id")),
             ("host", c.get("host")),
@@ -83,12 +86,12 @@ def register(cmds: Commands) -> None:
     p.add_argument("--status", choices=("received", "upheld", "rejected"))
     p.add_argument("--limit", type=positive, default=100)
     p = complaints.add("show", "Show one complaint.", cmd_complaints_show)
-    p.add_argument("id", help="complaint id (C-…)")
+    p.add_argument("id", help="complaint id (C-…) or the visitor's ticket (T-…)")
     p = complaints.add(
         "decide",
         "Decide a complaint with written reasons (never on your own entries).",
         cmd_complaints_decide,
     )
-    p.add_argument("id", help="complaint id (C-…)")
+    p.add_argument("id", help="complaint id (C-…) or the visitor's ticket (T-…)")
     p.add_argument("decision", choices=("upheld", "rejected"))
     p.add_argument("--reasons", required=True, help="shown to the person who complained")

@@ -6,8 +6,9 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from blocklist.authority.statuses import ENTRY_STATUSES as STATUSES
 from blocklist.cli.client import client
-from blocklist.cli.parsing import STATUSES, Commands, entry_id, positive
+from blocklist.cli.parsing import Commands, entry_id, positive
 from blocklist.cli.rendering import TIME_FIELDS, fields, iso, print_json, table
 
 ENTRY_FIELDS = (
@@ -52,6 +53,18 @@ def entry_call(args: argparse.Namespace, path: str, body: Any, done: Callable[[d
     return 0
 
 
+def _added(e: dict) -> str:
+    if e["status"] == "takedown":
+        return (
+            f"Entry {e['id']} added: {e['kind']} {e['value']} (takedown: hosted at home, it is "
+            f"taken down, not blocked; record the notice with `blocklist takedown {e['id']}`)."
+        )
+    return (
+        f"Entry {e['id']} added: {e['kind']} {e['value']} ({e['status']}; "
+        "another approver must approve it)."
+    )
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {
         "value": args.value,
@@ -68,10 +81,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         args,
         "/v1/entries",
         body,
-        lambda e: (
-            f"Entry {e['id']} added: {e['kind']} {e['value']} ({e['status']}; "
-            "another approver must approve it)."
-        ),
+        _added,
     )
 
 

@@ -8,8 +8,6 @@ from typing import Any
 
 from blocklist.cli.client import DEFAULT_URL
 
-STATUSES = ("pending", "active", "rejected", "delisted")
-
 
 def add_globals(parser: argparse.ArgumentParser, top: bool) -> None:
     """The global options, accepted before or after the subcommand.

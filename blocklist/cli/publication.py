@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from blocklist.authority.statuses import ENTRY_STATUSES as STATUSES
 from blocklist.cli.client import client
-from blocklist.cli.parsing import STATUSES, Commands
+from blocklist.cli.parsing import Commands
 from blocklist.cli.rendering import fields, iso, print_json, table
 
 
@@ -75,12 +76,20 @@ def cmd_compliance(args: argparse.Namespace) -> int:
             i.get("lag"),
             i.get("divergent"),
             i.get("overdue"),
+            i.get("held") or 0,
+            ", ".join(map(str, i.get("alarms") or [])) or "-",
             iso(i.get("last_seen")),
         ]
         for i in instances
     ]
-    headers = ["asp", "instance", "serial", "lag", "divergent", "overdue", "last seen"]
-    print(table(headers, rows))
+    headers = ["asp", "instance", "serial", "lag", "divergent", "overdue", "held", "alarms"]
+    print(table([*headers, "last seen"], rows))
+    troubled = [i for i in instances if i.get("held") or i.get("alarms")]
+    if troubled:
+        print(
+            f"{len(troubled)} instance(s) hold an update or raise an alarm: see their sync "
+            "status (docs/operators.md) before publishing more."
+        )
     return 0
 
 

@@ -1,12 +1,56 @@
-"""Output for people: times, aligned tables and fields, messages on stderr."""
+"""Output for people: times, aligned tables and fields, messages on stderr.
+
+Text that came from outside (a complaint's host, reason or contact, an import file, an API
+error) may carry terminal escape sequences or bidirectional overrides that would rewrite what an
+officer sees. Everything printed goes through `safe`, which shows such characters as `\\uXXXX`
+escapes (also valid inside JSON strings, so `--json` output stays parseable).
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
+
+# C0 controls but tab and newline, DEL, C1 controls, and the bidi marks, embeddings, overrides
+# and isolates (Unicode TR9), plus the line and paragraph separators.
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def safe(text: str) -> str:
+    """`text` with control and bidi characters shown as visible `\\uXXXX` escapes."""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class SafeWriter(io.TextIOBase):
+    """A text stream that passes everything written through `safe`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(safe(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
 
 TIME_FIELDS = frozenset({"created", "approved", "review_date", "delisted", "decided", "time"})
 
@@ -25,7 +69,8 @@ def cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return " ".join(str(value).split()) if "\n" in str(value) else str(value)
+    text = str(value)
+    return safe(" ".join(text.split()) if "\n" in text else text)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -53,8 +98,8 @@ def shorten(text: str, limit: int = 60) -> str:
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    print(safe(json.dumps(data, indent=2, ensure_ascii=False)))
 
 
 def say(message: str) -> None:
-    print(message, file=sys.stderr)
+    print(safe(message), file=sys.stderr)
