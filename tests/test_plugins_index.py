@@ -17,6 +17,7 @@ from resolver_fixtures import list_state, write_list
 
 from blocklist.digests import digest, query_digests
 from blocklist.errors import ArtefactError
+from blocklist.state import Entry, Kind, ListState
 from blocklist.sync.index import (
     DIGESTS_OFFSET,
     FANOUT_OFFSET,
@@ -90,6 +91,17 @@ def test_plugin_reader_matches_the_resolver_matcher(tmp_path: Path) -> None:
     finally:
         plugin.hashlib.sha256 = original
     assert [digest(s.decode()) for s in hashed] == query_digests("A.B.C.test.")
+
+
+def test_only_domain_entries_reach_the_index() -> None:
+    entries = [
+        Entry.from_value("listed.test", 1, Kind.DOMAIN),
+        Entry.from_value("shared.test/path/", 2, Kind.URL),
+        Entry.from_value("shared.test", 3, Kind.URLHOST),
+    ]
+    data = b"".join(encode_index(ListState.from_entries(entries), 1, 0))
+    assert check_index(data).count == 1
+    assert data[DIGESTS_OFFSET : DIGESTS_OFFSET + 32] == digest("listed.test")
 
 
 def test_empty_list(tmp_path: Path) -> None:
