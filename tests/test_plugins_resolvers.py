@@ -320,6 +320,7 @@ async def test_publish_to_enforced_through_resolver_sync(
         assert b"later" not in (state_dir / INDEX_FILE).read_bytes()  # digests only
         start = time.monotonic()
         await api.call("alice", "POST", f"/v1/entries/{body['id']}/delist", {"reason": "gone"})
+        await api.call("bob", "POST", f"/v1/entries/{body['id']}/delist/confirm")  # four eyes
         await api.call("alice", "POST", "/v1/publish")
         await wait_for(lambda: _resolves(daemon.port, "later.test"), "delisted", daemon=daemon)
         freed = time.monotonic() - start
