@@ -13,6 +13,7 @@ from pathlib import Path
 from blocklist.config import ConfigError, load_config, validate_config
 from blocklist.logs import setup_logging
 from blocklist.sync.follower import RELEASE_FILE, STATUS_FILE, Follower
+from blocklist.sync.index import index_subscriber
 from resolver.config import ResolverConfig
 from resolver.rpz.cli import add_rpz_commands, run_rpz
 
@@ -76,6 +77,7 @@ async def _run_sync(config: ResolverConfig, once: bool) -> int:
     from resolver import ackreport
 
     follower = Follower(config)
+    follower.subscribe(index_subscriber(config.sync.state_dir))  # for resolver plugins
     log_only = ackreport.install(follower, config)
     refresher = None
     try:

@@ -22,8 +22,8 @@ TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "chromium": (("chromium", "chromium-browser", "google-chrome"), "chromium"),
     "systemd-analyze": (("systemd-analyze",), "systemd"),
     "pdns_recursor": (("pdns_recursor",), "pdns-recursor"),
-    "kresd": (("kresd",), "knot-resolver"),
     "dnsdist": (("dnsdist",), "dnsdist"),
+    "kresd": (("kresd",), "knot-resolver"),
 }
 
 
