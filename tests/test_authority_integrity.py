@@ -438,3 +438,38 @@ async def test_complaint_ticket_and_who_may_decide(api: RunningAuthority) -> Non
     assert status == 200 and body["status"] == "upheld"
     status, report = await api.call("olga", "GET", "/v1/report")
     assert report["delisted_by_cause"] == {"complaint_upheld": 1}
+
+
+def test_complaint_decided_by_an_account_of_the_author_is_refused(store: Store) -> None:
+    """The admin who added an entry creates a plain officer account (no confirmation needed for
+    that role) and upholds a complaint against the entry with it: refused, as for the author."""
+    from blocklist.authority.complaints import Complaints
+
+    admin = who(store, store.bootstrap_admin("root"))
+    entry = store.add_entry(admin, "complained.example", hosting_country="NL", evidence="e")
+    _, bob = store.add_officer(SYSTEM, "bob", "approver")
+    store.approve(who(store, bob), entry.id)
+    _, isp = store.add_asp(SYSTEM, "isp-one")
+    complaints = Complaints(store)
+    filed, _ = complaints.submit(
+        who(store, isp),
+        idempotency_key="complaint-key-000001",
+        entry_id=entry.id,
+        host="complained.example",
+        role="site_owner",
+        reason="not abusive",
+        received=int(time.time()),
+    )
+    _, helper = store.add_officer(admin, "helper", "officer")
+    refused(
+        "conflict_of_interest",
+        403,
+        complaints.decide,
+        who(store, helper),
+        filed["complaint_id"],
+        "upheld",
+        "fine",
+    )
+    _, carol = store.add_officer(SYSTEM, "carol", "officer")
+    decided = complaints.decide(who(store, carol), filed["complaint_id"], "rejected", "listed")
+    assert decided["status"] == "rejected"

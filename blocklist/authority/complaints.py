@@ -19,6 +19,7 @@ from blocklist.authority.errors import (
     Invalid,
     NotFound,
 )
+from blocklist.authority.principals import depends_on
 from blocklist.authority.roles import Principal
 from blocklist.authority.store import Store
 
@@ -200,11 +201,13 @@ class Complaints:
                 entry = conn.execute(
                     "SELECT added_by, approved_by, status FROM entries WHERE id = ?", (entry_id,)
                 ).fetchone()
-                if actor.id in (entry["added_by"], entry["approved_by"]):
+                involved = [entry["added_by"], entry["approved_by"]]
+                if any(o is not None and depends_on(conn, actor.id, o) for o in involved):
                     raise Forbidden(
                         "conflict_of_interest",
-                        f"you added or approved entry {entry_id}; another officer must decide "
-                        f"complaint {public_id}",
+                        f"you added or approved entry {entry_id} (or your account and theirs were "
+                        f"created one by the other); another officer must decide complaint "
+                        f"{public_id}",
                     )
                 if decision == "upheld" and entry["status"] in ("active", "pending"):
                     store.delist_in_transaction(
