@@ -740,7 +740,19 @@ def test_complaints_list_show_decide(authority: Authority) -> None:
     for who in ("alice", "bob"):
         out = authority.run("complaints", "decide", cid, "upheld", "--reasons", "x", who=who)
         assert out.returncode == 1 and "another officer must decide" in out.stderr
-    out = authority.run("complaints", "decide", cid, "upheld", "--reasons", "Checked: gone.")
+    # Nor the admin who created alice's and bob's accounts (and could hold their tokens).
+    out = authority.run("complaints", "decide", cid, "upheld", "--reasons", "x")
+    assert out.returncode == 1 and "created one by the other" in out.stderr
+    # An officer made on the state directory is independent of all three.
+    carol = blocklist(
+        "--json", "officer", "add", "carol-complaints", "--role", "officer",
+        "--config", authority.config, cwd=authority.directory,
+    )  # fmt: skip
+    assert carol.returncode == 0, carol.stderr
+    token = json.loads(carol.stdout)["token"]
+    out = authority.run(
+        "complaints", "decide", cid, "upheld", "--reasons", "Checked: gone.", token=token
+    )
     assert out.returncode == 0, out.stderr
     assert f"Entry {entry} is delisted" in out.stdout
     assert authority.json("show", str(entry), who="olga")["status"] == "delisted"
