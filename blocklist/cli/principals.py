@@ -106,6 +106,29 @@ def cmd_officer_deactivate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_officer_console_code(args: argparse.Namespace) -> int:
+    """A web console setup code, offline on the state directory (e.g. for the first admin)."""
+    from blocklist.authority.console.accounts import Accounts
+    from blocklist.authority.errors import AuthorityError
+
+    config = load_authority_config(args.config)
+    if not config.database.exists():
+        raise CliError(f"no database at {config.database}: run `blocklist init` first", 2)
+    store = open_store(config.database)
+    try:
+        code = Accounts(store.db).reset(LOCAL, args.name)
+    except AuthorityError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+    if args.json:
+        print_json({"officer": args.name, "setup_code": code})
+    else:
+        print(f"Console setup code for {args.name} (valid 24 hours, shown once): {code}")
+        print("They open /console/setup, enter it, choose a password and scan the TOTP code.")
+    return 0
+
+
 def cmd_asp_add(args: argparse.Namespace) -> int:
     check_token_out(args)
     body = {"name": args.name, "plain_allowed": args.plain}
@@ -225,6 +248,13 @@ def register(cmds: Commands) -> None:
     )
     p.add_argument("name")
     p.add_argument("--reason", required=True)
+    p = officer.add(
+        "console-code",
+        "Issue a web console setup code, offline (clears the officer's console sign-in).",
+        cmd_officer_console_code,
+    )
+    p.add_argument("name")
+    p.add_argument("--config", required=True, help="authority.toml (acts on the state directory)")
 
     asp = Commands(cmds.add("asp", "Create, list and deactivate access providers (ASPs)."), "asp")
     p = asp.add("add", "Create an ASP and print its token (shown once).", cmd_asp_add)
