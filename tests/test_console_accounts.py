@@ -158,3 +158,31 @@ def test_every_console_word_is_translated_in_three_languages() -> None:
     assert i18n.pick("ar,en;q=0.5", None, None) == "ar"
     assert i18n.pick("de", "fr", "en") == "fr"
     assert i18n.pick("de", None, None) == "en"
+
+
+def test_cli_issues_a_setup_code_offline_that_the_console_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from blocklist import cli
+
+    config = tmp_path / "authority.toml"
+    config.write_text('[authority]\nstate_dir = "state"\n')
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state" / "authority.db")
+    store.bootstrap_admin("admin")
+    store.close()
+    assert cli.main(["--json", "officer", "console-code", "admin", "--config", str(config)]) == 0
+    code = json.loads(capsys.readouterr().out)["setup_code"]
+    assert cli.main(["officer", "console-code", "nobody", "--config", str(config)]) != 0
+    assert "nobody" in capsys.readouterr().err
+    store = Store(tmp_path / "state" / "authority.db")
+    try:
+        accounts = Accounts(store.db)
+        totp = pyotp.TOTP(accounts.begin_setup("admin", code, PASSWORD))
+        accounts.finish_setup("admin", code, totp.now())
+        _, session = accounts.sign_in("admin", PASSWORD, totp.now())
+        assert session.principal.role == "admin"
+    finally:
+        store.close()

@@ -495,9 +495,26 @@ async def test_xss_in_every_field_is_shown_as_text(api: RunningAuthority, tmp_pa
         await b.sign_in(api, "alice", alice)
         await b.go(base(api) + "entries/new")
         # A refused value is echoed in the error and the form: as text.
-        await b.fill({"#value": PAYLOAD, "#hosting_country": "NL", "#evidence": "E"})
+        await b.fill(
+            {
+                "#value": "<img src=x onerror=window.__xss=4>.example",
+                "#kind": "domain",
+                "#hosting_country": "NL",
+                "#evidence": "E",
+            }
+        )
         assert await b.click("main button[type=submit]") == 422
+        assert "<img src=x" in await b.text("#form-error")
         assert await b.js(INJECTED) == 0 and await b.js("window.__xss") is None
+        # The URL canonical form keeps these characters: the value itself is hostile.
+        await b.go(base(api) + "entries/new")
+        await b.fill(
+            {"#value": PAYLOAD, "#kind": "url", "#hosting_country": "NL", "#evidence": "E"}
+        )
+        await b.click("main button[type=submit]")
+        assert await b.js(INJECTED) == 0 and await b.js("window.__xss") is None
+        pages.append(await b.path())
+        await b.go(base(api) + "entries/new")
         await b.fill(
             {"#value": "xss.example", "#hosting_country": "NL", "#evidence": PAYLOAD[:2000]}
         )

@@ -132,7 +132,7 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
     "accepted_lines": ("Lines accepted", "Lignes acceptées", "الأسطر المقبولة"),
     "refused_lines": ("Lines refused", "Lignes refusées", "الأسطر المرفوضة"),
     "line": ("Line", "Ligne", "السطر"),
-    "batch_created": ("Batch created", "Lot créé", "أنشئت الدفعة"),
+    "batch_created": ("Batch", "Lot", "الدفعة"),
     "to_add": ("To add", "À ajouter", "للإضافة"),
     "to_remove": ("To remove", "À retirer", "للإزالة"),
     "publish_now": ("Publish now", "Publier maintenant", "انشر الآن"),
