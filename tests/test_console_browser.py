@@ -36,6 +36,15 @@ PAYLOAD = (
     '"><script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
     '<svg onload="window.__xss=3"></svg>\''
 )
+LINKS_TO = (
+    "[...document.querySelectorAll('a, link, img, iframe')].filter(e =>"
+    " (e.href || e.src || '').includes(%s) || (e.tagName == 'A' && e.textContent.includes(%s)))"
+    ".length"
+)
+FOREIGN_RESOURCES = (
+    "performance.getEntriesByType('resource').map(r => r.name)"
+    ".filter(u => !u.startsWith(location.origin + '/console/'))"
+)
 INJECTED = "document.querySelectorAll('script, img[src=\"x\"], svg[onload]').length"
 
 
@@ -297,6 +306,10 @@ async def test_four_eyes_self_approval_refused_second_officer_approves_then_publ
         await c.go(base(api) + "publish")
         assert await c.text("#to-add") == "1"
         assert "four-eyes.example" in await c.text("main")
+        # The value is text: no link to it, nothing fetched from anywhere but the console.
+        value = json.dumps("four-eyes.example")
+        assert await c.js(LINKS_TO % (value, value)) == 0
+        assert await c.js(FOREIGN_RESOURCES) == []
         assert await c.click("#publish") == 200
         assert "1" in await c.text("#published")
     _, status = await api.call("admin", "GET", "/v1/status")
