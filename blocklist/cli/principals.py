@@ -250,7 +250,7 @@ def register(cmds: Commands) -> None:
     p.add_argument("--reason", required=True)
     p = officer.add(
         "console-code",
-        "Issue a web console setup code, offline (clears the officer's console sign-in).",
+        "Issue a web console setup code, offline (resets console sign-in).",
         cmd_officer_console_code,
     )
     p.add_argument("name")
