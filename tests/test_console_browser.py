@@ -9,7 +9,6 @@ test-artefacts/console/ (git-ignored); the path is printed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -21,7 +20,7 @@ import pyotp
 import pytest
 from aiohttp import web
 from authority_fixtures import RunningAuthority, start_authority
-from test_stoppage_browser import DevTools, chromium_args
+from test_stoppage_browser import DevTools, devtools
 from test_stoppage_support import wait_for
 
 from blocklist.authority.console.accounts import Accounts
@@ -43,7 +42,7 @@ LINKS_TO = (
 )
 FOREIGN_RESOURCES = (
     "performance.getEntriesByType('resource').map(r => r.name)"
-    ".filter(u => !u.startsWith(location.origin + '/console/'))"
+    ".filter(u => !u.startsWith(location.origin + '/'))"
 )
 INJECTED = "document.querySelectorAll('script, img[src=\"x\"], svg[onload]').length"
 
@@ -79,52 +78,10 @@ def enrol(api: RunningAuthority, name: str) -> pyotp.TOTP:
 async def browser(
     tmp_path: Path, name: str, lang: str = "en", *extra: str
 ) -> AsyncIterator[Browser]:
-    profile = tmp_path / f"profile-{name}"
-    proc = await asyncio.create_subprocess_exec(
-        *chromium_args(
-            profile,
-            1,
-            "--remote-debugging-port=0",
-            f"--accept-lang={lang}",
-            f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
-            *extra,
-            "about:blank",
-        ),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        active = profile / "DevToolsActivePort"
-        await wait_for(lambda: active.exists() and active.read_text().count("\n") >= 1, 30)
-        port = int(active.read_text().split()[0])
-        async with aiohttp.ClientSession() as session:
-
-            async def page_target():
-                async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                    targets = await resp.json()
-                return next((t for t in targets if t["type"] == "page"), None)
-
-            target = await wait_for(page_target, 30)
-            async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                cdp = DevTools(ws)
-                await cdp.call("Page.enable")
-                await cdp.call("Network.enable")
-                await cdp.call(
-                    "Emulation.setDeviceMetricsOverride",
-                    width=DESKTOP[0],
-                    height=DESKTOP[1],
-                    deviceScaleFactor=1,
-                    mobile=False,
-                )
-                try:
-                    yield Browser(cdp)
-                finally:
-                    cdp.reader.cancel()
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+    async with devtools(
+        tmp_path, 1, *extra, profile_name=name, lang=lang, size=DESKTOP, mobile=False
+    ) as cdp:
+        yield Browser(cdp)
 
 
 class Browser:

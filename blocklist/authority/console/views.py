@@ -473,12 +473,7 @@ async def audit(request: web.Request) -> web.StreamResponse:
 
 
 async def officers(request: web.Request) -> web.StreamResponse:
-    auth, who = authority(request), _who(request)
-    rows = await off_loop(auth.store.list_officers, who)
-    enrolled = await off_loop(accounts(request).enrolled)
-    return render(
-        request, "officers.html", officers=rows, enrolled=enrolled, roles=ROLES, shown=None
-    )
+    return await _officers_with(request, None)
 
 
 async def officer_add(request: web.Request) -> web.StreamResponse:
@@ -490,7 +485,7 @@ async def officer_add(request: web.Request) -> web.StreamResponse:
     return await _officers_with(request, {"name": name, "token": token, "code": code, **info})
 
 
-async def _officers_with(request: web.Request, shown: dict) -> web.StreamResponse:
+async def _officers_with(request: web.Request, shown: dict | None) -> web.StreamResponse:
     auth, who = authority(request), _who(request)
     rows = await off_loop(auth.store.list_officers, who)
     enrolled = await off_loop(accounts(request).enrolled)
