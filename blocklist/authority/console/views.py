@@ -31,7 +31,7 @@ from blocklist.authority.console.web import (
     session,
     set_cookie,
 )
-from blocklist.authority.errors import AuthorityError, Invalid, NotFound
+from blocklist.authority.errors import AuthorityError, Invalid, NotFound, http_status
 from blocklist.authority.roles import ROLES, may, require
 from blocklist.authority.statuses import ENTRY_STATUSES
 from blocklist.authority.store import ImportLine
@@ -293,7 +293,8 @@ async def entry_add(request: web.Request) -> web.StreamResponse:
             notes=values["notes"],
         )
     except (AuthorityError, InvalidEntry) as exc:  # shown on the form, which keeps the input
-        return render(request, "entry_new.html", code=422, error=str(exc), values=values)
+        code = http_status(exc) if isinstance(exc, AuthorityError) else 422
+        return render(request, "entry_new.html", code=code, error=str(exc), values=values)
     raise redirect(f"/entries/{record.id}")
 
 
