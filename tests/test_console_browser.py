@@ -305,6 +305,11 @@ async def test_import_preview_writes_nothing_then_submits_a_batch(
         assert (await b.path()).startswith("/console/batches/")
         assert await b.text("#batch-status") == "pending"
         assert not await b.exists("#accept")  # the importer cannot accept their own batch
+        await b.go(base(api) + "entries")
+        await b.fill({"#status": "pending", "#country": "de"})
+        await b.click("main button[type=submit]")
+        listed = await b.text("table")
+        assert "four.example" in listed and "one.example" not in listed
     _, body = await api.call("admin", "GET", "/v1/entries?status=pending")
     assert sorted(e["value"] for e in body["entries"]) == ["four.example", "one.example"]
 
@@ -613,6 +618,12 @@ async def test_every_page_in_english_and_arabic_passes_axe_with_screenshots(
                 assert await b.js("document.documentElement.lang") == lang
                 failures[f"{name}-{lang}"] = await axe_serious(b)
                 await b.screenshot(artefacts / f"{name}-{lang}.png")
+            code = Accounts(api.authority.store.db).reset(SYSTEM, "carol")
+            await b.fill({"#name": "carol", "#setup_code": code, "#password": PASSWORD})
+            await b.click("main button[type=submit]")
+            assert await b.exists(".qr-box svg")
+            failures[f"setup-qr-{lang}"] = await axe_serious(b)
+            await b.screenshot(artefacts / f"setup-qr-{lang}.png")
         await b.sign_in(api, "admin", admin)
         for lang in ("en", "ar"):
             await b.go(base(api) + f"?lang={lang}")
@@ -630,4 +641,4 @@ async def test_every_page_in_english_and_arabic_passes_axe_with_screenshots(
             failures[f"import-preview-{lang}"] = await axe_serious(b)
             await b.screenshot(artefacts / f"import-preview-{lang}.png")
     assert {k: v for k, v in failures.items() if v} == {}
-    assert len(list(artefacts.glob("*.png"))) >= 2 * (len(pages) + 3)
+    assert len(list(artefacts.glob("*.png"))) >= 2 * (len(pages) + 4)

@@ -232,17 +232,17 @@ async def entries(request: web.Request) -> web.StreamResponse:
     status = q.get("status", "")
     status = status if status in ENTRY_STATUSES else ""
     country = q.get("country", "").strip().upper()[:2]
-    offset = int(q["offset"]) if q.get("offset", "").isdigit() and len(q["offset"]) < 9 else 0
+    raw = q.get("offset", "")
+    offset = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 9 else 0
     records = await off_loop(
         auth.store.list_entries,
         who,
         status=status or None,
         search=q.get("q", "")[:200] or None,
-        limit=PAGE if not country else 10000,
-        offset=offset if not country else 0,
+        limit=PAGE,
+        offset=offset,
+        country=country or None,
     )
-    if country:  # the store filters by status and text; the country here
-        records = [r for r in records if r.hosting_country == country][offset : offset + PAGE]
     return render(
         request,
         "entries.html",
