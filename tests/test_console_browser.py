@@ -300,6 +300,9 @@ async def test_import_preview_writes_nothing_then_submits_a_batch(
         for line in ("2", "3", "5"):
             assert f"\n{line}\t" in refusals
         assert "protected" in refusals and "ZZ" in refusals
+        accepted = await b.text("#accepted-lines")
+        assert "one.example" in accepted and "four.example" in accepted
+        assert "three.example" not in accepted
         assert await entry_count(api) == 0  # the preview wrote nothing
         assert await b.click("#submit-batch") == 200
         assert (await b.path()).startswith("/console/batches/")

@@ -41,6 +41,7 @@ from blocklist.errors import InvalidEntry
 T = TypeVar("T")
 PAGE = 100
 MAX_IMPORT_LINES = 20000
+PREVIEW_LINES = 1000
 _STATIC = {"console.css": "text/css"}
 
 
@@ -340,7 +341,7 @@ def _parse_import(text: str) -> tuple[list[ImportLine], int]:
 
 
 async def import_page(request: web.Request) -> web.StreamResponse:
-    return render(request, "import.html", text="", source="", report=None, batch=None)
+    return render(request, "import.html", text="", source="", report=None, accepted=[])
 
 
 async def import_post(request: web.Request) -> web.StreamResponse:
@@ -354,7 +355,11 @@ async def import_post(request: web.Request) -> web.StreamResponse:
     report = await off_loop(auth.store.import_batch, who, lines, source, dry_run=not submit)
     if submit and report.batch_id:
         raise redirect(f"/batches/{report.batch_id}")
-    return render(request, "import.html", text=text, source=source, report=report, batch=None)
+    refused = {r["line"] for r in report.refused}
+    accepted = [line for line in lines if line.line not in refused][:PREVIEW_LINES]
+    return render(
+        request, "import.html", text=text, source=source, report=report, accepted=accepted
+    )
 
 
 async def batch(request: web.Request) -> web.StreamResponse:
