@@ -118,3 +118,49 @@ async def test_every_console_answer_carries_the_security_headers(tmp_path: Path)
                 assert resp.status == 403  # no CSRF token, even before sign-in
     finally:
         await api.client.close()
+
+
+async def test_officer_admin_pages_follow_the_four_eyes_rules(tmp_path: Path) -> None:
+    api = await start_authority(tmp_path, mount_console=True)
+    try:
+        admin, olga = enrol(api, "admin"), enrol(api, "olga")
+        url = f"http://127.0.0.1:{api.client.port}/console/"
+        async with client() as a, client() as o:
+            assert (await sign_in(a, url, "admin", admin.now())).status == 303
+            assert (await sign_in(o, url, "olga", olga.now())).status == 303
+            async with a.get(url + "officers") as resp:
+                csrf = CSRF.search(await resp.text()).group(1)
+            async with a.post(
+                url + "officers", data={"csrf": csrf, "name": "erin", "role": "approver"}
+            ) as resp:
+                page = await resp.text()
+                assert resp.status == 200 and 'id="setup-code"' in page
+                assert "awaiting a second admin" in page
+            async with a.post(
+                url + "officers/alice/role",
+                data={"csrf": csrf, "role": "admin", "reason": "new duties"},
+            ) as resp:
+                assert resp.status == 200
+            # The requester cannot confirm their own requests.
+            for name in ("erin", "alice"):
+                async with a.post(url + f"officers/{name}/confirm", data={"csrf": csrf}) as resp:
+                    assert resp.status == 403 and "must confirm" in await resp.text()
+            _, listed = await api.call("admin", "GET", "/v1/officers")
+            by_name = {x["name"]: x for x in listed["officers"]}
+            assert not by_name["erin"]["active"] and by_name["alice"]["role"] == "officer"
+            # Oversight, a second person, confirms both.
+            async with o.get(url + "officers") as resp:
+                ocsrf = CSRF.search(await resp.text()).group(1)
+            for name in ("erin", "alice"):
+                async with o.post(url + f"officers/{name}/confirm", data={"csrf": ocsrf}) as resp:
+                    assert resp.status == 200, name
+            _, listed = await api.call("admin", "GET", "/v1/officers")
+            by_name = {x["name"]: x for x in listed["officers"]}
+            assert by_name["erin"]["active"] and by_name["alice"]["role"] == "admin"
+            # Oversight cannot create or deactivate.
+            async with o.post(
+                url + "officers/bob/deactivate", data={"csrf": ocsrf, "reason": "x"}
+            ) as resp:
+                assert resp.status == 403
+    finally:
+        await api.client.close()

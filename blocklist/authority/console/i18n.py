@@ -189,6 +189,7 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
     "create_officer": ("Create an officer", "Créer un agent", "إنشاء موظف"),
     "create": ("Create", "Créer", "إنشاء"),
     "confirm": ("Confirm", "Confirmer", "تأكيد"),
+    "change_role": ("Change role", "Changer de rôle", "تغيير الدور"),
     "deactivate": ("Deactivate", "Désactiver", "تعطيل"),
     "reset_sign_in": (
         "New setup code",

@@ -509,6 +509,10 @@ async def officer_action(request: web.Request) -> web.StreamResponse:
         await off_loop(auth.store.confirm_officer, who, name)
     elif action == "deactivate":
         await off_loop(auth.store.deactivate_officer, who, name, field(data, "reason", 500))
+    elif action == "role":
+        await off_loop(
+            auth.store.change_role, who, name, field(data, "role", 20), field(data, "reason", 500)
+        )
     elif action == "reset":
         code = await off_loop(accounts(request).reset, who, name)
         return await _officers_with(request, {"name": name, "code": code})
