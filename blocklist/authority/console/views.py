@@ -30,6 +30,7 @@ from blocklist.authority.console.web import (
     render,
     session,
     set_cookie,
+    words,
 )
 from blocklist.authority.errors import AuthorityError, Invalid, NotFound, http_status
 from blocklist.authority.roles import ROLES, may, require
@@ -180,9 +181,7 @@ def _takedowns(auth, who) -> list[dict]:
 
 
 def _charts(request: web.Request, auth, who, comp: dict) -> list[str]:
-    from blocklist.authority.console.web import _t
-
-    t = _t(request)
+    t = words(request)
     pubs = list(reversed(auth.store.publications(limit=30)))
     report = auth.lifecycle.report(who)
     removal = report["time_to_removal_by_month"]

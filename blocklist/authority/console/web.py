@@ -162,14 +162,14 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await _guarded(request, handler)
     except Refused as exc:
-        return render(request, "error.html", code=exc.status, message=_t(request)(exc.key))
+        return render(request, "error.html", code=exc.status, message=words(request)(exc.key))
     except AuthorityError as exc:
         return render(request, "error.html", code=http_status(exc), message=str(exc))
     except web.HTTPNotFound:
-        return render(request, "error.html", code=404, message=_t(request)("page_not_found"))
+        return render(request, "error.html", code=404, message=words(request)("page_not_found"))
 
 
-def _t(request: web.Request) -> Callable[[str], str]:
+def words(request: web.Request) -> Callable[[str], str]:
     return i18n.translator(request.get(LANG, "en"))
 
 
@@ -204,7 +204,14 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         raise web.HTTPSeeOther(url("/login", lang=asked))
     resp = await handler(request)
     if asked in i18n.LANGUAGES:
-        resp.set_cookie("console_lang", asked, path="/", samesite="Strict", httponly=True)
+        resp.set_cookie(
+            "console_lang",
+            asked,
+            path="/",
+            samesite="Strict",
+            httponly=True,
+            secure=secure(request),
+        )
     return resp
 
 
@@ -238,7 +245,3 @@ def mount(api: web.Application, auth: Authority) -> None:
     """Serve the console under /console/ of the API application (when enabled)."""
     if auth.config.console.enabled:
         api.add_subapp(PREFIX + "/", make_console_app(auth))
-
-
-def new_secret() -> str:
-    return secrets.token_urlsafe(32)
