@@ -186,7 +186,8 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
     if who is not None:
         request[SESSION] = who
     pre = request.cookies.get(cookie_name(request, "console_pre"), "")
-    request[PRE_CSRF] = pre if 20 <= len(pre) <= 100 else secrets.token_urlsafe(24)
+    pre = pre if 20 <= len(pre) <= 100 else ""
+    request[PRE_CSRF] = pre or secrets.token_urlsafe(24)
     if request.method == "POST":
         if not same_origin(request):
             raise Refused(403, "csrf")
@@ -201,7 +202,7 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         and request.path not in OPEN_PATHS
         and not request.path.startswith(f"{PREFIX}/static/")
     ):
-        raise web.HTTPSeeOther(url("/login", lang=asked))
+        raise web.HTTPSeeOther(url("/login", lang=asked if asked in i18n.LANGUAGES else None))
     resp = await handler(request)
     if asked in i18n.LANGUAGES:
         resp.set_cookie(
