@@ -3,8 +3,8 @@
 Officers sign in with password and TOTP, act through the pages, and the authority's own rules
 answer: four-eyes, roles, deactivation. Hostile pages on another site (http://localhost:…, a
 different site from http://127.0.0.1:…) try cross-site forms and framing. axe-core (vendored in
-tests/vendor) checks every page in English and Arabic. Screenshots of every page are kept in
-test-artefacts/console/ (git-ignored); the path is printed.
+tests/vendor/axe-core) checks every page in English and Arabic. Screenshots of every page are kept in
+tests/artefacts/console/ (git-ignored; CORDON_TEST_ARTEFACTS moves it); the path is printed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pyotp
 import pytest
 from aiohttp import web
 from authority_fixtures import RunningAuthority, start_authority
+from test_stoppage_a11y import ARTEFACTS, axe_violations
 from test_stoppage_browser import DevTools, devtools
 from test_stoppage_support import wait_for
 
@@ -29,8 +30,6 @@ from blocklist.authority.roles import SYSTEM
 pytestmark = pytest.mark.tools("chromium")
 DESKTOP = (1280, 900)
 PASSWORD = "long enough pass phrase"
-AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-ARTEFACTS = Path(__file__).resolve().parent.parent / "test-artefacts" / "console"
 PAYLOAD = (
     '"><script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
     '<svg onload="window.__xss=3"></svg>\''
@@ -56,9 +55,10 @@ async def api(tmp_path: Path) -> AsyncIterator[RunningAuthority]:
 
 @pytest.fixture(scope="module")
 def artefacts() -> Path:
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    print(f"\nconsole screenshots: {ARTEFACTS}")
-    return ARTEFACTS
+    directory = ARTEFACTS / "console"
+    directory.mkdir(parents=True, exist_ok=True)
+    print(f"\nconsole screenshots: {directory}")
+    return directory
 
 
 def base(api: RunningAuthority, host: str = "127.0.0.1") -> str:
@@ -545,16 +545,7 @@ async def test_xss_in_every_field_is_shown_as_text(api: RunningAuthority, tmp_pa
 
 
 async def axe_serious(b: Browser) -> list[dict]:
-    result = await b.cdp.call(
-        "Runtime.evaluate",
-        expression="""axe.run(document, {resultTypes: ['violations']}).then(r =>
-            r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
-             .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target)})))""",
-        awaitPromise=True,
-        returnByValue=True,
-    )
-    assert "exceptionDetails" not in result, result
-    return result["result"]["value"]
+    return [v for v in await axe_violations(b.cdp) if v["impact"] in ("serious", "critical")]
 
 
 async def test_every_page_in_english_and_arabic_passes_axe_with_screenshots(
@@ -610,11 +601,8 @@ async def test_every_page_in_english_and_arabic_passes_axe_with_screenshots(
         "audit": "audit",
         "officers": "officers",
     }
-    axe = AXE.read_text()
     failures: dict[str, list] = {}
     async with browser(tmp_path, "admin") as b:
-        await b.cdp.call("Page.setBypassCSP", enabled=True)  # only to inject axe itself
-        await b.cdp.call("Page.addScriptToEvaluateOnNewDocument", source=axe)
         for lang in ("en", "ar"):
             for name, path in {"login": "login", "setup": "setup"}.items():
                 await b.go(base(api) + path + f"?lang={lang}")

@@ -20,6 +20,7 @@ from blocklist.authority.lifecycle import Check, Lifecycle, LifecyclePolicy
 from blocklist.authority.liveness import LivenessSettings, check_many
 from blocklist.authority.publisher import Published, Publisher
 from blocklist.authority.roles import require
+from blocklist.authority.sinks import BackgroundPusher
 from blocklist.authority.store import SYSTEM, PendingChanges, Principal, Store
 from blocklist.domains import ProtectedNames
 from blocklist.notification import AuditHead
@@ -128,6 +129,13 @@ class Authority:
             pinned_root=self.signer.root,
             audit_head=self.signed_audit_head,
         )
+        # Each sink pushes in its own thread after every commit: a slow CDN never delays one.
+        self.sinks = [
+            BackgroundPusher(sink.build(self.publish_dir)) for sink in config.publication.sinks
+        ]
+        for pusher in self.sinks:
+            self.publisher.add_listener(pusher.notify)
+            pusher.notify()  # catch up with what was published while the service was down
         current = self.publisher.current()
         self._serial = current.serial if current else 0
         self._closing = False
@@ -161,6 +169,8 @@ class Authority:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks.clear()
+        for pusher in self.sinks:
+            await asyncio.to_thread(pusher.close)
         self.store.close()
         self._lock_file.close()
 
