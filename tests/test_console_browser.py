@@ -3,8 +3,9 @@
 Officers sign in with password and TOTP, act through the pages, and the authority's own rules
 answer: four-eyes, roles, deactivation. Hostile pages on another site (http://localhost:…, a
 different site from http://127.0.0.1:…) try cross-site forms and framing. axe-core (vendored in
-tests/vendor/axe-core) checks every page in English and Arabic. Screenshots of every page are kept in
-tests/artefacts/console/ (git-ignored; CORDON_TEST_ARTEFACTS moves it); the path is printed.
+tests/vendor/axe-core) checks every page in English and Arabic. Screenshots of every page are
+kept in tests/artefacts/console/ (git-ignored; CORDON_TEST_ARTEFACTS moves it); the path is
+printed.
 """
 
 from __future__ import annotations
