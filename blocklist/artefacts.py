@@ -268,11 +268,11 @@ _CANONICAL_DOMAIN = re.compile(rb"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*\Z")
 _CANONICAL_URL = re.compile(rb"[a-z0-9._%:\[\]-]{1,253}/[!-~]*\Z")
 
 
-_KIND_NAMES = {Kind.DOMAIN: "domain", Kind.URL: "URL expression"}
+_KIND_NAMES = {Kind.DOMAIN: "domain", Kind.URL: "URL expression", Kind.URLHOST: "URL host"}
 
 
 def canonical_shape(kind: int, raw: bytes) -> bool:
-    if kind == Kind.DOMAIN:
+    if kind == Kind.DOMAIN or kind == Kind.URLHOST:
         return len(raw) <= 253 and _CANONICAL_DOMAIN.match(raw) is not None
     if kind == Kind.URL:
         return _CANONICAL_URL.match(raw) is not None

@@ -25,6 +25,7 @@ from blocklist.authority.store import SYSTEM, PendingChanges, Principal, Store
 from blocklist.domains import ProtectedNames
 from blocklist.notification import AuditHead
 from blocklist.state import Kind, ListState
+from blocklist.urlhosts import urlhost_change
 
 log = logging.getLogger("cordon.authority")
 AUTO = Principal("system", 0, "auto-publish", "admin")
@@ -275,7 +276,9 @@ class Authority:
 
     def publish_sync(self, actor: Principal = SYSTEM) -> dict:
         changes = self.store.pending_changes()
-        added, removed = unpublished(changes, self.publisher.hashed_state)
+        base = self.publisher.hashed_state
+        added, removed = unpublished(changes, base)
+        removed, added = urlhost_change(base, removed, added, self.store.active_url_entries())
         current = self.publisher.current()
         if current is not None and not added and not removed:
             # Still record what the database thought pending (crash recovery), but no new serial.
