@@ -110,6 +110,16 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
     "reject": ("Reject", "Rejeter", "رفض"),
     "delist": ("Delist", "Retirer de la liste", "إزالة من القائمة"),
     "reason": ("Reasons", "Motifs", "الأسباب"),
+    "delist_requested": (
+        "Delisting requested",
+        "Retrait demandé",
+        "طُلبت الإزالة من القائمة",
+    ),
+    "own_request": (
+        "You asked for this: another approver must confirm or reject it.",
+        "Vous l'avez demandé : un autre approbateur doit confirmer ou rejeter.",
+        "أنت طلبت هذا: يجب أن يؤكده موافق آخر أو يرفضه.",
+    ),
     "own_entry": (
         "You added this entry: another approver must decide on it.",
         "Vous avez ajouté cette entrée : un autre approbateur doit décider.",

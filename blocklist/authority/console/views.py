@@ -146,6 +146,8 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     auth, who = authority(request), _who(request)
     status = await off_loop(auth.status)
     pending = await off_loop(auth.store.list_entries, who, status="pending", limit=1000)
+    listed = await off_loop(auth.store.list_entries, who, status="active", limit=10000)
+    delists = [e for e in listed if e.delist_pending and e.delist_requested_by != who.name]
     batches = await off_loop(auth.store.pending_batches, who)
     complaints = await off_loop(auth.complaints.list, who, "received", 1000)
     reviews = await off_loop(auth.lifecycle.review_due, who)
@@ -160,6 +162,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         # Only ids, never values: the dashboard is what someone behind the officer sees first.
         to_approve=[e for e in pending if e.added_by != who.name] if approver else [],
         batches=[b for b in batches if b["created_by_name"] != who.name] if approver else [],
+        delists=delists if approver else [],
         complaints=complaints if may(who, "decide") else [],
         reviews=reviews,
         takedowns=takedowns,
@@ -309,9 +312,13 @@ async def entry_action(request: web.Request) -> web.StreamResponse:
         auth.list_changed()
     elif action == "reject":
         await off_loop(auth.store.reject, who, eid, reason)
-    elif action == "delist":
+    elif action == "delist":  # a request: another approver confirms it
         await off_loop(auth.store.delist, who, eid, reason)
+    elif action == "confirm-delist":
+        await off_loop(auth.store.confirm_delist, who, eid, reason)
         auth.list_changed()
+    elif action == "reject-delist":
+        await off_loop(auth.store.reject_delist, who, eid, reason)
     elif action == "confirm-removal":
         await off_loop(auth.lifecycle.confirm_removal, who, eid)
         auth.list_changed()
