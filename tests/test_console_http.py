@@ -164,3 +164,45 @@ async def test_officer_admin_pages_follow_the_four_eyes_rules(tmp_path: Path) ->
                 assert resp.status == 403
     finally:
         await api.client.close()
+
+
+async def test_delisting_in_the_console_takes_two_people(tmp_path: Path) -> None:
+    api = await start_authority(tmp_path, mount_console=True)
+    try:
+        _, entry = await api.call(
+            "alice",
+            "POST",
+            "/v1/entries",
+            {"value": "delist.example", "hosting_country": "NL", "evidence": "EV-D"},
+        )
+        await api.call("carol", "POST", f"/v1/entries/{entry['id']}/approve")
+        bob, carol = enrol(api, "bob"), enrol(api, "carol")
+        url = f"http://127.0.0.1:{api.client.port}/console/"
+        page = url + f"entries/{entry['id']}"
+        async with client() as b, client() as c:
+            assert (await sign_in(b, url, "bob", bob.now())).status == 303
+            assert (await sign_in(c, url, "carol", carol.now())).status == 303
+            async with b.get(page) as resp:
+                csrf = CSRF.search(await resp.text()).group(1)
+            async with b.post(
+                page + "/delist", data={"csrf": csrf, "reason": "gone at source"}
+            ) as resp:
+                text = await resp.text()
+                assert resp.status == 200 and 'id="delist-request"' in text
+                assert 'id="confirm-delist"' not in text  # not for the requester
+            async with b.post(page + "/confirm-delist", data={"csrf": csrf}) as resp:
+                assert resp.status == 403  # and refused by the store if forced
+            _, still = await api.call("admin", "GET", f"/v1/entries/{entry['id']}")
+            assert still["status"] == "active"
+            async with c.get(url) as resp:
+                assert f"/console/entries/{entry['id']}" in await resp.text()  # needs carol
+            async with c.get(page) as resp:
+                text = await resp.text()
+                assert 'id="confirm-delist"' in text
+                ccsrf = CSRF.search(text).group(1)
+            async with c.post(page + "/confirm-delist", data={"csrf": ccsrf}) as resp:
+                assert resp.status == 200
+        _, after = await api.call("admin", "GET", f"/v1/entries/{entry['id']}")
+        assert after["status"] == "delisted"
+    finally:
+        await api.client.close()
