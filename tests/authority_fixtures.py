@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from blocklist.authority.api import make_app
 from blocklist.authority.config import AuthorityConfig
+from blocklist.authority.console.web import mount
 from blocklist.authority.keyring import ceremony
 from blocklist.authority.service import Authority
 from blocklist.authority.store import SYSTEM
@@ -43,7 +44,9 @@ def make_config(tmp_path: Path, **sections: dict) -> AuthorityConfig:
     return validate_config(data, AuthorityConfig, "test.toml", base=tmp_path)
 
 
-async def start_authority(tmp_path: Path, **sections: dict) -> RunningAuthority:
+async def start_authority(
+    tmp_path: Path, mount_console: bool = False, **sections: dict
+) -> RunningAuthority:
     config = make_config(tmp_path, **sections)
     root = ceremony(config.keys_dir, int(time.time()))
     auth = Authority(config)
@@ -57,6 +60,9 @@ async def start_authority(tmp_path: Path, **sections: dict) -> RunningAuthority:
         tokens[name] = auth.store.add_officer(SYSTEM, name, role)[1]
     tokens["isp"] = auth.store.add_asp(SYSTEM, "isp-one")[1]
     tokens["isp-plain"] = auth.store.add_asp(SYSTEM, "isp-rpz", plain_allowed=True)[1]
-    client = TestClient(TestServer(make_app(auth), host="127.0.0.1"))
+    app = make_app(auth)
+    if mount_console:
+        mount(app, auth)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     return RunningAuthority(auth, client, tokens, parse_public_key(root))

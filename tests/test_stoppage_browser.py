@@ -199,15 +199,24 @@ class DevTools:
 
 
 @contextlib.asynccontextmanager
-async def devtools(tmp_path: Path, port: int):
-    profile = tmp_path / "profile-cdp"
+async def devtools(
+    tmp_path: Path,
+    port: int,
+    *extra: str,
+    profile_name: str = "cdp",
+    lang: str = "en-US,en",
+    size: tuple[int, int] = PHONE,
+    mobile: bool = True,
+):
+    profile = tmp_path / f"profile-{profile_name}"
     proc = await asyncio.create_subprocess_exec(
         *chromium_args(
             profile,
             port,
             "--remote-debugging-port=0",
-            "--accept-lang=en-US,en",
-            f"--window-size={PHONE[0]},{PHONE[1]}",
+            f"--accept-lang={lang}",
+            f"--window-size={size[0]},{size[1]}",
+            *extra,
             "about:blank",
         ),
         stdin=asyncio.subprocess.DEVNULL,
@@ -232,10 +241,10 @@ async def devtools(tmp_path: Path, port: int):
                 await cdp.call("Network.enable")
                 await cdp.call(
                     "Emulation.setDeviceMetricsOverride",
-                    width=PHONE[0],
-                    height=PHONE[1],
+                    width=size[0],
+                    height=size[1],
                     deviceScaleFactor=1,
-                    mobile=True,
+                    mobile=mobile,
                 )
                 try:
                     yield cdp

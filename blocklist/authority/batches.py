@@ -81,12 +81,14 @@ class Batches:
         source: str = "",
         progress: Callable[[int], None] | None = None,
         refused_by_client: int = 0,
+        dry_run: bool = False,
     ) -> ImportReport:
         """Queue many entries as one batch; lines that cannot be listed are reported with their
         reason (and line number), the rest form the batch.
 
         `refused_by_client` counts lines the client refused before sending, so the audit record
-        states the same number of refusals as the client shows.
+        states the same number of refusals as the client shows. `dry_run` checks every line the
+        same way and writes nothing (the console's preview).
         """
         require(actor, "add")
         refused: list[dict] = []
@@ -137,6 +139,9 @@ class Batches:
                 else:
                     fresh.append(item)
             refused.sort(key=lambda r: r["line"])
+            if dry_run:  # a preview: what would be accepted and refused, nothing written
+                home = sum(1 for item in fresh if self.initial_status(item[4]) == "takedown")
+                return ImportReport(None, len(fresh), refused, home)
             if not fresh:
                 return ImportReport(None, 0, refused)
             now = self.db.now()
@@ -194,6 +199,18 @@ class Batches:
             if row is None:
                 raise NotFound("not_found", f"batch {batch_id} does not exist")
             return {**dict(row), **self._batch_counts(conn, batch_id)}
+
+    def pending_batches(self, actor: Principal, limit: int = 100) -> list[dict]:
+        """Batches awaiting a decision, oldest first."""
+        require(actor, "read")
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT b.id, b.created, b.source, b.size, c.name AS created_by_name"
+                " FROM batches b JOIN officers c ON c.id = b.created_by"
+                " WHERE b.status = 'pending' ORDER BY b.id LIMIT ?",
+                (max(1, min(limit, 10000)),),
+            ).fetchall()
+        return [dict(r) for r in rows]
 
     @staticmethod
     def _batch_counts(conn, batch_id: int) -> dict[str, int]:

@@ -125,6 +125,18 @@ class ComplianceSection(Section):
     deadline_hours: Annotated[float, Field(gt=0)] = 24
 
 
+class ConsoleSection(Section):
+    """The officers' web console under /console/ (docs/console.md)."""
+
+    enabled: bool = True
+    # Secure cookies: "auto" when the request came over TLS; "always" behind a TLS proxy.
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    idle_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 30
+    max_age_hours: Annotated[float, Field(gt=0, le=24 * 7)] = 12
+    max_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    lockout_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 15
+
+
 class AuthorityConfig(Section):
     authority: AuthoritySection = AuthoritySection()
     api: ApiSection = ApiSection()
@@ -133,6 +145,7 @@ class AuthorityConfig(Section):
     compliance: ComplianceSection = ComplianceSection()
     lifecycle: LifecycleSection = LifecycleSection()
     liveness: LivenessSection = LivenessSection()
+    console: ConsoleSection = ConsoleSection()
 
     def resolve_paths(self, base: Path) -> AuthorityConfig:
         state = self.authority.state_dir

@@ -221,6 +221,31 @@ MIGRATIONS: list[str] = [
         WHERE status IN ('pending', 'confirmed');
     CREATE INDEX delist_requests_status ON delist_requests(status);
     """,
+    # the web console's sign-in (password hash, TOTP secret, failures) and sessions
+    # (independent of the others)
+    """
+    CREATE TABLE console_credentials (
+        officer_id INTEGER PRIMARY KEY REFERENCES officers(id),
+        password_hash TEXT,
+        totp_secret TEXT,
+        enabled INTEGER NOT NULL DEFAULT 0,
+        setup_hash BLOB,
+        setup_expires INTEGER,
+        failures INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER,
+        last_totp_step INTEGER
+    );
+    CREATE TABLE console_sessions (
+        id INTEGER PRIMARY KEY,
+        session_hash BLOB NOT NULL UNIQUE,
+        officer_id INTEGER NOT NULL REFERENCES officers(id),
+        csrf TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        revoked INTEGER
+    );
+    CREATE INDEX console_sessions_officer ON console_sessions(officer_id);
+    """,
 ]
 
 

@@ -197,6 +197,7 @@ class Entries:
         search: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        country: str | None = None,
     ) -> list[EntryRecord]:
         require(actor, "read")
         where, args = [], []
@@ -210,6 +211,9 @@ class Entries:
                 )
             where.append("e.status = ?")
             args.append(status)
+        if country:
+            where.append("e.hosting_country = ?")
+            args.append(country.strip().upper())
         if search:
             where.append("(e.value LIKE ? OR e.evidence LIKE ?)")
             args += [f"%{search}%"] * 2

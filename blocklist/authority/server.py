@@ -9,6 +9,7 @@ from aiohttp import web
 
 from blocklist.authority.api import make_app
 from blocklist.authority.config import AuthorityConfig
+from blocklist.authority.console.web import mount
 from blocklist.authority.service import Authority
 from blocklist.config import load_config
 from blocklist.logs import setup_logging
@@ -29,4 +30,6 @@ def serve(config_path: Path, host: str | None = None, port: int | None = None) -
     host = host or config.api.host
     port = port or config.api.port
     log.info("authority API listening", extra={"fields": {"host": host, "port": port}})
-    web.run_app(make_app(auth), host=host, port=port, access_log=None, print=None)
+    app = make_app(auth)
+    mount(app, auth)
+    web.run_app(app, host=host, port=port, access_log=None, print=None)

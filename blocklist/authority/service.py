@@ -19,6 +19,7 @@ from blocklist.authority.keyring import Signer, load_signer
 from blocklist.authority.lifecycle import Check, Lifecycle, LifecyclePolicy
 from blocklist.authority.liveness import LivenessSettings, check_many
 from blocklist.authority.publisher import Published, Publisher
+from blocklist.authority.roles import require
 from blocklist.authority.sinks import BackgroundPusher
 from blocklist.authority.store import SYSTEM, PendingChanges, Principal, Store
 from blocklist.domains import ProtectedNames
@@ -299,6 +300,8 @@ class Authority:
         }
 
     async def publish(self, actor: Principal) -> dict:
+        # Checked here as well as by the API's route table: the console calls this directly.
+        require(actor, "publish")
         assert self._publish_lock is not None
         async with self._publish_lock:
             result = await asyncio.to_thread(self.publish_sync, actor)

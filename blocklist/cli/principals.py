@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from blocklist.authority.roles import ROLES, Principal
 from blocklist.cli.client import client
@@ -14,9 +16,11 @@ from blocklist.cli.tokens import check_token_out, show_token
 
 # Offline commands act as the authority itself, on its own state directory.
 LOCAL = Principal("system", 0, "local", "admin")
+T = TypeVar("T")
 
 
-def _offline_officer_add(args: argparse.Namespace) -> dict:
+def _on_state_dir(args: argparse.Namespace, action: Callable[[Any], T]) -> T:
+    """Run `action(store)` on the authority's own database (offline commands, as `LOCAL`)."""
     from blocklist.authority.errors import AuthorityError
 
     config = load_authority_config(args.config)
@@ -24,11 +28,15 @@ def _offline_officer_add(args: argparse.Namespace) -> dict:
         raise CliError(f"no database at {config.database}: run `blocklist init` first", 2)
     store = open_store(config.database)
     try:
-        info, token = store.add_officer(LOCAL, args.name, args.role)
+        return action(store)
     except AuthorityError as exc:
         raise CliError(str(exc)) from None
     finally:
         store.close()
+
+
+def _offline_officer_add(args: argparse.Namespace) -> dict:
+    info, token = _on_state_dir(args, lambda store: store.add_officer(LOCAL, args.name, args.role))
     return {**info, "token": token}
 
 
@@ -103,6 +111,19 @@ def cmd_officer_deactivate(args: argparse.Namespace) -> int:
         print_json(data)
     else:
         print(f"Officer {data['name']} deactivated: every token of theirs is refused from now on.")
+    return 0
+
+
+def cmd_officer_console_code(args: argparse.Namespace) -> int:
+    """A web console setup code, offline on the state directory (e.g. for the first admin)."""
+    from blocklist.authority.console.accounts import Accounts
+
+    code = _on_state_dir(args, lambda store: Accounts(store.db).reset(LOCAL, args.name))
+    if args.json:
+        print_json({"officer": args.name, "setup_code": code})
+    else:
+        print(f"Console setup code for {args.name} (valid 24 hours, shown once): {code}")
+        print("They open /console/setup, enter it, choose a password and scan the TOTP code.")
     return 0
 
 
@@ -225,6 +246,13 @@ def register(cmds: Commands) -> None:
     )
     p.add_argument("name")
     p.add_argument("--reason", required=True)
+    p = officer.add(
+        "console-code",
+        "Issue a web console setup code, offline (resets console sign-in).",
+        cmd_officer_console_code,
+    )
+    p.add_argument("name")
+    p.add_argument("--config", required=True, help="authority.toml (acts on the state directory)")
 
     asp = Commands(cmds.add("asp", "Create, list and deactivate access providers (ASPs)."), "asp")
     p = asp.add("add", "Create an ASP and print its token (shown once).", cmd_asp_add)

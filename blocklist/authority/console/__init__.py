@@ -1,0 +1,1 @@
+"""The officers' web console, served by `blocklist serve` under /console/ (docs/console.md)."""
