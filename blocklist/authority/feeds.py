@@ -421,7 +421,7 @@ class Feeds:
             # Removals first: a name that left the feed is released.
             gone = [d for d in current if d not in wanted]
             for d in gone:
-                status, entry_id = current[d]
+                _status, entry_id = current[d]
                 conn.execute("DELETE FROM feed_items WHERE feed_id = ? AND digest = ?", (fid, d))
                 if entry_id is not None:
                     result.delisted += self._release(
