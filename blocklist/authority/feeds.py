@@ -27,9 +27,11 @@ from blocklist.authority.entries import DAY, clean_text
 from blocklist.authority.errors import AuthorityError, Conflict, Invalid, NotFound
 from blocklist.authority.roles import Principal, require
 from blocklist.authority.statuses import LISTED_SQL, LIVE_SQL
-from blocklist.digests import DIGEST_SIZE, query_digests
-from blocklist.domains import ProtectedNames
+from blocklist.digests import DIGEST_SIZE, digest, query_digests
+from blocklist.domains import ProtectedNames, canonical_domain
+from blocklist.entries import guess_kind
 from blocklist.state import Kind
+from blocklist.urls import url_expression
 
 SOURCES = ("cordon", "https", "file")
 FORMATS = ("text", "csv", "cordon")
@@ -68,6 +70,11 @@ class FeedUpdate:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def unchecked_value(kind: Kind, raw: str) -> str:
+    """The canonical form without the rails: to record what a rail holds back."""
+    return canonical_domain(raw) if kind == Kind.DOMAIN else url_expression(raw)
 
 
 def check_feed_name(name: str) -> str:
@@ -275,12 +282,10 @@ class Feeds:
             return self.canonical(text, None)
         except Invalid as exc:
             if exc.extra.get("reason") in RAIL_REASONS:
-                # A name the rails hold anyway may still be excluded: canonicalise without them.
-                saved, self.protected = self.protected, ProtectedNames()
-                try:
-                    return self.canonical(text, None)
-                finally:
-                    self.protected = saved
+                # A name the rails hold anyway may still be excluded.
+                kind = guess_kind(text)
+                value = unchecked_value(kind, text)
+                return kind, value, digest(value)
             raise
 
     # ------------------------------------------------------------------ refresh outcome
@@ -351,7 +356,7 @@ class Feeds:
                     out.setdefault(item.digest, (int(kind), None, item.ref, held))
                     continue
                 try:
-                    kind, value, digest = self.canonical(item.raw or "", item.kind)
+                    kind, value, d = self.canonical(item.raw or "", item.kind)
                 except Invalid as exc:
                     reason = exc.extra.get("reason")
                     if reason not in RAIL_REASONS:
@@ -359,14 +364,11 @@ class Feeds:
                     result.held.append(
                         {"line": item.line, "input": (item.raw or "")[:200], "reason": reason}
                     )
-                    saved, self.protected = self.protected, ProtectedNames()
-                    try:
-                        kind, value, digest = self.canonical(item.raw or "", item.kind)
-                    finally:
-                        self.protected = saved
-                    out.setdefault(digest, (int(kind), value, item.ref, str(reason)))
+                    kind = item.kind or guess_kind(item.raw or "")
+                    value = unchecked_value(kind, item.raw or "")
+                    out.setdefault(digest(value), (int(kind), value, item.ref, str(reason)))
                     continue
-                out.setdefault(digest, (int(kind), value, item.ref, None))
+                out.setdefault(d, (int(kind), value, item.ref, None))
             except AuthorityError as exc:
                 if len(result.refused) < 1000:
                     result.refused.append(
