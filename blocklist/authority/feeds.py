@@ -340,13 +340,25 @@ class Feeds:
     # ------------------------------------------------------------------ applying an update
 
     def _classify(
-        self, items: Iterable[FeedItem], result: FeedUpdate
+        self, items: Iterable[FeedItem], result: FeedUpdate, known: dict[str, tuple[int, bytes]]
     ) -> dict[bytes, tuple[int, str | None, str, str | None]]:
-        """Canonical (kind, value, ref, held reason) per digest; malformed lines refused."""
+        """Canonical (kind, value, ref, held reason) per digest; malformed lines refused.
+
+        `known`: canonical values the feed listed last time. A line equal to one is already in
+        canonical form and passed the rails; only the protected names (which may have changed
+        since) are checked again, so a small change to a large feed costs little."""
         protected_digests = {d: name for name in self.protected for d in query_digests(name)}
         out: dict[bytes, tuple[int, str | None, str, str | None]] = {}
         for item in items:
             try:
+                hit = known.get(item.raw) if item.raw is not None else None
+                if (
+                    hit is not None
+                    and item.kind in (None, hit[0])
+                    and (hit[0] != Kind.DOMAIN or self.protected.conflict(item.raw) is None)
+                ):
+                    out.setdefault(hit[1], (hit[0], item.raw, item.ref, None))
+                    continue
                 if item.digest is not None:
                     if len(item.digest) != DIGEST_SIZE:
                         raise Invalid("invalid_digest", "a digest must be 32 bytes (SHA-256)")
@@ -397,7 +409,18 @@ class Feeds:
         """Make the feed's items what `items` (its verified, complete content) says.
         `refused`: lines the parser could not read, reported and audited with the rest."""
         result = FeedUpdate(name, refused=list(refused or []))
-        wanted = self._classify(items, result)
+        with self.db.read() as conn:
+            known = {
+                r[0]: (r[1], bytes(r[2]))
+                for r in conn.execute(
+                    "SELECT i.value, i.kind, i.digest FROM feed_items i JOIN feeds f"
+                    " ON f.id = i.feed_id WHERE f.name = ? AND i.status = 'linked'"
+                    " AND i.value IS NOT NULL AND i.value != ''",
+                    (name,),
+                )
+            }
+        wanted = self._classify(items, result, known)
+        known.clear()
         result.items = len(wanted)
         actor_label = f"feed:{name}"
         with self.db.write() as conn:
@@ -491,7 +514,7 @@ class Feeds:
                         "batch": result.batch_id,
                     },
                 )
-        drain(list(wanted))
+        wanted.clear()
         return result
 
     def _feed_batch(
