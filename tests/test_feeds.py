@@ -66,6 +66,31 @@ async def entries(api: RunningAuthority, status: str | None = None) -> dict[str,
     return {e["value"] or e["digest"]: e for e in body["entries"]}
 
 
+async def start_cli(
+    api: RunningAuthority, *args: str, who: str = "alice", stderr: int = subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """`blocklist ARGS` as a real process against the authority on loopback."""
+    url = str(api.client.make_url("")).rstrip("/")
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "blocklist.cli",
+        "--url",
+        url,
+        "--token",
+        api.tokens[who],
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    )
+
+
+async def cli(api: RunningAuthority, *args: str, who: str = "alice") -> tuple[int, str, str]:
+    proc = await start_cli(api, *args, who=who)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
 async def refresh(api: RunningAuthority, feed: str):
     return await api.call("alice", "POST", f"/v1/feeds/{feed}/refresh")
 
@@ -475,27 +500,11 @@ async def test_100k_feed_imported_as_one_batch_with_progress_bar(
     path = tmp_path / "big.txt"
     path.write_text("".join(f"n{i}.big.example\n" for i in range(100_000)))
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    url = str(home.client.make_url("")).rstrip("/")
     master, slave = pty.openpty()
     # A terminal of 80 columns (a fresh pty has 0, and the bar would be cut to nothing).
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "blocklist.cli",
-        "--url",
-        url,
-        "--token",
-        home.tokens["alice"],
-        "feed",
-        "import",
-        str(path),
-        "--feed",
-        "big",
-        "--sha256",
-        sha,
-        stdout=subprocess.PIPE,
-        stderr=slave,
+    proc = await start_cli(
+        home, "feed", "import", str(path), "--feed", "big", "--sha256", sha, stderr=slave
     )
     os.close(slave)
 
@@ -568,24 +577,8 @@ async def test_bad_inputs_refused_with_clear_errors(home: RunningAuthority, tmp_
     # The CLI refuses a wrong checksum before sending anything.
     path = tmp_path / "f.txt"
     path.write_bytes(b"cli.x.example\n")
-    url = str(home.client.make_url("")).rstrip("/")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "blocklist.cli",
-        "--url",
-        url,
-        "--token",
-        home.tokens["alice"],
-        "feed",
-        "import",
-        str(path),
-        "--feed",
-        "intl",
-        "--sha256",
-        "ab" * 32,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    proc = await start_cli(
+        home, "feed", "import", str(path), "--feed", "intl", "--sha256", "ab" * 32
     )
     _out, err = await proc.communicate()
     assert proc.returncode == 1 and b"checksum mismatch" in err and b"nothing was sent" in err
@@ -603,3 +596,50 @@ async def test_bad_inputs_refused_with_clear_errors(home: RunningAuthority, tmp_
     assert status == 403
     status, body = await home.call("olga", "POST", "/v1/feeds/intl/refresh")
     assert status == 403
+
+
+async def test_feed_commands(home: RunningAuthority, tmp_path: Path) -> None:
+    code, out, err = await cli(
+        home, "feed", "add", "interpol", "--source", "file", "--policy", "trusted", who="admin"
+    )
+    assert code == 0 and "Feed interpol added (file, text, trusted)" in out, err
+    code, out, err = await cli(home, "feed", "add", "interpol", "--source", "file", who="admin")
+    assert code == 1 and "exists already" in err
+    code, out, err = await cli(
+        home,
+        "feed",
+        "add",
+        "h",
+        "--source",
+        "https",
+        "--feed-url",
+        "https://127.0.0.1:1/l.txt",
+        who="admin",
+    )
+    assert code == 1 and "pin the server" in err
+    path = tmp_path / "worst.txt"
+    path.write_bytes(b"w.x.example\nwww.protected.example\nbad name\n")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    code, out, err = await cli(
+        home, "feed", "import", str(path), "--feed", "interpol", "--sha256", sha
+    )
+    assert code == 0, err
+    assert "1 added" in out and "1 held by the rails" in out and "accepted automatically" in out
+    assert "protected_name" in out and "1 lines refused" in out
+    code, out, err = await cli(home, "feed", "list", who="olga")
+    assert code == 0 and "interpol" in out and "fresh" in out
+    code, out, err = await cli(home, "feed", "show", "interpol", who="olga")
+    assert code == 0 and "www.protected.example" in out and "(imported out of band)" in out
+    code, out, err = await cli(
+        home, "feed", "exclude", "interpol", "w.x.example", "--reason", "lawful since 2026-11"
+    )
+    assert code == 0 and "excluded from feed interpol and delisted" in out, err
+    code, out, err = await cli(home, "feed", "refresh", "interpol")
+    assert code == 1 and "out of band" in err
+    code, out, err = await cli(home, "report", who="olga")
+    assert code == 0 and "Per feed:" in out
+    row = next(line for line in out.splitlines() if line.startswith("interpol"))
+    assert row.split() == ["interpol", "0", "0", "1", "1"]  # items, listed, held, excluded
+    for command in ("add", "list", "show", "refresh", "exclude", "import"):
+        code, out, err = await cli(home, "feed", command, "--help")
+        assert code == 0 and "usage: blocklist feed " + command in out
