@@ -58,6 +58,8 @@ def main() -> None:
         ours.add_feed(
             admin, name="bench", source="file", format="text", policy="trusted", period=86400
         )
+        olga = ours.authenticate(ours.add_officer(SYSTEM, "olga", "oversight")[1])
+        ours.confirm_feed(olga, "bench")
         items = [FeedItem(i, n, raw=n) for i, n in enumerate(names, 1)]
         t0 = time.perf_counter()
         first = ours.apply_feed("bench", items)

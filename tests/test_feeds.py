@@ -47,6 +47,9 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 20) ->
 async def add_feed(api: RunningAuthority, **body) -> dict:
     status, data = await api.call("admin", "POST", "/v1/feeds", body)
     assert status == 201, data
+    if body.get("policy") == "trusted":  # a second person confirms a trusted feed
+        status, data = await api.call("olga", "POST", f"/v1/feeds/{body['name']}/confirm")
+        assert status == 200 and data["confirmed_by"], data
     return data
 
 
@@ -603,6 +606,11 @@ async def test_feed_commands(home: RunningAuthority, tmp_path: Path) -> None:
         home, "feed", "add", "interpol", "--source", "file", "--policy", "trusted", who="admin"
     )
     assert code == 0 and "Feed interpol added (file, text, trusted)" in out, err
+    assert "blocklist feed confirm interpol" in out
+    code, out, err = await cli(home, "feed", "confirm", "interpol", who="admin")
+    assert code == 1 and "another admin or oversight officer must confirm" in err
+    code, out, err = await cli(home, "feed", "confirm", "interpol", who="olga")
+    assert code == 0 and "trusted policy is in effect" in out, err
     code, out, err = await cli(home, "feed", "add", "interpol", "--source", "file", who="admin")
     assert code == 1 and "exists already" in err
     code, out, err = await cli(
@@ -640,6 +648,31 @@ async def test_feed_commands(home: RunningAuthority, tmp_path: Path) -> None:
     assert code == 0 and "Per feed:" in out
     row = next(line for line in out.splitlines() if line.startswith("interpol"))
     assert row.split() == ["interpol", "0", "0", "1", "1"]  # items, listed, held, excluded
-    for command in ("add", "list", "show", "refresh", "exclude", "import"):
+    for command in ("add", "confirm", "list", "show", "refresh", "exclude", "import"):
         code, out, err = await cli(home, "feed", command, "--help")
         assert code == 0 and "usage: blocklist feed " + command in out
+
+
+async def test_trusted_feed_needs_a_second_person(home: RunningAuthority) -> None:
+    """One admin cannot make a source of their own list: until another admin or oversight
+    officer confirms the feed, its batches wait for an approver like any import."""
+    status, _ = await home.call(
+        "admin", "POST", "/v1/feeds", {"name": "own", "source": "file", "policy": "trusted"}
+    )
+    assert status == 201
+    status, body = await import_text(home, "own", "mine.x.example\n", who="admin")
+    assert status == 200 and body["batch_status"] == "pending", body
+    assert await entries(home, "active") == {}
+    status, body = await home.call("admin", "POST", "/v1/feeds/own/confirm")
+    assert status == 403 and body["error"] == "four_eyes"
+    status, body = await home.call("alice", "POST", "/v1/feeds/own/confirm")
+    assert status == 403
+    status, body = await home.call("olga", "POST", "/v1/feeds/own/confirm")
+    assert status == 200
+    status, body = await home.call("olga", "POST", "/v1/feeds/own/confirm")
+    assert status == 409
+    status, body = await import_text(home, "own", "mine.x.example\nnext.x.example\n")
+    assert body["batch_status"] == "accepted" and body["added"] == 1, body
+    status, log = await home.call("olga", "GET", "/v1/audit?limit=50")
+    actions = [r["action"] for r in log["records"]]
+    assert "feed.unconfirmed" in actions and "feed.confirm" in actions

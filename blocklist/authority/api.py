@@ -1293,6 +1293,17 @@ async def import_feed(request: web.Request) -> web.Response:
 
 @routes.route(
     "post",
+    "/v1/feeds/{name}/confirm",
+    "Second person confirms a feed (its trusted policy takes effect); not its creator",
+    permission="confirm",
+)
+async def confirm_feed(request: web.Request) -> web.Response:
+    store = authority(request).store
+    return json_ok(await off_loop(store.confirm_feed, principal(request), feed_name(request)))
+
+
+@routes.route(
+    "post",
     "/v1/feeds/{name}/exclusions",
     "Never list a value from this feed (with a reason); delists it if only the feed held it",
     permission="delist",

@@ -216,6 +216,9 @@ MIGRATIONS: list[str] = [
         period INTEGER NOT NULL,
         created_by INTEGER NOT NULL REFERENCES officers(id),
         created INTEGER NOT NULL,
+        -- A trusted feed lists without an approver: a second person confirms it first.
+        confirmed_by INTEGER REFERENCES officers(id),
+        confirmed INTEGER,
         etag TEXT NOT NULL DEFAULT '',
         last_modified TEXT NOT NULL DEFAULT '',
         cursor TEXT NOT NULL DEFAULT '{}',

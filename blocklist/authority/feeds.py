@@ -24,7 +24,7 @@ from blocklist.authority import audit
 from blocklist.authority.bulk import drain
 from blocklist.authority.db import Database
 from blocklist.authority.entries import DAY, clean_text
-from blocklist.authority.errors import AuthorityError, Conflict, Invalid, NotFound
+from blocklist.authority.errors import AuthorityError, Conflict, Forbidden, Invalid, NotFound
 from blocklist.authority.roles import Principal, require
 from blocklist.authority.statuses import LISTED_SQL, LIVE_SQL
 from blocklist.digests import DIGEST_SIZE, digest, query_digests
@@ -160,6 +160,40 @@ class Feeds:
                 },
             )
             return _public(self._feed_row(conn, name), self.db.now())
+
+    def confirm_feed(self, actor: Principal, name: str) -> dict:
+        """A second person (admin or oversight) confirms a feed, so that a `trusted` policy
+        takes effect: no single admin can make a source of their own list without approval."""
+        require(actor, "confirm")
+        with self.db.write() as conn:
+            row = self._feed_row(conn, name)
+            if row["confirmed_by"] is not None:
+                raise Conflict("confirmed", f"feed {name} is already confirmed")
+            creator = conn.execute(
+                "SELECT created_by FROM officers WHERE id = ?", (actor.id,)
+            ).fetchone()
+            if actor.kind == "officer" and (
+                actor.id == row["created_by"]
+                or (creator is not None and creator[0] == row["created_by"])
+            ):
+                raise Forbidden(
+                    "four_eyes",
+                    f"feed {name} was added by this officer or by whoever created their "
+                    "account; another admin or oversight officer must confirm it",
+                )
+            now = self.db.now()
+            conn.execute(
+                "UPDATE feeds SET confirmed_by = ?, confirmed = ? WHERE id = ?",
+                (actor.id, now, row["id"]),
+            )
+            audit.append(
+                conn,
+                time=now,
+                actor=actor.label,
+                action="feed.confirm",
+                detail={"feed": name, "policy": row["policy"]},
+            )
+            return _public(self._feed_row(conn, name), now)
 
     @staticmethod
     def _feed_row(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
@@ -560,6 +594,16 @@ class Feeds:
         detail = {"batch": batch_id, "entries": len(fresh), "feed": name, "policy": feed["policy"]}
         audit.append(conn, time=now, actor=f"feed:{name}", action="batch.import", detail=detail)
         if feed["policy"] != "trusted":
+            return
+        if feed["confirmed_by"] is None:
+            # Until a second person confirms the feed, its batches wait for an approver.
+            audit.append(
+                conn,
+                time=now,
+                actor=f"feed:{name}",
+                action="feed.unconfirmed",
+                detail=detail,
+            )
             return
         active = conn.execute(f"SELECT count(*) FROM entries WHERE status IN {LISTED_SQL}")
         share = len(fresh) / max(active.fetchone()[0], 1)

@@ -1,4 +1,4 @@
-"""`feed` add/list/show/refresh/exclude/import: external lists with their own trust."""
+"""`feed` add/confirm/list/show/refresh/exclude/import: external lists with their own trust."""
 
 from __future__ import annotations
 
@@ -49,6 +49,11 @@ def cmd_add(args: argparse.Namespace) -> int:
         print_json(data)
     else:
         print(f"Feed {data['name']} added ({data['source']}, {data['format']}, {data['policy']}).")
+        if data["policy"] == "trusted":
+            print(
+                "Its batches wait for an approver until another admin or oversight officer "
+                f"runs `blocklist feed confirm {data['name']}`."
+            )
     return 0
 
 
@@ -145,6 +150,15 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_confirm(args: argparse.Namespace) -> int:
+    data = client(args).call("POST", f"/v1/feeds/{args.name}/confirm")
+    if args.json:
+        print_json(data)
+    else:
+        print(f"Feed {data['name']} confirmed; its {data['policy']} policy is in effect.")
+    return 0
+
+
 def cmd_exclude(args: argparse.Namespace) -> int:
     body = {"value": args.value, "reason": args.reason}
     data = client(args).call("POST", f"/v1/feeds/{args.name}/exclusions", body)
@@ -232,6 +246,12 @@ def register(cmds: Commands) -> None:
     p.add_argument("--max-bytes", type=int, default=0, help="largest file accepted")
     feed.add("list", "List feeds with their counts and freshness.", cmd_list)
     p = feed.add("show", "Show a feed: trust, state, held items, exclusions.", cmd_show)
+    p.add_argument("name")
+    p = feed.add(
+        "confirm",
+        "Confirm a feed another admin added (a trusted policy takes effect only then).",
+        cmd_confirm,
+    )
     p.add_argument("name")
     p = feed.add("refresh", "Fetch and verify a feed now.", cmd_refresh)
     p.add_argument("name")
