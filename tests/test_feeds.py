@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 from authority_fixtures import RunningAuthority, start_authority
-from feed_fixtures import FileServer, MinisignKey, make_certificate
+from feed_fixtures import FileServer, MinisignKey
+from tls_fixtures import self_signed
 
 from blocklist.digests import digest
 from signing import format_public_key
@@ -196,8 +197,8 @@ async def test_partner_authority_signed_then_tampered_then_rolled_back(
 
 
 async def test_https_feed_with_pinned_certificate(home: RunningAuthority, tmp_path: Path) -> None:
-    cert, key, fingerprint = make_certificate(tmp_path, "feeds")
-    _, _, other_fp = make_certificate(tmp_path, "impostor")
+    cert, key, fingerprint = self_signed(tmp_path, "feeds")
+    _, _, other_fp = self_signed(tmp_path, "impostor")
     server = await FileServer({"list.txt": b"a.feed.example\nb.feed.example\n"}).start((cert, key))
     try:
         await add_feed(
