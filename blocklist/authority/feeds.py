@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from blocklist.authority import audit
 from blocklist.authority.bulk import drain
 from blocklist.authority.db import Database
-from blocklist.authority.entries import DAY, clean_text
-from blocklist.authority.errors import AuthorityError, Conflict, Forbidden, Invalid, NotFound
+from blocklist.authority.entries import DAY, check_not_puppet, clean_text
+from blocklist.authority.errors import AuthorityError, Conflict, Invalid, NotFound
 from blocklist.authority.roles import Principal, require
 from blocklist.authority.statuses import LISTED_SQL, LIVE_SQL
 from blocklist.digests import DIGEST_SIZE, digest, query_digests
@@ -89,7 +89,7 @@ def check_feed_name(name: str) -> str:
 def _public(row: sqlite3.Row, now: int) -> dict:
     feed = dict(row)
     trust = json.loads(feed.pop("trust") or "{}")
-    feed["trust"] = {k: ("(set)" if k in SECRET_TRUST else v) for k, v in trust.items()}
+    feed["trust"] = {k: ("(set)" if k in SECRET_TRUST else v) for k, v in trust.items() if v}
     feed.pop("cursor", None)
     feed["stale"] = is_stale(row, now)
     return feed
@@ -144,7 +144,9 @@ class Feeds:
                     ),
                 )
             except sqlite3.IntegrityError:
-                raise Conflict("duplicate", f"a feed named {name!r} exists already") from None
+                if conn.execute("SELECT 1 FROM feeds WHERE name = ?", (name,)).fetchone():
+                    raise Conflict("duplicate", f"a feed named {name!r} exists already") from None
+                raise
             audit.append(
                 conn,
                 time=self.db.now(),
@@ -169,18 +171,7 @@ class Feeds:
             row = self._feed_row(conn, name)
             if row["confirmed_by"] is not None:
                 raise Conflict("confirmed", f"feed {name} is already confirmed")
-            creator = conn.execute(
-                "SELECT created_by FROM officers WHERE id = ?", (actor.id,)
-            ).fetchone()
-            if actor.kind == "officer" and (
-                actor.id == row["created_by"]
-                or (creator is not None and creator[0] == row["created_by"])
-            ):
-                raise Forbidden(
-                    "four_eyes",
-                    f"feed {name} was added by this officer or by whoever created their "
-                    "account; another admin or oversight officer must confirm it",
-                )
+            check_not_puppet(conn, actor, row["created_by"], f"feed {name}", "confirm")
             now = self.db.now()
             conn.execute(
                 "UPDATE feeds SET confirmed_by = ?, confirmed = ? WHERE id = ?",
