@@ -699,3 +699,35 @@ def test_schema_migration_adds_feeds_to_an_existing_database(tmp_path: Path) -> 
         assert feed["name"] == "intl" and feed["stale"] is False
     finally:
         store.close()
+
+
+async def test_partner_api_grants_the_edition(home: RunningAuthority, tmp_path: Path) -> None:
+    """Straight from the partner's API with the ASP token it issued: the plain edition only
+    with a token allowed it; the token goes to the partner's own origin."""
+    partner = await start_authority(tmp_path / "partner", feeds=NO_POLL)
+    try:
+        await partner_publishes(partner, "api.partner.example")
+        base = str(partner.client.make_url("")).rstrip("/")
+        for name, token in (("p-hashed", "isp"), ("p-plain", "isp-plain"), ("p-denied", "isp")):
+            edition = "hashed" if name == "p-hashed" else "plain"
+            await add_feed(
+                home,
+                name=name,
+                source="cordon",
+                format="cordon",
+                url=f"{base}/v1/list/{edition}/notification",
+                roots=[format_public_key(partner.root)],
+                edition=edition,
+                token=partner.tokens[token],
+            )
+        status, body = await refresh(home, "p-hashed")
+        assert status == 200 and body["added"] == 1, body
+        status, body = await refresh(home, "p-plain")
+        assert status == 200 and body["linked"] == 1, body  # the same entry, now with a name
+        status, body = await refresh(home, "p-denied")
+        assert status == 409 and "403" in body["message"], body
+        status, feed = await home.call("olga", "GET", "/v1/feeds/p-plain")
+        assert feed["trust"]["token"] == "(set)"
+        assert partner.tokens["isp-plain"] not in str(feed)
+    finally:
+        await partner.client.close()

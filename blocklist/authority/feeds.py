@@ -347,6 +347,10 @@ class Feeds:
     def mark_stale(self) -> list[str]:
         """Feeds that just went stale (each is reported once per staleness, and audited)."""
         now = self.db.now()
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT * FROM feeds WHERE stale = 0").fetchall()
+        if not any(is_stale(r, now) for r in rows):
+            return []  # the usual case: no write transaction at all
         with self.db.write() as conn:
             newly = [
                 r for r in conn.execute("SELECT * FROM feeds WHERE stale = 0") if is_stale(r, now)
