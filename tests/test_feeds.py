@@ -342,6 +342,13 @@ async def test_feed_removal_delists_with_cause_feed(home: RunningAuthority) -> N
     status, body = await import_text(home, "intl", "a.x.example\nb.x.example\n")
     assert status == 200 and body["removed"] == 1 and body["delisted"] == 1, body
     all_entries = await entries(home)
+    # An update that still lists an entry re-verifies it (its review date moves on).
+    a = all_entries["a.x.example"]
+    home.authority.store.db.clock = lambda: time.time() + 30 * 86400
+    status, body = await import_text(home, "intl", "a.x.example\nb.x.example\n")
+    assert status == 200 and body["removed"] == 0
+    later = (await entries(home))["a.x.example"]
+    assert later["review_date"] >= a["review_date"] + 30 * 86400 - 5
     c = all_entries["c.x.example"]
     assert c["status"] == "delisted" and c["delist_cause"] == "feed"
     assert all_entries["a.x.example"]["status"] == "active"

@@ -330,9 +330,19 @@ class Feeds:
                 detail={"feed": name, "error": error[:1000]},
             )
 
+    def _reverify(self, conn: sqlite3.Connection, feed_id: int, now: int) -> None:
+        """A verified update that still lists the feed's entries re-verifies them: they do
+        not lapse while their feed keeps them (the feed is their evidence)."""
+        conn.execute(
+            f"UPDATE entries SET review_date = ? WHERE feed_id = ? AND status IN {LISTED_SQL}"
+            " AND review_date < ?",
+            (now + self.review_days * DAY, feed_id, now + self.review_days * DAY),
+        )
+
     def record_feed_unchanged(self, name: str, cursor: dict | None = None) -> None:
         """A verified answer with nothing new (304, same serial): the feed is fresh."""
         with self.db.write() as conn:
+            self._reverify(conn, self._feed_row(conn, name)["id"], self.db.now())
             conn.execute(
                 "UPDATE feeds SET last_attempt = ?, last_refresh = ?, last_error = NULL,"
                 " failures = 0, stale = 0, cursor = COALESCE(?, cursor) WHERE name = ?",
@@ -525,6 +535,7 @@ class Feeds:
                     fid,
                 ),
             )
+            self._reverify(conn, fid, now)
             if result.added or result.removed or result.held or result.refused:
                 audit.append(
                     conn,
