@@ -169,6 +169,7 @@ class Authority:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks.clear()
+        await self.feed_poller.wait_threads()
         self.store.close()
         self._lock_file.close()
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from blocklist.authority.feedsources.refresh import FeedRefused, refresh
 from blocklist.authority.store import Store
@@ -44,6 +45,18 @@ class FeedPoller:
         self.policy = policy
         self.on_change = on_change
         self.passes = 0  # completed passes, for tests and health
+        self._threads: set[asyncio.Future] = set()
+
+    async def _offload(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A store call in a worker thread that outlives a cancelled pass: `wait_threads`
+        lets the service close the database only once no thread is still using it."""
+        future = asyncio.ensure_future(asyncio.to_thread(func, *args, **kwargs))
+        self._threads.add(future)
+        future.add_done_callback(self._threads.discard)
+        return await asyncio.shield(future)
+
+    async def wait_threads(self) -> None:
+        await asyncio.gather(*list(self._threads), return_exceptions=True)
 
     async def run(self) -> None:
         while True:
@@ -56,14 +69,14 @@ class FeedPoller:
     async def run_once(self) -> list[str]:
         """One pass: refresh what is due, then raise alarms. Returns the feeds refreshed."""
         now = self.store.now()
-        names = await asyncio.to_thread(self.store.feed_names)
+        names = await self._offload(self.store.feed_names)
         done = []
         for name in names:
-            feed = await asyncio.to_thread(self.store.feed_config, name)
+            feed = await self._offload(self.store.feed_config, name)
             if not due(feed, now, self.policy):
                 continue
             try:
-                result = await refresh(self.store, name)
+                result = await refresh(self.store, name, self._offload)
             except FeedRefused as exc:
                 log.warning(
                     "feed update refused", extra={"fields": {"feed": name, "error": str(exc)}}
@@ -80,7 +93,7 @@ class FeedPoller:
                 )
                 if (result.batch_status == "accepted" or result.delisted) and self.on_change:
                     self.on_change()
-        for name in await asyncio.to_thread(self.store.mark_stale):
+        for name in await self._offload(self.store.mark_stale):
             log.warning(
                 "feed is stale: not refreshed within its expected period",
                 extra={"fields": {"feed": name}},

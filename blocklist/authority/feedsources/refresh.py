@@ -8,6 +8,8 @@ stay as they were.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urljoin
 
 from blocklist.authority.feeds import FeedItem, FeedUpdate
@@ -15,36 +17,42 @@ from blocklist.authority.feedsources import cordon, https, signature
 from blocklist.authority.feedsources.formats import FeedFormatError, check_sha256, check_size, parse
 from blocklist.authority.store import Store
 
+# Runs a blocking store call off the event loop (asyncio.to_thread, or the poller's, which
+# lets a shutdown wait for calls in flight before the database closes).
+Offload = Callable[..., Awaitable[Any]]
+
 
 class FeedRefused(Exception):
     """The feed's update was refused; the previous state is kept."""
 
 
-async def refresh(store: Store, name: str) -> FeedUpdate | None:
+async def refresh(
+    store: Store, name: str, offload: Offload = asyncio.to_thread
+) -> FeedUpdate | None:
     """Refresh `name` from its source; None when it had nothing new. Raises FeedRefused."""
-    feed = await asyncio.to_thread(store.feed_config, name)
+    feed = await offload(store.feed_config, name)
     try:
-        return await _refresh(store, feed)
+        return await _refresh(store, feed, offload)
     except (
         FeedFormatError,
         https.FetchRefused,
         signature.SignatureRefused,
         cordon.PartnerRefused,
     ) as exc:
-        await asyncio.to_thread(store.record_feed_failure, name, str(exc))
+        await offload(store.record_feed_failure, name, str(exc))
         raise FeedRefused(f"feed {name}: {exc}") from None
 
 
-async def _refresh(store: Store, feed: dict) -> FeedUpdate | None:
+async def _refresh(store: Store, feed: dict, offload: Offload) -> FeedUpdate | None:
     name, trust = feed["name"], feed["trust"]
     if feed["source"] == "file":
         raise FeedFormatError(f"feed {name} is delivered out of band: use `blocklist feed import`")
     if feed["source"] == "cordon":
         got = await cordon.poll(feed["url"], trust, feed["cursor"], store.now())
         if got.items is None:
-            await asyncio.to_thread(store.record_feed_unchanged, name, got.cursor)
+            await offload(store.record_feed_unchanged, name, got.cursor)
             return None
-        return await asyncio.to_thread(
+        return await offload(
             store.apply_feed, name, got.items, cursor=got.cursor, source=f"serial {got.serial}"
         )
     pin = trust.get("cert_sha256", "")
@@ -56,7 +64,7 @@ async def _refresh(store: Store, feed: dict) -> FeedUpdate | None:
         limit=int(trust.get("max_bytes", 0)) or https.MAX_FEED_BYTES,
     )
     if fetched.status == 304:
-        await asyncio.to_thread(store.record_feed_unchanged, name)
+        await offload(store.record_feed_unchanged, name)
         return None
     if trust.get("public_key"):
         sig_url = trust.get("signature_url") or feed["url"] + ".minisig"
@@ -64,7 +72,7 @@ async def _refresh(store: Store, feed: dict) -> FeedUpdate | None:
             urljoin(feed["url"], sig_url), cert_sha256=pin, limit=signature.MAX_SIGNATURE_BYTES
         )
         signature.verify(fetched.body, sig.body, trust["public_key"])
-    return await asyncio.to_thread(
+    return await offload(
         apply_file,
         store,
         name,
