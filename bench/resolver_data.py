@@ -66,13 +66,42 @@ def write_state(state_dir: Path, state: ListState) -> str:
     return format_public_key(public_key_raw(root))
 
 
+CACHED_NAMES = 100_000
+
+
+def cordon_config(state_dir: Path, root_key: str, args: argparse.Namespace, server: str) -> str:
+    return f"""[sync]
+root_keys = ["{root_key}"]
+state_dir = "{state_dir}"
+
+[server]
+listen = ["127.0.0.1"]
+port = {args.port}
+list_poll_interval = 0.05
+{server}
+[upstream]
+servers = ["127.0.0.1:{args.upstream_port}"]
+
+[cache]
+max_entries = 2000000
+max_bytes = 536870912
+
+[blocking]
+ipv4 = "{STOP_V4}"
+stop_page_url = "http://stop.isp.example/"
+
+[metrics]
+port = {args.port + 10}
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--entries", type=int, default=1_000_000)
-    parser.add_argument("--port", type=int, default=5300)
-    parser.add_argument("--unbound-port", type=int, default=5301)
-    parser.add_argument("--upstream-port", type=int, default=5302)
+    parser.add_argument("--port", type=int, default=5370)
+    parser.add_argument("--unbound-port", type=int, default=5371)
+    parser.add_argument("--upstream-port", type=int, default=5372)
     parser.add_argument("--queries", type=int, default=200_000)
     args = parser.parse_args()
     out: Path = args.out.resolve()
@@ -91,40 +120,25 @@ def main() -> None:
             f.write(f"{name} A {STOP_V4}\n*.{name} A {STOP_V4}\n")
 
     q = args.queries
-    with open(out / "q-blocked.txt", "w") as f:
+    with open(out / "q-blocked-repeat.txt", "w") as f:  # 10k listed names, asked again and again
         for _ in range(q):
-            f.write(f"www.{listed_name(rng.randrange(n))} A\n")
-    with open(out / "q-cached.txt", "w") as f:
-        for _ in range(q):
-            f.write(f"host{rng.randrange(1000)}.cached.example A\n")
-    with open(out / "q-miss.txt", "w") as f:
-        for i in range(q * 5):  # unique names: every query is a cache miss
-            f.write(f"n{i}.{rng.randrange(1 << 30)}.miss.example A\n")
+            f.write(f"www.{listed_name(rng.randrange(min(n, 10_000)))} A\n")
+    with open(out / "q-blocked-unique.txt", "w") as f:  # 200k names, each below a listed domain
+        for j in range(200_000):
+            f.write(f"u{j}.{listed_name(rng.randrange(n))} A\n")
+    cached = [f"host{i}.cached.example A\n" for i in range(CACHED_NAMES)]
+    rng.shuffle(cached)
+    (out / "q-cached.txt").write_text("".join(cached))
+    print(f"query files in {out}")
 
-    (out / "cordon.toml").write_text(
-        f"""[sync]
-root_keys = ["{root_key}"]
-state_dir = "{out / "state"}"
-
-[server]
-listen = ["127.0.0.1"]
-port = {args.port}
-
-[upstream]
-servers = ["127.0.0.1:{args.upstream_port}"]
-
-[cache]
-max_entries = 2000000
-max_bytes = 536870912
-
-[blocking]
-ipv4 = "{STOP_V4}"
-stop_page_url = "http://stop.isp.example/"
-
-[metrics]
-port = {args.port + 10}
-"""
-    )
+    empty_key = write_state(out / "state-empty", build_state(0))
+    for name, state_dir, key, extra in (
+        ("cordon.toml", "state", root_key, ""),
+        ("cordon-python.toml", "state", root_key, "fast_path = false\n"),
+        ("cordon-2.toml", "state", root_key, "workers = 2\n"),
+        ("cordon-empty.toml", "state-empty", empty_key, ""),
+    ):
+        (out / name).write_text(cordon_config(out / state_dir, key, args, extra))
     common = """    username: ""
     chroot: ""
     directory: "{out}"
@@ -143,17 +157,25 @@ port = {args.port + 10}
     harden-referral-path: no
     qname-minimisation: no
 """
-    (out / "unbound.conf").write_text(
-        "server:\n"
-        + common.format(out=out, modules="respip validator iterator").replace(
-            'module-config: "respip validator iterator"', 'module-config: "respip iterator"'
-        )
-        + f"    port: {args.unbound_port}\n"
-        + "    msg-cache-size: 256m\n    rrset-cache-size: 512m\n"
-        + "\nrpz:\n    name: rpz.bench\n    zonefile: rpz.zone\n"
-        + '\nforward-zone:\n    name: "."\n'
-        + f"    forward-addr: 127.0.0.1@{args.upstream_port}\n"
+    (out / "rpz-empty.zone").write_text(
+        "$TTL 60\n@ SOA localhost. root.localhost. 1 3600 600 86400 60\n@ NS localhost.\n"
     )
+    for name, threads, zone in (
+        ("unbound.conf", 1, "rpz.zone"),
+        ("unbound-2.conf", 2, "rpz.zone"),
+        ("unbound-empty.conf", 1, "rpz-empty.zone"),
+    ):
+        (out / name).write_text(
+            "server:\n"
+            + common.format(out=out, modules="respip iterator").replace(
+                "num-threads: 1", f"num-threads: {threads}"
+            )
+            + f"    port: {args.unbound_port}\n"
+            + "    msg-cache-size: 256m\n    rrset-cache-size: 512m\n"
+            + f"\nrpz:\n    name: rpz.bench\n    zonefile: {zone}\n"
+            + '\nforward-zone:\n    name: "."\n'
+            + f"    forward-addr: 127.0.0.1@{args.upstream_port}\n"
+        )
     (out / "upstream.conf").write_text(
         "server:\n"
         + common.format(out=out, modules="iterator")

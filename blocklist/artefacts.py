@@ -10,6 +10,7 @@ is used, decompression stops at a computed limit, and any inconsistency raises A
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 import uuid
 import zlib
@@ -257,7 +258,28 @@ def _check_kinds(kinds: bytes, what: str) -> None:
         raise ArtefactError("bad_kind", f"{what} has an unknown entry kind")
 
 
-def _read_values(r: _Reader, digests: bytes, count: int) -> tuple[str, ...]:
+# The shape of a canonical value (blocklist/domains.py, blocklist/urls.py): a signed list whose
+# values are anything else is refused, so no value can carry a newline, a space or a `$INCLUDE`
+# into an RPZ zone file or a configuration built from the plain edition. A shape check, not the
+# full canonicalisation: it must stay cheap for a million values.
+_CANONICAL_DOMAIN = re.compile(rb"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*\Z")
+# A URL expression: a host, "/", then a path in the Safe Browsing canonical form (every byte
+# <= 0x20, >= 0x7f, "#" and "%" escaped as %XX): printable ASCII, no space.
+_CANONICAL_URL = re.compile(rb"[a-z0-9._%:\[\]-]{1,253}/[!-~]*\Z")
+
+
+_KIND_NAMES = {Kind.DOMAIN: "domain", Kind.URL: "URL expression", Kind.URLHOST: "URL host"}
+
+
+def canonical_shape(kind: int, raw: bytes) -> bool:
+    if kind == Kind.DOMAIN or kind == Kind.URLHOST:
+        return len(raw) <= 253 and _CANONICAL_DOMAIN.match(raw) is not None
+    if kind == Kind.URL:
+        return _CANONICAL_URL.match(raw) is not None
+    return True  # an unknown kind is refused by the kinds check, with its own reason
+
+
+def _read_values(r: _Reader, digests: bytes, kinds: bytes, count: int) -> tuple[str, ...]:
     values = []
     for i in range(count):
         length = int.from_bytes(r.take(2), "big")
@@ -268,10 +290,12 @@ def _read_values(r: _Reader, digests: bytes, count: int) -> tuple[str, ...]:
         raw = r.take(length)
         if hashlib.sha256(raw).digest() != digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]:
             raise ArtefactError("value_mismatch", f"{r.what}: value {i} does not match its digest")
-        try:
-            values.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ArtefactError("malformed", f"{r.what}: value {i} is not UTF-8") from None
+        if not canonical_shape(kinds[i], raw):
+            raise ArtefactError(
+                "not_canonical",
+                f"{r.what}: value {i} is not a canonical {_KIND_NAMES.get(kinds[i], 'value')}",
+            )
+        values.append(raw.decode("ascii"))
     return tuple(values)
 
 
@@ -301,7 +325,7 @@ def decode_snapshot(
     digests = r.take(count * DIGEST_SIZE)
     ids = r.take(count * ID_SIZE)
     kinds = r.take(count)
-    values = _read_values(r, digests, count) if edition is Edition.PLAIN else None
+    values = _read_values(r, digests, kinds, count) if edition is Edition.PLAIN else None
     r.finish()
     if check_order:
         _check_sorted(digests, what)
@@ -329,7 +353,7 @@ def decode_delta(data: bytes, max_entries: int = DEFAULT_MAX_ENTRIES) -> Delta:
     digests = r.take(n_added * DIGEST_SIZE)
     ids = r.take(n_added * ID_SIZE)
     kinds = r.take(n_added)
-    values = _read_values(r, digests, n_added) if edition is Edition.PLAIN else None
+    values = _read_values(r, digests, kinds, n_added) if edition is Edition.PLAIN else None
     r.finish()
     _check_sorted(removed_col, what)
     _check_sorted(digests, what)

@@ -1,11 +1,12 @@
 """`make demo`: the whole system on this machine, on placeholder names and DEMO keys.
 
 Starts, each as its own process: the authority API, the ASP's sync follower, the blocking
-resolver (127.0.0.1:5353) and the stop page (127.0.0.1:8080), plus a small built-in upstream DNS
-server so the demo works offline. Prints what to try; Ctrl-C stops everything. All state lives
-in one directory (default ./demo-state, recreated at each start). A port that is taken is
-replaced by a free one and the change is announced; the ports used are written to
-<dir>/demo.json.
+resolver (127.0.0.1:5353), the stop page (127.0.0.1:8080) and the URL proxy (127.0.0.1:8081),
+plus a small built-in upstream DNS server so the demo works offline and a demo origin for the
+shared host that carries the listed URL (127.0.0.2: an allowed page beside the listed one).
+Prints what to try; Ctrl-C stops everything. All state lives in one directory (default
+./demo-state, recreated at each start). A port that is taken is replaced by a free one and the
+change is announced; the ports used are written to <dir>/demo.json.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ import dnslib
 DEMO_ENTRIES = ["blocked-demo.test", "*.another-demo.test", "http://shared-host.example/album/42/"]
 AUTHORITY_NAME = "Demo Authority (DEMO KEYS - NOT FOR PRODUCTION)"
 UPSTREAM_ADDRESS = "192.0.2.1"  # what the built-in upstream answers for every unlisted name
+SHARED_HOST = "shared-host.example"  # carries the listed URL /album/42/
+ORIGIN_ADDRESS = "127.0.0.2"  # the demo origin of SHARED_HOST
+ORIGIN_PAGE = "Demo origin: an allowed page of shared-host.example, passed through the URL proxy.\n"
 
 
 def port_free(port: int) -> bool:
@@ -77,10 +81,11 @@ class Upstream(asyncio.DatagramProtocol):
             return
         reply = request.reply()
         if request.q.qtype == dnslib.QTYPE.A:
+            name = str(request.q.qname).lower().rstrip(".")
+            shared = name == SHARED_HOST or name.endswith("." + SHARED_HOST)
+            address = ORIGIN_ADDRESS if shared else UPSTREAM_ADDRESS
             reply.add_answer(
-                dnslib.RR(
-                    request.q.qname, dnslib.QTYPE.A, rdata=dnslib.A(UPSTREAM_ADDRESS), ttl=300
-                )
+                dnslib.RR(request.q.qname, dnslib.QTYPE.A, rdata=dnslib.A(address), ttl=300)
             )
         self.transport.sendto(reply.pack(), addr)  # type: ignore[attr-defined]
 
@@ -178,6 +183,18 @@ class Demo:
             + '\n[blocking]\nipv4 = "127.0.0.1"\nipv6 = "::1"\n'
             + f'stop_page_url = "http://127.0.0.1:{p["stoppage"]}/"\n'
             + f'\n[metrics]\nlisten = "127.0.0.1"\nport = {p["resolver_metrics"]}\n'
+            + '\n[url_proxy]\nipv4 = "127.0.0.1"\n'
+            + f'health_url = "http://127.0.0.1:{p["urlproxy_metrics"]}/healthz"\n'
+        )
+        (self.dir / "urlproxy.toml").write_text(
+            '[sync]\nstate_dir = "sync-state"\n'
+            f'root_keys = ["{root_key}"]\n'
+            f'\n[server]\nlisten = ["127.0.0.1"]\nhttp_port = {p["urlproxy"]}\n'
+            "tls_passthrough = false\n"
+            f'\n[origin]\nresolvers = ["127.0.0.1:{p["upstream"]}"]\n'
+            f"http_port = {p['origin']}\nallow_private_addresses = true  # the demo origin\n"
+            f'\n[stop_page]\nurl = "http://127.0.0.1:{p["stoppage"]}/"\n'
+            f'\n[metrics]\nlisten = "127.0.0.1"\nport = {p["urlproxy_metrics"]}\n'
         )
         (self.dir / "stoppage.toml").write_text(
             common_sync.replace('instance = "demo-resolver"\n', "")
@@ -302,7 +319,12 @@ class Demo:
         self.wait_file(self.dir / "sync-state" / "state.bin", "the first verified list")
         self.start("resolver", "resolver.cli", "serve", "--config", "resolver.toml")
         self.start("stoppage", "stoppage.cli", "serve", "--config", "stoppage.toml")
+        self.start("urlproxy", "urlproxy.cli", "serve", "--config", "urlproxy.toml")
         self.wait_blocked("blocked-demo.test")
+        self.wait_http(
+            f"http://127.0.0.1:{self.ports['urlproxy_metrics']}/healthz", "the URL proxy"
+        )
+        self.wait_blocked(SHARED_HOST)  # diverted to the proxy once its health check passes
         # Ready once the stop page has loaded the verified list too: a listed host gets 451.
         self.wait_http(
             f"http://127.0.0.1:{self.ports['stoppage']}/",
@@ -338,6 +360,13 @@ class Demo:
             f"curl -i -H 'Host: blocked-demo.test' {stop}/            # 451 and the stop page",
             f"curl -H 'Host: blocked-demo.test' {stop}/complaint      # the complaint form",
         ]
+        proxy = f"{SHARED_HOST}:{p['urlproxy']}"
+        resolve = f"--resolve {proxy}:127.0.0.1 http://{proxy}"
+        urls = [
+            f"{dig} {SHARED_HOST} A        # 127.0.0.1: the URL proxy (a listed URL is there)",
+            f"curl -i {resolve}/album/42/   # 451: the listed URL",
+            f"curl {resolve}/album/7/        # the origin's page, through the proxy",
+        ]
         block = [
             f"export {path}CORDON_URL=http://127.0.0.1:{p['authority']}",
             f"CORDON_TOKEN_FILE={token['demo-officer']} {blocklist} add new-demo.test "
@@ -346,11 +375,11 @@ class Demo:
             "   # the id that add printed",
             f"{dig} new-demo.test A              # blocked within seconds: 127.0.0.1",
         ]
-        return try_these, block
+        return try_these, urls, block
 
     def print_help(self) -> None:
         p, d = self.ports, self.dir
-        try_these, block = self.commands()
+        try_these, urls, block = self.commands()
         lines = "\n".join
         print(
             f"""
@@ -360,9 +389,13 @@ Cordon demo is running (state in {d}; logs in {d}/logs). DEMO keys: not for prod
   resolver        127.0.0.1:{p["resolver"]} (UDP and TCP)
   metrics         http://127.0.0.1:{p["resolver_metrics"]}/metrics
   stop page       http://127.0.0.1:{p["stoppage"]}/
+  URL proxy       http://127.0.0.1:{p["urlproxy"]}/     (origin of {SHARED_HOST}: {ORIGIN_ADDRESS})
 
 Try, in another terminal:
 {lines("  " + c for c in try_these)}
+
+A URL entry on a shared host: only the listed path is blocked, through the URL proxy:
+{lines("  " + c for c in urls)}
 
 Block a new name (published automatically within a second of the approval):
 {lines("  " + c for c in block)}
@@ -393,6 +426,22 @@ async def serve_upstream(port: int) -> asyncio.DatagramTransport:
     return transport
 
 
+async def serve_origin(port: int):
+    """The demo origin of the shared host: every path answers a small page; the listed one
+    never gets here (the URL proxy answers it with the stop page)."""
+    from aiohttp import web
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text=ORIGIN_PAGE)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, ORIGIN_ADDRESS, port).start()
+    return runner
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("demo-state"), help="state directory")
@@ -401,7 +450,12 @@ def main() -> int:
         metavar="HOST:PORT",
         help="forward unlisted names here instead of the built-in upstream",
     )
-    for name, default in (("authority", 8440), ("resolver", 5353), ("stoppage", 8080)):
+    for name, default in (
+        ("authority", 8440),
+        ("resolver", 5353),
+        ("stoppage", 8080),
+        ("urlproxy", 8081),
+    ):
         parser.add_argument(f"--{name}-port", type=int, default=default)
     args = parser.parse_args()
     taken: set[int] = set()
@@ -412,6 +466,9 @@ def main() -> int:
         "resolver_metrics": pick_port("resolver metrics", 9153, taken),
         "stoppage_metrics": pick_port("stop page metrics", 9154, taken),
         "upstream": pick_port("built-in upstream", 0, taken),
+        "urlproxy": pick_port("URL proxy", args.urlproxy_port, taken),
+        "urlproxy_metrics": pick_port("URL proxy metrics", 9156, taken),
+        "origin": pick_port("demo origin", 0, taken),
     }
     demo = Demo(args.dir, ports, args.upstream)
     stop = asyncio.Event()
@@ -421,6 +478,7 @@ def main() -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         upstream = await serve_upstream(ports["upstream"])
+        origin = await serve_origin(ports["origin"])
         try:
             await asyncio.to_thread(demo.run)
             while not stop.is_set():
@@ -429,6 +487,7 @@ def main() -> int:
                 await asyncio.to_thread(demo.check_children)
         finally:
             upstream.close()
+            await origin.cleanup()
 
     try:
         asyncio.run(run())

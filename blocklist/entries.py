@@ -18,11 +18,14 @@ from blocklist.urls import url_expression
 
 def parse_kind(text: str) -> Kind:
     try:
-        return Kind[text.strip().upper()]
+        kind = Kind[text.strip().upper()]
     except KeyError:
+        kind = None
+    if kind is None or kind is Kind.URLHOST:  # URLHOST entries are derived, never typed in
         raise InvalidEntry(
             "bad_kind", f"unknown entry kind {text!r} (expected domain or url)"
         ) from None
+    return kind
 
 
 def guess_kind(raw: str) -> Kind:

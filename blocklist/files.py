@@ -28,18 +28,22 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_atomic(
-    path: Path, data: bytes | Sequence[bytes], label: str = "", mode: int = 0o644
+    path: Path, data: bytes | Sequence[bytes], label: str = "", mode: int | None = None
 ) -> None:
-    """Replace `path` with `data` (one buffer or several, written in order).
+    """Replace `path` with `data` (one buffer or several, written in order). An explicit `mode`
+    is set exactly, whatever the umask (group readers such as the resolver and the stop page
+    must be able to read a 0640 list under umask 077); without one, 0644 less the umask.
 
     Crash checkpoints: `<label>.partial` after the first of several buffers, `<label>.tmp` when
     the temporary file is complete, `<label>` once the rename is durable.
     """
     chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644 if mode is None else mode)
     try:
         try:
+            if mode is not None:
+                os.fchmod(fd, mode)
             for i, chunk in enumerate(chunks):
                 view = memoryview(chunk)
                 while view:

@@ -28,6 +28,7 @@ MAX_ENTRY_ID = 2**64 - 1
 class Kind(IntEnum):
     DOMAIN = 1  # the name and every name below it
     URL = 2  # a host-suffix/path-prefix expression on a shared host
+    URLHOST = 3  # a host carrying URL entries (derived at publication; see blocklist/urlhosts.py)
 
 
 class Edition(IntEnum):

@@ -21,12 +21,14 @@ from blocklist.authority.config import AuthorityConfig
 from resolver.config import ResolverConfig
 from resolver.rpz.config import RpzConfig
 from stoppage.config import StoppageConfig
+from urlproxy.config import UrlProxyConfig
 
 FILES = [
     ("authority.toml", "blocklist init / serve", AuthorityConfig),
     ("resolver.toml", "resolver sync / serve", ResolverConfig),
     ("rpz.toml", "resolver rpz serve / export", RpzConfig),
     ("stoppage.toml", "stoppage serve", StoppageConfig),
+    ("urlproxy.toml", "urlproxy serve", UrlProxyConfig),
 ]
 
 

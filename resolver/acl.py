@@ -33,6 +33,9 @@ class Acl:
         nets = self._v4 if addr.version == 4 else self._v6
         return any(addr in n for n in nets)
 
+    def networks(self, version: int) -> list:
+        return list(self._v4 if version == 4 else self._v6)
+
     def allowed(self, host: str) -> bool:
         ok = self._memo.get(host)
         if ok is None:

@@ -69,6 +69,8 @@ class ServerSection(Section):
     list_poll_interval: Annotated[float, Field(gt=0, le=300)] = 1.0
     # Before any verified list exists: forward every query (and alarm), or refuse to resolve.
     without_list: Literal["forward", "servfail"] = "forward"
+    # Answer UDP in the compiled fast path when it is built (false: the pure-Python reference).
+    fast_path: bool = True
 
 
 class AclSection(Section):
@@ -178,6 +180,31 @@ class BlockingSection(Section):
         return text.encode()[:MAX_EDE_TEXT]
 
 
+class UrlProxySection(Section):
+    """Diverting the hosts that carry URL entries (URLHOST entries) to the URL proxy."""
+
+    # Addresses of `urlproxy serve`: A queries for a diverted host get `ipv4`, AAAA get `ipv6`
+    # (empty: NODATA for that type). At least one is required.
+    ipv4: OptionalIPv4 = ""
+    ipv6: OptionalIPv6 = ""
+    ttl: Ttl = 30
+    # The proxy's health endpoint (its metrics port). Diverting happens only while it answers
+    # 200 here; otherwise those hosts are forwarded as usual (fail open for URL entries).
+    health_url: Annotated[str, Field(pattern=r"^http://")] = "http://127.0.0.1:9156/healthz"
+    health_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
+    health_timeout: Annotated[float, Field(gt=0, le=30)] = 1.0
+    # More URLHOST entries than this in the list: nothing is diverted and an alarm is raised
+    # (cordon_resolver_divert_over_cap), so a bad list cannot pull a large part of the web
+    # through the proxy.
+    max_hosts: Annotated[int, Field(ge=0)] = 10000
+
+    @model_validator(mode="after")
+    def _addresses(self) -> UrlProxySection:
+        if not self.ipv4 and not self.ipv6:
+            raise ValueError("set ipv4 and/or ipv6: the addresses of the URL proxy")
+        return self
+
+
 class MetricsSection(Section):
     enabled: bool = True
     # Local only: Prometheus scrapes it through the host (or a local agent), never clients.
@@ -196,5 +223,7 @@ class ResolverConfig(SyncConfig):
     cache: CacheSection = CacheSection()
     blocking: BlockingSection = BlockingSection()
     metrics: MetricsSection = MetricsSection()
+    # Absent: URLHOST entries are ignored and URL entries are not enforced by this resolver.
+    url_proxy: UrlProxySection | None = None
     # The RPZ feed's section, so one file can drive `resolver sync` and `resolver rpz serve`.
     rpz: RpzSection | None = None

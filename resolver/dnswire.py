@@ -468,6 +468,15 @@ class BlockedAnswers:
         self._variants: tuple[tuple[dict[int, _Template], _Template], ...] = tuple(variants)
         self._ede_text = ede_text
 
+    @property
+    def variants(self) -> tuple[tuple[dict[int, _Template], _Template], ...]:
+        """Per (no EDNS, EDNS, EDNS+DO): qtype -> (counts, tail), and the NODATA template."""
+        return self._variants
+
+    @property
+    def text(self) -> bytes:
+        return self._ede_text
+
     def build(self, query: Query) -> bytes:
         """The answer for `query`, whose name is listed."""
         if query.qclass != CLASS_IN and query.qclass != CLASS_ANY:

@@ -1,13 +1,16 @@
 """The per-query decision, independent of transports: refuse, block, answer from cache, or forward.
 
 `handle()` is synchronous and answers everything that needs no upstream: malformed queries,
-clients outside the ACL, cache hits and listed names. Over UDP, the answer to a query whose bytes
-(after the id) were seen before is remembered: a listed name's answer for as long as the list
-is in force, a cached answer until its TTLs tick down by a second. Such a repeat costs one dict
-lookup and one concatenation, without parsing. It returns the response bytes, None to
+clients outside the ACL, cache hits and listed names. It returns the response bytes, None to
 drop, or the parsed `Query` to pass to `forward()`, the only coroutine, which coalesces identical
 in-flight queries, asks the upstreams, caches the reply and blocks a CNAME chain that reaches a
 listed name. The list in force is one reference (`self.lists`) replaced by `set_list`.
+
+This is the reference path. When the C fast path is built (resolver.fastpath), UDP queries are
+answered by it first, from the same cache and the same list (the engine below is then also the
+cache), and only what it hands back comes here; tests require both paths to give the same bytes.
+The cache is keyed on the normalized question (`cache_key`), so a repeat with another id, case,
+cookie or padding is a hit.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+from blocklist.state import ListState
+from resolver import fastpath
 from resolver import stats as S
 from resolver.cache import CacheEntry, ResponseCache, clamp_ttls
 from resolver.config import ResolverConfig
+from resolver.divert import Diversion
 from resolver.dnswire import (
     BADVERS,
     EDE_NETWORK_ERROR,
@@ -39,13 +45,10 @@ from resolver.dnswire import (
     truncate_for_udp,
 )
 from resolver.matcher import Matcher
-from resolver.stats import Stats
+from resolver.stats import ErrorReporter, Stats
 from resolver.upstream import Upstreams
 
 _ERROR_OUTCOME = {FORMERR: S.FORMERR, NOTIMP: S.NOTIMP, BADVERS: S.BADVERS}
-MEMO_MAX = 16384  # remembered answers (emptied when full): a few MB at most
-MEMO_MAX_QUERY = 300  # longer queries (cookies, padding) are not worth remembering
-_FOREVER = float("inf")
 _EDE_TEXT = {
     EDE_NETWORK_ERROR: b"upstream resolvers failed",
     22: b"no upstream resolver answered",
@@ -53,71 +56,126 @@ _EDE_TEXT = {
 
 
 class ListInForce:
-    """What a swap replaces at once: the matcher, the answers for listed names, a generation."""
+    """What a swap replaces at once: the matcher, the answers for listed names, a generation.
 
-    __slots__ = ("answers", "gen", "loaded", "matcher", "serial")
+    On the fast path the matcher is the C `ListIndex` (same `match`/`match_any` interface).
+    """
+
+    __slots__ = ("answers", "divert", "gen", "loaded", "matcher", "serial")
 
     def __init__(
-        self, matcher: Matcher, answers: BlockedAnswers, gen: int, serial: int | None
+        self,
+        matcher: Matcher,
+        answers: BlockedAnswers,
+        gen: int,
+        serial: int | None,
+        divert: Diversion | None = None,
     ) -> None:
         self.matcher = matcher
         self.answers = answers
         self.gen = gen
         self.serial = serial
         self.loaded = serial is not None
+        self.divert = divert  # set only while the URL proxy is healthy (resolver.divert)
 
 
 class Resolver:
-    def __init__(self, config: ResolverConfig, stats: Stats, answers: BlockedAnswers) -> None:
+    def __init__(
+        self,
+        config: ResolverConfig,
+        stats: Stats,
+        answers: BlockedAnswers,
+        *,
+        fast: bool | None = None,
+    ) -> None:
+        """`fast`: use the C fast path (default: when built and `server.fast_path` is on)."""
         self.config = config
         self.stats = stats
-        self.lists = ListInForce(Matcher.empty(), answers, 0, None)
+        self.errors = ErrorReporter(stats)
         c = config.cache
-        self.cache = ResponseCache(c.max_entries, c.max_bytes)
+        if fast is None:
+            fast = config.server.fast_path and fastpath.available()
+        self.fast = fastpath.engine(c.max_entries, c.max_bytes) if fast else None
+        self.cache: ResponseCache = self.fast if fast else ResponseCache(c.max_entries, c.max_bytes)
+        self.servfail_without_list = config.server.without_list == "servfail"
+        self.refuse = config.acl.refused == "refuse"
+        empty = fastpath.list_index(ListState.empty()) if fast else Matcher.empty()
+        self.lists = ListInForce(empty, answers, 0, None)
+        if self.fast is not None:
+            stats.fast = self.fast
+            self.fast.set_stats(
+                stats.blocked_by_entry, stats.max_entry_labels, self.servfail_without_list
+            )
+            self.fast.set_acl([], [], self.refuse)  # networks: set by the UDP server
+            self._push_list()
         self.upstreams = Upstreams(config.upstream, stats)
         self.inflight: dict[bytes, asyncio.Future] = {}
         self.max_pending = config.server.max_pending
-        self.servfail_without_list = config.server.without_list == "servfail"
-        self.refuse = config.acl.refused == "refuse"
-        # query bytes after the id -> (answer after the id, outcome, entry id or -1,
-        #                              counted as a cache hit, list generation, valid until)
-        self.memo: dict[bytes, tuple[bytes, int, int, bool, int, float]] = {}
+
+    @staticmethod
+    def now() -> float:
+        """The clock of cache lifetimes (CLOCK_MONOTONIC, which the C path is handed too)."""
+        return time.monotonic()
+
+    @property
+    def path(self) -> str:
+        return "c" if self.fast is not None else "python"
 
     def set_list(self, matcher: Matcher, answers: BlockedAnswers, serial: int) -> None:
-        self.lists = ListInForce(matcher, answers, self.lists.gen + 1, serial)
-        self.memo = {}
+        """Swap the list in force (one reference; the C engine takes it in the same step)."""
+        if self.fast is not None and not fastpath.is_index(matcher):
+            matcher = fastpath.index_of(matcher)
+        lists = self.lists
+        self.lists = ListInForce(matcher, answers, lists.gen + 1, serial, lists.divert)
+        if self.fast is not None:
+            self._push_list()
 
-    def _remember(
-        self,
-        data: bytes,
-        resp: bytes,
-        outcome: int,
-        entry_id: int,
-        cache_hit: bool,
-        gen: int,
-        until: float,
-    ) -> None:
-        if len(data) > MEMO_MAX_QUERY:
-            return
-        memo = self.memo
-        if len(memo) >= MEMO_MAX:
-            memo.clear()
-        memo[data[2:]] = (resp[2:], outcome, entry_id, cache_hit, gen, until)
+    def set_divert(self, divert: Diversion | None) -> None:
+        """Start or stop diverting URLHOST names. A new generation, so cached answers are
+        re-checked (the C path hands a diverted name to Python instead of answering it)."""
+        lists = self.lists
+        self.lists = ListInForce(lists.matcher, lists.answers, lists.gen + 1, lists.serial, divert)
+        if self.fast is not None:
+            self._push_list()
+
+    def _push_list(self) -> None:
+        lists = self.lists
+        answers = lists.answers
+        self.fast.set_list(  # type: ignore[union-attr]
+            lists.matcher,
+            lists.gen,
+            lists.loaded,
+            answers.variants,
+            answers.text,
+            lists.divert is not None,
+        )
 
     # ------------------------------------------------------------------ synchronous part
+
+    def handle_passed(
+        self, reason: int, item: bytes | Query, allowed: bool
+    ) -> bytes | Query | None:
+        """`handle` for what the C path passed back: `fastpath.MISS` with the parsed `Query` (it
+        was found neither cached nor listed, so only the count remains), else the datagram."""
+        if reason == fastpath.MISS:
+            self.stats.cache_misses += 1
+            return item if item.__class__ is Query else parse_query(item)  # type: ignore[arg-type,return-value]
+        return self.handle(item, allowed, True)  # type: ignore[arg-type]
+
+    def answer_udp(self, data: bytes, allowed: bool, now: float) -> bytes | Query | None:
+        """What the UDP loop does with one datagram: C first when it runs, else `handle`."""
+        if self.fast is None:
+            return self.handle(data, allowed, True)
+        result = self.fast.answer(data, allowed, now)
+        if result.__class__ is int:
+            return self.handle_passed(result, data, allowed)
+        if result.__class__ is Query:
+            return self.handle_passed(fastpath.MISS, result, allowed)
+        return result
 
     def handle(self, data: bytes, allowed: bool, udp: bool) -> bytes | Query | None:
         """Response bytes, None (drop), or the Query to forward. Never raises on bad input."""
         stats = self.stats
-        if udp and allowed:
-            seen = self.memo.get(data[2:])
-            if seen is not None and seen[4] == self.lists.gen and time.monotonic() < seen[5]:
-                stats.outcomes[seen[1]] += 1
-                if seen[2] >= 0:
-                    stats.count_blocked(seen[2])
-                if seen[3]:
-                    stats.cache_hits += 1
-                return data[:2] + seen[0]
         query = parse_query(data)
         if query.__class__ is not Query:
             if query is None or not allowed:
@@ -133,6 +191,13 @@ class Resolver:
             return response_for(query, REFUSED, ede_code=EDE_PROHIBITED)  # type: ignore[arg-type]
         q: Query = query  # type: ignore[assignment]
         lists = self.lists
+        divert = lists.divert
+        if (
+            divert is not None
+            and divert.diverts(q.qname, q.qtype, q.qclass)
+            and lists.matcher.match(q.qname) < 0
+        ):
+            return self._diverted(q, divert, udp)
         now = time.monotonic()
         entry = self.cache.get(cache_key(q), now)
         if entry is not None:
@@ -140,25 +205,12 @@ class Resolver:
             if entry.gen != lists.gen:
                 self._recheck(q, entry, lists)
             if entry.blocked >= 0:
-                resp = self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
-                if udp:
-                    outcome = S.BLOCKED_CNAME if entry.via_cname else S.BLOCKED
-                    until = entry.expires
-                    self._remember(data, resp, outcome, entry.blocked, True, lists.gen, until)
-                return resp
+                return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
             stats.outcomes[S.CACHED] += 1
-            resp = self._from_entry(q, entry, udp)
-            if udp:
-                # Valid until the TTLs tick down by one more second, or the entry expires.
-                until = min(entry.expires, entry.stored + int(now - entry.stored) + 1)
-                self._remember(data, resp, S.CACHED, -1, True, lists.gen, until)
-            return resp
+            return self._from_entry(q, entry, udp, now)
         entry_id = lists.matcher.match(q.qname)
         if entry_id >= 0:
-            resp = self._blocked(q, entry_id, False, lists, udp)
-            if udp:
-                self._remember(data, resp, S.BLOCKED, entry_id, False, lists.gen, _FOREVER)
-            return resp
+            return self._blocked(q, entry_id, False, lists, udp)
         if not lists.loaded and self.servfail_without_list:
             stats.outcomes[S.SERVFAIL] += 1
             return response_for(q, SERVFAIL, ede_code=EDE_NETWORK_ERROR, ede_text=b"no list")
@@ -177,6 +229,14 @@ class Resolver:
             return truncate_for_udp(resp, q.udp_size)
         return resp
 
+    def _diverted(self, q: Query, divert: Diversion, udp: bool) -> bytes:
+        self.stats.diverted += 1
+        resp = divert.answers.build(q)
+        if udp and len(resp) > q.udp_size:
+            self.stats.truncated += 1
+            return truncate_for_udp(resp, q.udp_size)
+        return resp
+
     def _recheck(self, q: Query, entry: CacheEntry, lists: ListInForce) -> None:
         """Re-evaluate a cached reply against a list that changed since it was stored."""
         matcher = lists.matcher
@@ -189,8 +249,8 @@ class Resolver:
         entry.via_cname = via_cname
         entry.gen = lists.gen
 
-    def _from_entry(self, q: Query, entry: CacheEntry, udp: bool) -> bytes:
-        age = int(time.monotonic() - entry.stored)
+    def _from_entry(self, q: Query, entry: CacheEntry, udp: bool, now: float) -> bytes:
+        age = int(now - entry.stored)
         resp = rewrite_response(entry.data, entry.info, q.id, q.question, age, keep_opt=q.edns)
         if udp and len(resp) > q.udp_size:
             self.stats.truncated += 1
@@ -219,7 +279,7 @@ class Resolver:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                stats.internal_errors += 1
+                self.errors.report("forward")
             finally:
                 stats.pending -= 1
                 del self.inflight[key]
@@ -234,21 +294,32 @@ class Resolver:
         if entry.blocked >= 0:
             return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
         stats.outcomes[S.FORWARDED] += 1
-        return self._from_entry(q, entry, udp)
+        return self._from_entry(q, entry, udp, time.monotonic())
 
     async def _fetch(self, q: Query, key: bytes) -> CacheEntry | int:
         result = await self.upstreams.resolve(q)
         if result.__class__ is int:
             return result  # type: ignore[return-value]
         data, info = result  # type: ignore[misc]
+        return self.store(q, key, data, info, time.monotonic())
+
+    def store(
+        self, q: Query, key: bytes, data: bytes, info: ResponseInfo, now: float
+    ) -> CacheEntry:
+        """The cache entry for an upstream reply to `q`, cached when its lifetime allows."""
         lists = self.lists
         names = tuple({*info.answer_owners, *info.cname_targets} - {q.qname})
         blocked = lists.matcher.match_any(names) if names else -1
-        now = time.monotonic()
         lifetime = self._lifetime(info)
         if lifetime > 0:
             data = clamp_ttls(data, info, lifetime, self.config.cache.min_ttl)
-        entry = CacheEntry(data, info, now, now + lifetime, names, lists.gen, blocked, blocked >= 0)
+        gen = lists.gen
+        divert = lists.divert
+        if divert is not None and divert.diverts(q.qname, q.qtype, q.qclass):
+            # Asked before diverting began: a stale generation makes the first hit re-check it
+            # (and the C path hand it to Python), so the cache never answers a diverted name.
+            gen = -1
+        entry = CacheEntry(data, info, now, now + lifetime, names, gen, blocked, blocked >= 0)
         if lifetime > 0:
             self.cache.put(key, entry)
             self.stats.cache_entries = len(self.cache)

@@ -129,7 +129,22 @@ def families(snap: dict[str, Any], status: dict[str, Any] | None, now: float) ->
         "Time to build and swap in the last list (off the event loop)",
         lst.get("last_swap_seconds", 0.0),
     )
+    div = snap.get("divert", {})
+    counter("diverted", "Answers sending a URLHOST name to the URL proxy", div.get("answers", 0))
+    gauge("divert_hosts", "URLHOST entries in force, summed over workers", div.get("hosts", 0))
+    gauge("divert_proxy_up", "Workers whose URL proxy health check passes", div.get("proxy_up", 0))
+    gauge("divert_active", "Workers diverting URLHOST names to the URL proxy", div.get("active", 0))
+    gauge(
+        "divert_over_cap",
+        "Workers not diverting because the list has more URLHOST entries than url_proxy.max_hosts",
+        div.get("over_cap", 0),
+    )
     gauge("workers", "Worker processes answering", snap.get("workers", 1))
+    gauge(
+        "fast_path_workers",
+        "Workers answering UDP in the compiled C fast path (the rest run pure Python)",
+        snap.get("fast_path", 0),
+    )
     gauge("workers_with_list", "Workers enforcing a list", snap.get("workers_with_list", 0))
     gauge("rss_bytes", "Resident memory of all worker processes", snap.get("rss_bytes", 0))
 

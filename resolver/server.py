@@ -1,12 +1,15 @@
 """UDP and TCP listeners: bytes in, `Resolver.handle`, bytes out.
 
 UDP sockets are read without a transport: a loop reader callback drains a batch of datagrams
-with `recvfrom` and does the synchronous work inline (cache hits, listed names and errors are
-answered with `sendto` before it returns); it starts a task only for a query that must go
-upstream. TCP follows RFC 7766: length-prefixed messages, pipelining with
-answers in completion order, an idle timeout, a cap on connections and on queries in flight per
-connection, and back-pressure from a client that does not read. Sockets are bound with
-SO_REUSEPORT so several worker processes can share one port.
+and does the synchronous work inline (cache hits, listed names and errors are answered before it
+returns); it starts a task only for a query that must go upstream. With the C fast path the
+callback is one call into C (recvmmsg, answer, sendmmsg); only what C hands back is handled
+here. Without it, `recvfrom`/`Resolver.handle`/`sendto` in Python.
+
+TCP follows RFC 7766: length-prefixed messages, pipelining with answers in completion order,
+an idle timeout, a cap on connections and on queries in flight per connection, and
+back-pressure from a client that does not read. Sockets are bound with SO_REUSEPORT so several
+worker processes can share one port.
 """
 
 from __future__ import annotations
@@ -17,8 +20,15 @@ import contextlib
 import errno
 import socket
 
+from resolver import fastpath
 from resolver.acl import Acl
-from resolver.dnswire import FramingError, Query, TcpDeframer, frame, truncate_for_udp
+from resolver.dnswire import (
+    FramingError,
+    Query,
+    TcpDeframer,
+    frame,
+    truncate_for_udp,
+)
 from resolver.engine import Resolver
 
 
@@ -48,6 +58,7 @@ def make_socket(host: str, port: int, kind: int, receive_buffer: int = 0) -> soc
 
 
 DRAIN_MAX = 64  # datagrams read per wake-up before the loop gets its turn back
+FAST_ROUNDS = 4  # C fast path: recvmmsg batches (of _fastpath.BATCH) per wake-up
 SEND_BACKLOG = 1024  # replies kept while the socket's send buffer is full
 _RECV_SIZE = 65535
 _NO_DATA = (BlockingIOError, InterruptedError)
@@ -73,7 +84,48 @@ class UdpServer:
         self.loop = asyncio.get_running_loop()
         self.closed = False
         self.backlog: collections.deque[tuple[bytes, tuple]] = collections.deque()
-        self.loop.add_reader(sock.fileno(), self._drain)
+        self.fast = resolver.fast
+        if self.fast is not None:
+            self.fast.set_acl(*fastpath.acl_networks(acl), resolver.refuse)
+            self.loop.add_reader(sock.fileno(), self._drain_fast)
+        else:
+            self.loop.add_reader(sock.fileno(), self._drain)
+
+    def _drain_fast(self) -> None:
+        """One call into C answers what it can; the rest is handled as `_drain` would."""
+        resolver = self.resolver
+        try:
+            rest = self.fast.drain(self.sock.fileno(), FAST_ROUNDS, resolver.now())  # type: ignore[union-attr]
+        except Exception:
+            resolver.errors.report("UDP fast path")
+            return
+        for reason, data, addr, allowed in rest:
+            try:
+                if reason == fastpath.UNSENT:
+                    self._queue(data, addr)
+                else:
+                    self._reply(resolver.handle_passed(reason, data, allowed), addr)
+            except Exception:
+                resolver.errors.report("UDP query")
+
+    def _reply(self, result: bytes | Query | None, addr: tuple) -> None:
+        """Send an answer (or keep it while the socket is full), or start a forward task."""
+        if result is None:
+            return
+        if result.__class__ is bytes:
+            if self.backlog:
+                self._queue(result, addr)  # type: ignore[arg-type]
+                return
+            try:
+                self.sock.sendto(result, addr)  # type: ignore[arg-type]
+            except BlockingIOError:
+                self._queue(result, addr)  # type: ignore[arg-type]
+            except OSError:
+                pass  # e.g. the client's address became unreachable: like a lost reply
+            return
+        task = self.loop.create_task(self._forward(result, addr))  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _drain(self) -> None:
         resolver = self.resolver
@@ -91,24 +143,17 @@ class UdpServer:
             stats.udp += 1
             try:
                 result = resolver.handle(data, allowed(addr[0]), True)
-                if result is None:
-                    continue
-                if result.__class__ is bytes:
-                    if self.backlog:
-                        self._queue(result, addr)
-                        continue
+                if result.__class__ is bytes and not self.backlog:
                     try:
                         sendto(result, addr)
                     except BlockingIOError:
-                        self._queue(result, addr)
+                        self._queue(result, addr)  # type: ignore[arg-type]
                     except OSError:
                         pass  # e.g. the client's address became unreachable: like a lost reply
                     continue
-                task = self.loop.create_task(self._forward(result, addr))  # type: ignore[arg-type]
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                self._reply(result, addr)
             except Exception:
-                stats.internal_errors += 1
+                resolver.errors.report("UDP query")
 
     async def _forward(self, query: Query, addr: tuple) -> None:
         try:
@@ -127,7 +172,7 @@ class UdpServer:
         except asyncio.CancelledError:
             raise
         except Exception:
-            self.resolver.stats.internal_errors += 1
+            self.resolver.errors.report("UDP forward")
 
     def _queue(self, resp: bytes, addr: tuple) -> None:
         """The socket's send buffer is full: keep a bounded backlog and send it when writable."""
@@ -241,7 +286,7 @@ class TcpConnection(asyncio.Protocol):
         try:
             result = resolver.handle(msg, self.allowed, False)
         except Exception:
-            resolver.stats.internal_errors += 1
+            resolver.errors.report("TCP query")
             return
         if result is None:
             return
@@ -263,7 +308,7 @@ class TcpConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception:
-            self.resolver.stats.internal_errors += 1
+            self.resolver.errors.report("TCP forward")
         finally:
             self.pending -= 1
             if self.eof and not self.pending and not self.closed:

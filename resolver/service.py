@@ -17,10 +17,14 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
+
 from blocklist.sync.verified import VerifiedList
 from blocklist.sync.watch import StateWatcher
+from resolver import fastpath
 from resolver.acl import Acl
-from resolver.config import BlockingSection, ResolverConfig
+from resolver.config import BlockingSection, ResolverConfig, UrlProxySection
+from resolver.divert import Diversion, protected_digests, urlhost_digests
 from resolver.dnswire import BlockedAnswers, SoaParams
 from resolver.engine import Resolver
 from resolver.matcher import Matcher
@@ -61,8 +65,26 @@ def make_answers(blocking: BlockingSection, authority: str, serial: int) -> Bloc
     )
 
 
-def build_list(blocking: BlockingSection, verified: VerifiedList) -> tuple[Matcher, BlockedAnswers]:
-    matcher = Matcher(verified.state, verified.serial)
+def make_divert_answers(proxy: UrlProxySection, blocking: BlockingSection) -> BlockedAnswers:
+    """The answers sending a URLHOST name to the URL proxy (A, AAAA; NODATA otherwise)."""
+    soa = SoaParams(blocking.soa_mname, blocking.soa_rname, 1, 3600, 600, 86400, proxy.ttl)
+    return BlockedAnswers(
+        ipaddress.IPv4Address(proxy.ipv4).packed if proxy.ipv4 else None,
+        ipaddress.IPv6Address(proxy.ipv6).packed if proxy.ipv6 else None,
+        proxy.ttl,
+        soa,
+        b"Served through the URL filter proxy",
+    )
+
+
+def build_list(
+    blocking: BlockingSection, verified: VerifiedList, fast: bool = False
+) -> tuple[Matcher, BlockedAnswers]:
+    """The lookup index (the C one on the fast path: a bucket table, no copy) and answers."""
+    if fast:
+        matcher = fastpath.list_index(verified.state)
+    else:
+        matcher = Matcher(verified.state, verified.serial)
     return matcher, make_answers(blocking, verified.notification.authority, verified.serial)
 
 
@@ -86,12 +108,82 @@ class ResolverService:
         self._runner = None
         self.metrics_port: int | None = None
         self.swapped = asyncio.Event()
+        # URL proxy diversion: the list's URLHOST digests and the proxy's last health result.
+        proxy = config.url_proxy
+        self._urlhosts: frozenset[bytes] = frozenset()
+        self._proxy_up = False
+        self._protected = protected_digests(config.rails.protected_names)
+        self._divert_answers = make_divert_answers(proxy, config.blocking) if proxy else None
+        self._health_task: asyncio.Task | None = None
+        self.divert_changed = asyncio.Event()  # set after every change of diverting on/off
+
+    def _update_divert(self) -> None:
+        """Divert URLHOST names only while the proxy is up and the list is within the cap."""
+        proxy = self.config.url_proxy
+        if proxy is None or self._divert_answers is None:
+            return
+        hosts = self._urlhosts
+        s = self.stats
+        over = len(hosts) > proxy.max_hosts
+        if over and not s.divert_over_cap:
+            log.error(
+                "the list has %d URLHOST entries, more than url_proxy.max_hosts = %d: "
+                "no host is diverted to the URL proxy until this is resolved",
+                len(hosts),
+                proxy.max_hosts,
+            )
+        s.divert_over_cap = int(over)
+        s.divert_hosts = len(hosts)
+        s.divert_proxy_up = int(self._proxy_up)
+        active = self._proxy_up and bool(hosts) and not over
+        current = self.resolver.lists.divert
+        if not active:
+            new = None
+        elif current is not None and current.hosts is hosts:
+            return
+        else:
+            new = Diversion(hosts, self._protected, self._divert_answers)
+        if new is None and current is None:
+            return
+        self.resolver.set_divert(new)
+        s.divert_active = int(new is not None)
+        log.info(
+            "URL proxy diversion %s",
+            "on" if new is not None else "off",
+            extra={"fields": {"hosts": len(hosts), "proxy_up": self._proxy_up, "over_cap": over}},
+        )
+        self.divert_changed.set()
+
+    async def _probe_health(self) -> None:
+        proxy = self.config.url_proxy
+        assert proxy is not None
+        timeout = aiohttp.ClientTimeout(total=proxy.health_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    async with session.get(proxy.health_url, allow_redirects=False) as resp:
+                        up = resp.status == 200
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    up = False
+                if up != self._proxy_up:
+                    (log.info if up else log.warning)(
+                        "URL proxy health check %s: %s",
+                        "passes" if up else "fails",
+                        proxy.health_url,
+                    )
+                    self._proxy_up = up
+                    self._update_divert()
+                await asyncio.sleep(proxy.health_interval)
 
     async def _on_list(self, verified: VerifiedList) -> None:
         started = time.perf_counter()
-        matcher, answers = await asyncio.to_thread(build_list, self.config.blocking, verified)
+        fast = self.resolver.fast is not None
+        matcher, answers = await asyncio.to_thread(build_list, self.config.blocking, verified, fast)
         self.resolver.set_list(matcher, answers, verified.serial)
         del matcher, answers
+        if self.config.url_proxy is not None:
+            self._urlhosts = await asyncio.to_thread(urlhost_digests, verified.state)
+            self._update_divert()
         await asyncio.to_thread(_malloc_trim)  # ctypes releases the GIL meanwhile
         s = self.stats
         s.list_serial = verified.serial
@@ -114,7 +206,20 @@ class ResolverService:
         )
         self.swapped.set()
 
+    def _log_path(self) -> None:
+        if self.resolver.fast is not None:
+            log.info("UDP fast path: compiled C extension (resolver._fastpath)")
+        elif not self.config.server.fast_path:
+            log.warning("UDP fast path off (server.fast_path = false): pure-Python path")
+        else:
+            log.warning(
+                "UDP fast path unavailable, running the slower pure-Python path: %s. "
+                "Install gcc and the Python headers (python3-dev) and reinstall.",
+                fastpath.UNAVAILABLE,
+            )
+
     async def start(self, port: int | None = None) -> None:
+        self._log_path()
         await self.watcher.start()
         if self.resolver.lists.serial is None:
             log.error(
@@ -124,6 +229,8 @@ class ResolverService:
                 if self.config.server.without_list == "forward"
                 else "answering SERVFAIL",
             )
+        if self.config.url_proxy is not None:
+            self._health_task = asyncio.create_task(self._probe_health())
         try:
             await self.listeners.start(port)
             if self.with_metrics:
@@ -142,6 +249,11 @@ class ResolverService:
         return self.listeners.addresses[0][1]
 
     async def stop(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+            self._health_task = None
         await self.watcher.stop()
         await self.listeners.stop()
         if self._runner is not None:

@@ -7,9 +7,13 @@ supervisor), `merge()` adds several up, and resolver.metrics renders the result 
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from bisect import bisect_left
 from typing import Any
+
+log = logging.getLogger("cordon.resolver")
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -101,6 +105,14 @@ class Stats:
         self.cache_bytes = 0
         self.cache_evictions = 0
         self.pending = 0
+        # URL proxy diversion (resolver.divert): answers given, and the state of this worker.
+        self.diverted = 0
+        self.divert_hosts = 0  # URLHOST entries in the list in force
+        self.divert_proxy_up = 0
+        self.divert_active = 0
+        self.divert_over_cap = 0
+        # The C fast path's engine when it runs: it keeps its own counters, added at snapshot.
+        self.fast: Any = None
 
     def count_blocked(self, entry_id: int) -> None:
         counts = self.blocked_by_entry
@@ -111,16 +123,29 @@ class Stats:
         else:
             self.blocked_other += 1
 
+    def totals(self) -> tuple[list[int], int, int, int]:
+        """(outcomes, udp, cache_hits, blocked_other) over both paths."""
+        outcomes, udp, hits, other = self.outcomes, self.udp, self.cache_hits, self.blocked_other
+        if self.fast is not None:
+            c = self.fast.counters()
+            outcomes = [a + b for a, b in zip(outcomes, c["outcomes"], strict=True)]
+            udp += c["udp"]
+            hits += c["cache_hits"]
+            other += c["blocked_other"]
+        return outcomes, udp, hits, other
+
     def snapshot(self) -> dict[str, Any]:
+        outcomes, udp, cache_hits, blocked_other = self.totals()
         return {
-            "outcomes": dict(zip(OUTCOMES, self.outcomes, strict=True)),
-            "transport": {"udp": self.udp, "tcp": self.tcp},
+            "outcomes": dict(zip(OUTCOMES, outcomes, strict=True)),
+            "transport": {"udp": udp, "tcp": self.tcp},
+            "fast_path": 1 if self.fast is not None else 0,
             "truncated": self.truncated,
             "tcp_connections": self.tcp_connections,
             "tcp_rejected": self.tcp_rejected,
             "tcp_timeouts": self.tcp_timeouts,
             "tcp_framing_errors": self.tcp_framing_errors,
-            "cache_hits": self.cache_hits,
+            "cache_hits": cache_hits,
             "cache_misses": self.cache_misses,
             "cache_entries": self.cache_entries,
             "cache_bytes": self.cache_bytes,
@@ -131,7 +156,14 @@ class Stats:
             "rss_bytes": rss_bytes(),
             "pid": os.getpid(),
             "blocked_by_entry": {str(k): v for k, v in self.blocked_by_entry.items()},
-            "blocked_other": self.blocked_other,
+            "blocked_other": blocked_other,
+            "divert": {
+                "answers": self.diverted,
+                "hosts": self.divert_hosts,
+                "proxy_up": self.divert_proxy_up,
+                "active": self.divert_active,
+                "over_cap": self.divert_over_cap,
+            },
             "upstreams": {
                 name: {
                     "queries": u.queries,
@@ -153,6 +185,38 @@ class Stats:
                 "last_swap_seconds": self.list_last_swap_seconds,
             },
         }
+
+
+class ErrorReporter:
+    """Unexpected exceptions on the hot path: counted always, logged with their traceback at
+    most once per `interval` seconds (with how many were not logged), never per query.
+
+    Only the exception is logged, never the query or the client's address.
+    """
+
+    __slots__ = ("_last", "_stats", "_suppressed", "interval")
+
+    def __init__(self, stats: Stats, interval: float = 10.0) -> None:
+        self._stats = stats
+        self.interval = interval
+        self._last = -float("inf")
+        self._suppressed = 0
+
+    def report(self, where: str) -> None:
+        """Call from an `except` block."""
+        self._stats.internal_errors += 1
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        log.error(
+            "unexpected error in %s (%d more not logged since the last report)",
+            where,
+            self._suppressed,
+            exc_info=True,
+        )
+        self._last = now
+        self._suppressed = 0
 
 
 def _add(into: dict[str, Any], more: dict[str, Any]) -> None:

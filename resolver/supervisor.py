@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import signal
@@ -52,9 +53,23 @@ async def _wait_for_signal(extra: asyncio.Event | None = None) -> None:
 # One process
 
 
+def _tune_gc() -> None:
+    """Fewer cyclic-GC passes on the hot path (perf: they took 7% of the CPU on misses).
+
+    Everything alive after start-up (modules, the list, config) is moved out of the collected
+    generations, and young collections run every 20,000 container allocations instead of 700:
+    per query the hot path allocates a few short-lived containers that reference counting
+    frees, so a pass seldom finds garbage.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 async def _serve_single(config: ResolverConfig) -> int:
     service = ResolverService(config)
     await service.start()
+    _tune_gc()
     addrs = ", ".join(f"{h}:{p}" for h, p in service.listeners.addresses)
     log.info(f"answering DNS on {addrs}; metrics on {config.metrics.listen}:{service.metrics_port}")
     try:
@@ -86,6 +101,7 @@ async def _worker(config: ResolverConfig, conn: Connection, port: int) -> None:
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
         return
     conn.send({"ready": service.listeners.addresses})
+    _tune_gc()
 
     def on_message() -> None:
         try:

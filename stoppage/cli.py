@@ -27,25 +27,49 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Load the configuration, its catalogues and templates, and render every page once."""
     from blocklist.sync import verified as persist
     from stoppage.app import StopPage
+    from stoppage.pages import missing_texts
     from stoppage.server import describe
 
     config = load_config(args.config, StoppageConfig)
     service = StopPage(config, source=str(args.config))
     print(json.dumps(describe(config), indent=2))
+    values = {
+        "host": "blocked-demo.test",
+        "entry": "1",
+        "switch_base": "/album/?",
+        "complaint_href": "/complaint",
+        "token": "t" * 100,
+    }
     for lang in config.page.languages:
-        blocked = service.render(
-            "blocked.html",
-            lang,
-            host="blocked-demo.test",
-            is_url=False,
-            entry_id=1,
-            serial=1,
-            complaint_href="/complaint",
-        )
-        neutral = service.render("neutral.html", lang)
+        sizes = {
+            kind: len(service.renderer.fill(kind, lang, values))
+            for kind in ("blocked", "blocked_url", "neutral", "form")
+        }
         print(
-            f"page {lang}: blocked notice {len(blocked)} bytes, neutral page {len(neutral)} bytes"
+            f"page {lang}: blocked notice {sizes['blocked']} bytes, URL notice "
+            f"{sizes['blocked_url']} bytes, neutral page {sizes['neutral']} bytes, "
+            f"form {sizes['form']} bytes"
         )
+        missing = service.translators[lang].missing()
+        if missing:
+            print(
+                f"warning: page {lang}: {len(missing)} messages are not translated and are shown "
+                f"in English (marked lang=en): {', '.join(missing[:8])}"
+                + (" …" if len(missing) > 8 else "")
+            )
+    for lang, key, shown in missing_texts(config):
+        print(
+            f"warning: page {lang}: {key} has no {lang!r} text; shown in {shown!r} "
+            f"(marked lang={shown})"
+        )
+    body = config.server.max_body_bytes
+    if body and body < config.form_bytes_needed:
+        print(
+            f"warning: server.max_body_bytes = {body} is below the {config.form_bytes_needed} "
+            "bytes a complaint within the limits can take in a non-Latin script; using "
+            f"{config.body_limit}"
+        )
+    print(f"complaint status address (shown with each ticket): {config.status_url}")
     try:
         loaded = persist.load(
             config.sync.state_dir, config.sync.pinned_roots, config.sync.max_entries

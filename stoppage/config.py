@@ -23,24 +23,40 @@ LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
 LINK_URL = r"^(https?://[^\s\"'<>]+|tel:\+?[0-9 ()./-]{3,32}|mailto:[^\s\"'<>]+)$"
 
 Localized = str | dict[str, str]
+# A missing translation is shown in English first (most widely read), then the default language.
+FALLBACK_LANGUAGE = "en"
+# Reserved for the page renderer's markers (stoppage.pages).
+_RESERVED = ("\ue000", "\ue001")
 
 
 def _check_localized(value: Localized) -> Localized:
+    texts = [value] if isinstance(value, str) else list(value.values())
     if isinstance(value, dict):
         for code in value:
             if not LANGUAGE_CODE.match(code):
                 raise ValueError(f"{code!r} is not a language code like 'fr' or 'pt-br'")
+    for text in texts:
+        if any(c in text for c in _RESERVED):
+            raise ValueError("contains a reserved private-use character (U+E000 or U+E001)")
     return value
 
 
-def localize(value: Localized, lang: str, fallbacks: tuple[str, ...] = ()) -> str:
-    """The text of `value` for `lang`: its own translation, a fallback's, or the first one."""
+def localize_lang(value: Localized, lang: str, default: str = "") -> tuple[str, str]:
+    """The text of `value` for `lang` and the language it is in ("" when not stated).
+
+    Order: `lang`, its primary subtag, English, the default language, then the first given.
+    """
     if isinstance(value, str):
-        return value
-    for code in (lang, lang.split("-")[0], *fallbacks):
+        return value, ""
+    for code in (lang, lang.split("-")[0], FALLBACK_LANGUAGE, default):
         if code in value:
-            return value[code]
-    return next(iter(value.values()), "")
+            return value[code], code
+    return next(iter(value.items()), ("", ""))[::-1]
+
+
+def localize(value: Localized, lang: str, default: str = "") -> str:
+    """The text of `value` for `lang` (see `localize_lang`)."""
+    return localize_lang(value, lang, default)[0]
 
 
 class Link(Section):
@@ -95,6 +111,11 @@ class PageSection(Section):
     show_entry_id: bool = True
     # The `Link: <…>; rel="blocked-by"` URL of 451 answers; empty = authority.website.
     blocked_by_url: Annotated[str, Field(pattern=r"^(https?://[^\s\"'<>]+)?$")] = ""
+    # A stable address of the complaint status page on this service, shown with each ticket: it
+    # must keep working after the blocked host is unblocked (and no longer resolves here), so it
+    # names the stop page itself, e.g. "http://stoppage.isp.example/complaint/status". Empty:
+    # http://<first server.listen address>/complaint/status.
+    status_url: Annotated[str, Field(pattern=r"^(https?://[^\s\"'<>?#]+)?$")] = ""
 
     @field_validator("languages")
     @classmethod
@@ -125,8 +146,16 @@ class ServerSection(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 80
     # How often to look for a new state.bin written by `resolver sync`.
     list_poll_interval: Annotated[float, Field(gt=0, le=300)] = 1.0
-    # Request bodies above this are refused with 413 before they are read.
-    max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 16 * 1024
+    # Request bodies above this are refused with 413 before they are read. It is raised, if
+    # needed, to what a complaint within the limits can take (`stoppage check` says so): any
+    # text the form's fields let a browser send (maxlength counts UTF-16 units and is set to
+    # twice the limit in characters; a unit takes at most 3 UTF-8 bytes, 9 once URL-encoded),
+    # plus room for the other fields, so a complaint within the limits is never refused for size.
+    max_body_bytes: Annotated[int, Field(ge=0, le=1 << 20)] = 0
+    # Addresses of reverse proxies in front of the stop page: for requests from them, the
+    # complaint rate limits key on the last X-Forwarded-For address (in memory only, never
+    # logged). Empty: the connection's address.
+    trusted_proxies: AddressList = Field(default_factory=list)
 
 
 class ComplaintsSection(Section):
@@ -184,9 +213,13 @@ class MetricsSection(Section):
     listen: LoopbackAddress = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9154
     # Distinct entry ids labelled in cordon_stoppage_blocked_total; others count as "other".
-    max_entry_labels: Annotated[int, Field(ge=0, le=1_000_000)] = 10_000
+    # Bounded so that a scrape stays small; per-entry detail is on /counters.
+    max_entry_labels: Annotated[int, Field(ge=0, le=5_000)] = 500
     # Hourly counts per entry id are kept this long in memory (and served on /counters).
     keep_hours: Annotated[int, Field(ge=1, le=24 * 366)] = 48
+    # Distinct entry ids counted per hour; past it, notices count in the hour's "other" bucket.
+    # Memory is bounded by keep_hours x max_entries_per_hour (about 100 bytes an id).
+    max_entries_per_hour: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     # Also write them (counts only) to <complaints.state_dir>/counters.json every minute.
     persist_counters: bool = False
 
@@ -210,6 +243,25 @@ class StoppageConfig(Section):
         if self.sync.token and self.sync.token_file:
             raise ValueError("set sync.token or sync.token_file, not both")
         return self
+
+    @property
+    def form_bytes_needed(self) -> int:
+        c = self.complaints
+        return 18 * (c.max_reason_chars + c.max_contact_chars) + 4096
+
+    @property
+    def body_limit(self) -> int:
+        # Never below what a complaint within the limits needs: it must not be lost to a 413.
+        return max(self.server.max_body_bytes, self.form_bytes_needed)
+
+    @property
+    def status_url(self) -> str:
+        if self.page.status_url:
+            return self.page.status_url
+        address = self.server.listen[0]
+        host = f"[{address}]" if ":" in address else address
+        port = "" if self.server.port in (80, 0) else f":{self.server.port}"
+        return f"http://{host}{port}/complaint/status"
 
     def resolve_paths(self, base: Path) -> StoppageConfig:
         def fix(p: Path | None) -> Path | None:

@@ -1,6 +1,9 @@
 """Delivering outbox complaints to the authority, and bringing its decisions back.
 
-Each pending row is POSTed to `/v1/complaints` with the ASP token and the row's idempotency key.
+Each pending row is POSTed to `/v1/complaints` with the ASP token and the row's idempotency key,
+and the person's ticket (T-…) so that someone who writes to the authority quoting it is found
+(`blocklist complaints show T-…`). An authority that does not know the `ticket` field yet refuses
+it as an unknown key; the complaint is then sent without it, and a warning says so once.
 The authority files a key once and answers later attempts with the same complaint, so retrying
 after any failure — a timeout, a lost answer, a crash of this process between the authority's
 answer and our commit — delivers each complaint exactly once. Failures are retried with
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -40,6 +44,19 @@ def backoff(attempts: int, initial: float, maximum: float, rng=random.random) ->
     """Delay before attempt `attempts + 1`: exponential, capped, with 'equal jitter'."""
     cap = min(maximum, initial * (2 ** min(attempts, 40)))
     return cap / 2 + rng() * cap / 2
+
+
+def _error_text(status: int, text: str) -> str:
+    """An authority refusal as 'HTTP 422: invalid_body: host': code and field, never values."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return f"HTTP {status}"
+    if not isinstance(data, dict):
+        return f"HTTP {status}"
+    code = str(data.get("error", ""))[:40]
+    field = str(data.get("message", "")).split(":", 1)[0][:60] if code == "invalid_body" else ""
+    return ": ".join(p for p in (f"HTTP {status}", code, field) if p)
 
 
 class Forwarder:
@@ -71,6 +88,7 @@ class Forwarder:
         self._next_poll = 0.0
         self._next_purge = 0.0
         self.last_error: str | None = None
+        self.send_ticket = True
 
     def wake(self) -> None:
         """A complaint was stored: deliver it now rather than at the next scheduled pass."""
@@ -90,6 +108,18 @@ class Forwarder:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         return self._session
 
+    async def _post(self, body: dict) -> tuple[int, dict | None, str]:
+        """(status, JSON answer on success, error) of one POST; the error never quotes the body."""
+        try:
+            async with self.session.post(
+                f"{self.base}/v1/complaints", json=body, headers=self._headers()
+            ) as resp:
+                if resp.status in (200, 201):
+                    return resp.status, await resp.json(), ""
+                return resp.status, None, _error_text(resp.status, await resp.text())
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            return 0, None, f"{type(exc).__name__}: {exc}"[:300]
+
     async def deliver(self, row: dict) -> str:
         """One attempt at one row; returns 'forwarded', 'retry' or 'undeliverable'."""
         body = {
@@ -103,20 +133,18 @@ class Forwarder:
             "received": row["received"],
         }
         ticket = row["ticket"]
-        error = ""
-        status = 0
-        answer: dict | None = None
-        try:
-            async with self.session.post(
-                f"{self.base}/v1/complaints", json=body, headers=self._headers()
-            ) as resp:
-                status = resp.status
-                if status in (200, 201):
-                    answer = await resp.json()
-                else:
-                    error = f"HTTP {status}: {(await resp.text())[:200]}"
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:300]
+        if self.send_ticket:
+            body["ticket"] = ticket
+        status, answer, error = await self._post(body)
+        if status == 422 and "ticket" in body and error.endswith("invalid_body: ticket"):
+            self.send_ticket = False
+            _event(
+                "the authority does not accept the ticket field yet: complaints are forwarded "
+                "without it (quote the complaint id to the authority)",
+                logging.WARNING,
+            )
+            del body["ticket"]
+            status, answer, error = await self._post(body)
         if answer is not None and isinstance(answer.get("complaint_id"), str):
             checkpoint("stoppage/forward-answered")
             await self.outbox.mark_forwarded(ticket, answer)

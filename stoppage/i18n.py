@@ -6,15 +6,25 @@ in `stoppage/locales/`; a deployment adds languages, or overrides single message
 language, with files of the same shape in `[page] locales_dir` — no code changes.
 
 Messages are plain text with `{name}` placeholders. They are HTML-escaped when rendered, and so
-are the values put into them, so a catalogue cannot inject markup.
+are the values put into them, so a catalogue cannot inject markup. A message that states a number
+is an object keyed by CLDR plural category (`zero`, `one`, `two`, `few`, `many`, `other`; `other`
+is required), chosen for the value of its `{count}` by Babel's CLDR rules for the language —
+Arabic needs all six, French counts 0 and 1 as `one`, Swahili has no plural in these nouns.
+
+Language negotiation: Accept-Language is ordered by q-value, then each tag is matched with
+Babel's `negotiate_locale` (exact, then the primary subtag: fr-CA -> fr), and a plain tag may
+pick a configured regional variant (pt -> pt-br).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from babel import Locale, UnknownLocaleError
+from babel.core import negotiate_locale
 from markupsafe import Markup, escape
 
 from blocklist.config import ConfigError
@@ -24,6 +34,8 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "locales"
 # Every shipped catalogue has every key; a deployment's new language may leave some out, and
 # those fall back to the default language, then to English.
 REFERENCE_LANGUAGE = "en"
+PLURAL_CATEGORIES = frozenset({"zero", "one", "two", "few", "many", "other"})
+Message = str | dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -31,7 +43,7 @@ class Catalogue:
     code: str
     name: str  # the language's own name, for the switcher
     direction: str  # "ltr" or "rtl"
-    messages: dict[str, str]
+    messages: dict[str, Message]
     sources: tuple[str, ...]
 
 
@@ -47,12 +59,24 @@ def _read(path: Path) -> dict:
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: _meta: must be an object with name and dir")
             continue
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: {key}: a message must be a string")
-        try:
-            value.format_map(_AnyArgs())
-        except (ValueError, IndexError) as exc:
-            raise ConfigError(f"{path}: {key}: bad placeholder: {exc}") from None
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - PLURAL_CATEGORIES)
+            if unknown or "other" not in value:
+                raise ConfigError(
+                    f"{path}: {key}: a plural message is an object of CLDR categories "
+                    f"(zero, one, two, few, many, other; 'other' required): "
+                    f"{unknown or 'other is missing'}"
+                )
+            texts = list(value.values())
+        else:
+            texts = [value]
+        for text in texts:
+            if not isinstance(text, str):
+                raise ConfigError(f"{path}: {key}: a message must be a string")
+            try:
+                text.format_map(_AnyArgs())
+            except (ValueError, IndexError) as exc:
+                raise ConfigError(f"{path}: {key}: bad placeholder: {exc}") from None
     return data
 
 
@@ -91,7 +115,7 @@ def load_catalogues(
                 f"{source}: page.languages: no catalogue for {code!r} (looked for {code}.json "
                 f"in {where})"
             )
-        merged: dict[str, str] = {}
+        merged: dict[str, Message] = {}
         meta: dict = {}
         for _path, data in layers:
             meta.update(data.get("_meta", {}))
@@ -110,6 +134,14 @@ def load_catalogues(
     return out
 
 
+def plural_rule(code: str) -> Callable[[int], str]:
+    """The CLDR plural category function of a language (English rules if Babel lacks it)."""
+    try:
+        return Locale.parse(code.replace("-", "_")).plural_form
+    except (UnknownLocaleError, ValueError):
+        return Locale("en").plural_form
+
+
 class Translator:
     """Messages of one language with fallbacks, HTML-escaped, placeholders filled and escaped."""
 
@@ -117,24 +149,44 @@ class Translator:
         self.catalogue = catalogue
         self.code = catalogue.code
         self.direction = catalogue.direction
-        self._chain = [catalogue.messages, *(c.messages for c in fallbacks)]
+        self.plural = plural_rule(catalogue.code)
+        self._chain = [(catalogue.code, catalogue.messages, self.plural)]
+        self._chain += [(c.code, c.messages, plural_rule(c.code)) for c in fallbacks]
 
-    def raw(self, key: str) -> str:
-        for messages in self._chain:
+    def lookup(self, key: str, count: int | None = None) -> tuple[str, str]:
+        """The message text and the language it comes from."""
+        for code, messages, plural in self._chain:
             text = messages.get(key)
+            if isinstance(text, dict):
+                category = plural(count) if count is not None else "other"
+                return text.get(category, text["other"]), code
             if text is not None:
-                return text
+                return text, code
         raise KeyError(f"no message {key!r}")
 
+    def raw(self, key: str, count: int | None = None) -> str:
+        return self.lookup(key, count)[0]
+
     def __call__(self, key: str, **values: object) -> Markup:
-        text = escape(self.raw(key))
-        if not values:
-            return text
-        # Markup.format escapes every value that is not already Markup.
-        return Markup(text).format(**values)
+        """The message as HTML text; one taken from a fallback language is marked with its lang."""
+        count = values.get("count")
+        text, code = self.lookup(key, count if isinstance(count, int) else None)
+        html = Markup(escape(text)).format(**values) if values else escape(text)
+        if code != self.code:
+            return Markup('<span lang="{}">{}</span>').format(code, html)
+        return html
+
+    def bare(self, key: str) -> Markup:
+        """The message for an attribute or the <title>, where markup cannot go."""
+        return escape(self.raw(key))
+
+    def missing(self) -> list[str]:
+        """Keys this language takes from a fallback."""
+        return sorted(set().union(*(m for _, m, _ in self._chain[1:])) - set(self._chain[0][1]))
 
     def plain(self, key: str, **values: object) -> str:
-        return self.raw(key).format(**values)
+        count = values.get("count")
+        return self.raw(key, count if isinstance(count, int) else None).format(**values)
 
 
 def parse_accept_language(header: str, limit: int = 32) -> list[str]:
@@ -161,7 +213,7 @@ def parse_accept_language(header: str, limit: int = 32) -> list[str]:
 
 
 def negotiate(header: str, available: list[str], default: str) -> str:
-    """The best of `available` for an Accept-Language header (RFC 4647 lookup, simplified)."""
+    """The best of `available` for an Accept-Language header."""
     if not header:
         return default
     primaries: dict[str, str] = {}
@@ -170,12 +222,11 @@ def negotiate(header: str, available: list[str], default: str) -> str:
     for tag in parse_accept_language(header):
         if tag == "*":
             return default
-        if tag in available:
-            return tag
-        # "fr-ca" -> "fr"; "pt" -> a configured "pt-br" when there is no plain "pt".
+        found = negotiate_locale([tag], available, sep="-")
+        if found is not None:
+            return found.lower()
+        # "pt" -> a configured "pt-br" when there is no plain "pt".
         primary = tag.split("-")[0]
-        if primary in available:
-            return primary
         if primary in primaries:
             return primaries[primary]
     return default

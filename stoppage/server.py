@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from blocklist.config import load_config
 from blocklist.logs import setup_logging
 from blocklist.sync.watch import StateWatcher
+from stoppage import privacy
 from stoppage.app import StopPage, make_app
 from stoppage.config import StoppageConfig
 from stoppage.counters import COUNTERS_FILE, HourlyCounters
@@ -65,7 +66,9 @@ class StopPageServer:
         counters_path = None
         if config.metrics.persist_counters:
             counters_path = c.state_dir / COUNTERS_FILE
-        self.counters = HourlyCounters(config.metrics.keep_hours, counters_path)
+        self.counters = HourlyCounters(
+            config.metrics.keep_hours, counters_path, config.metrics.max_entries_per_hour
+        )
         self.service = StopPage(
             config,
             outbox=self.outbox,
@@ -92,6 +95,7 @@ class StopPageServer:
             self.service.set_list,
             interval=config.server.list_poll_interval,
             max_entries=config.sync.max_entries,
+            threshold=config.sync.root_threshold,
         )
         self.addresses: list[tuple[str, int]] = []
         self.metrics_address: tuple[str, int] | None = None
@@ -195,8 +199,16 @@ class StopPageServer:
             }
             return web.json_response(body, status=200 if current is not None else 503)
 
-        async def counters(_request: web.Request) -> web.Response:
-            return web.json_response(self.counters.snapshot())
+        async def counters(request: web.Request) -> web.StreamResponse:
+            # One hour per write: finished hours are serialised once and kept, the current one
+            # is bounded by max_entries_per_hour, and the loop serves visitors in between.
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await resp.prepare(request)
+            for chunk in self.counters.chunks():
+                await resp.write(chunk)
+                await asyncio.sleep(0)
+            await resp.write_eof()
+            return resp
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
@@ -222,6 +234,7 @@ async def run(config: StoppageConfig, source: str) -> None:
 def serve(config_path: Path) -> None:
     config = load_config(config_path, StoppageConfig)
     setup_logging()
+    privacy.install()
     try:
         import uvloop
 

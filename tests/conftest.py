@@ -35,9 +35,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and not ALLOW_SKIP and not hasattr(report, "wasxfail"):
+    if report.skipped and not ALLOW_SKIP:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
+        what = "an expected failure (xfail)" if hasattr(report, "wasxfail") else "skipped"
         report.longrepr = (
-            f"skipped, which counts as a failure (CORDON_ALLOW_SKIP=1 allows it): {reason}"
+            f"{what}, which counts as a failure (CORDON_ALLOW_SKIP=1 allows it): {reason}"
         )

@@ -16,7 +16,7 @@ SESSION = uuid.uuid4()
 
 
 def plain_state(n: int, length: int) -> ListState:
-    names = [f"{i:06d}{'x' * length}.example" for i in range(n)]
+    names = [f"{i:06d}.{'x' * length}.example" for i in range(n)]
     return ListState.from_entries(
         [Entry.from_value(v, i + 1, Kind.DOMAIN) for i, v in enumerate(names)], plain=True
     )

@@ -288,3 +288,38 @@ def test_apply_equals_rebuild(before: set[int], after: set[int]) -> None:
     got = old.apply(removed, added)
     assert got.checksum == new.checksum
     assert got.values == new.values
+
+
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        ("evil.test\n$INCLUDE /etc/passwd\nwww.protected.example", Kind.DOMAIN),
+        ("evil.test. 60 IN A 192.0.2.1", Kind.DOMAIN),
+        ("Upper.example", Kind.DOMAIN),
+        ("a..example", Kind.DOMAIN),
+        ("l" * 64 + ".example", Kind.DOMAIN),
+        ("b\u00fccher.example", Kind.DOMAIN),
+        ("shared.example/a b", Kind.URL),
+        ("shared.example\n/x", Kind.URL),
+        ("shared.example", Kind.URL),
+    ],
+)
+def test_signed_values_that_are_not_canonical_are_refused(value: str, kind: Kind) -> None:
+    """A value that hashes to its digest but is not in canonical form (a stolen signing key, a
+    buggy authority) is refused in snapshots and deltas alike: it never reaches an RPZ zone
+    file, where a newline would add records of its own (a protected name blocked, $INCLUDE)."""
+    bad = Entry.from_value(value, 99, kind)
+    state = ListState.from_entries([*entries(NAMES[:3]), bad], plain=True)
+    with pytest.raises(ArtefactError) as info:
+        decode_snapshot(encode_snapshot(state, "national", Edition.PLAIN, SESSION, 7))
+    assert info.value.reason == "not_canonical" and "value" in str(info.value)
+    base = state_of(NAMES[:3])
+    delta = make_delta(base, state, "national", Edition.PLAIN, SESSION, 7, 8)
+    with pytest.raises(ArtefactError) as info:
+        decode_delta(encode_delta(delta))
+    assert info.value.reason == "not_canonical"
+    # The same entries with a canonical value decode (the check is not refusing everything).
+    good = Entry.from_value("fine.example" if kind is Kind.DOMAIN else "fine.example/x", 99, kind)
+    ok = ListState.from_entries([*entries(NAMES[:3]), good], plain=True)
+    decoded = decode_snapshot(encode_snapshot(ok, "national", Edition.PLAIN, SESSION, 7))[1]
+    assert decoded.checksum == ok.checksum and decoded.values == ok.values

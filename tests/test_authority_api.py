@@ -120,7 +120,7 @@ async def test_publish_and_distribution(api: RunningAuthority) -> None:
     await add_and_approve(api, "blocked-one.example")
     await add_and_approve(api, "http://shared.example/album/1/")
     status, body = await api.call("alice", "POST", "/v1/publish")
-    assert status == 200 and body["serial"] == 1 and body["entries"] == 2, body
+    assert status == 200 and body["serial"] == 1 and body["entries"] == 3, body  # + URLHOST
     status, data = await api.call("isp", "GET", "/v1/list/hashed/notification")
     assert status == 200
     note = open_notification(data, [api.root], int(time.time()))
@@ -154,7 +154,7 @@ async def test_publish_and_distribution(api: RunningAuthority) -> None:
     assert status == 404
     # Nothing pending: no new serial.
     status, body = await api.call("alice", "POST", "/v1/publish")
-    assert body == {"serial": 1, "changed": False, "entries": 2}
+    assert body == {"serial": 1, "changed": False, "entries": 3}
 
 
 async def test_long_poll_answers_on_publish(api: RunningAuthority) -> None:

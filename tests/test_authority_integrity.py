@@ -82,6 +82,29 @@ def test_raising_a_role_needs_a_second_person(store: Store) -> None:
     refused("last_admin", 409, store.deactivate_officer, admin, "root", reason="leaving")
 
 
+def test_puppet_chain_through_a_second_admin_is_refused(store: Store) -> None:
+    """Admin A creates admin X (and keeps its token); honest oversight confirms X. X creates
+    approver P; A may not confirm P, and P may not approve A's entry: an account A created,
+    directly or through accounts it created, is A's."""
+    a = who(store, store.bootstrap_admin("root"))
+    _, olga = store.add_officer(SYSTEM, "olga", "oversight")
+    _, x_token = store.add_officer(a, "x-admin", "admin")
+    store.confirm_officer(who(store, olga), "x-admin")
+    x = who(store, x_token)
+    _, p_token = store.add_officer(x, "p-approver", "approver")
+    refused("four_eyes", 403, store.confirm_officer, a, "p-approver")
+    store.confirm_officer(who(store, olga), "p-approver")
+    entry = store.add_entry(a, "chain-target.example", hosting_country="NL", evidence="e")
+    refused("four_eyes", 403, store.approve, who(store, p_token), entry.id)
+    # The other way round: an entry P adds may not be approved by A or X, who hold P's token.
+    _, q_token = store.add_officer(SYSTEM, "q-approver", "approver")
+    theirs = store.add_entry(
+        who(store, p_token), "chain-other.example", hosting_country="NL", evidence="e"
+    )
+    refused("four_eyes", 403, store.approve, x, theirs.id)
+    assert store.approve(who(store, q_token), theirs.id).status == "active"
+
+
 def test_sock_puppet_approver_is_refused(store: Store) -> None:
     """An admin adds an entry, creates an approver account, gets it confirmed by honest
     oversight, and approves the entry with it: refused, whoever confirmed the account."""
@@ -92,7 +115,7 @@ def test_sock_puppet_approver_is_refused(store: Store) -> None:
     store.confirm_officer(who(store, olga), "puppet")
     puppet = who(store, token)
     error = refused("four_eyes", 403, store.approve, puppet, entry.id)
-    assert "created by the officer who added" in str(error)
+    assert "created one by the other" in str(error)
     # The same for a batch the admin imported.
     from blocklist.authority.store import ImportLine
 

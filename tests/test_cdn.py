@@ -141,6 +141,16 @@ async def api(tmp_path: Path):
     await running.client.close()
 
 
+async def pushed(api: RunningAuthority, root: Path, timeout: float = 20) -> None:
+    """Until the web root holds the notification just published (the push runs in a thread)."""
+    local = api.authority.publish_dir / "hashed" / "notification.bin"
+    target = root / "hashed" / "notification.bin"
+    deadline = time.monotonic() + timeout
+    while not (target.exists() and target.read_bytes() == local.read_bytes()):
+        assert time.monotonic() < deadline, "the sink did not push the publication"
+        await asyncio.sleep(0.05)
+
+
 async def converge(followers: list[Follower], serial: int, timeout: float = 30) -> int:
     """Poll every follower not yet at `serial` until all are; returns the polls made."""
     polls = 0
@@ -183,10 +193,12 @@ async def test_fifty_followers_converge_through_nginx_and_varnish(
         for serial, names in enumerate((["a.example", "b.example"], ["c.example"]), start=1):
             body = await publish(api, *names)
             assert body["serial"] == serial
+            await pushed(api, cdn.root)
             polls += await converge(followers, serial)
         for entry in (1, 2):
             await delist(api, entry)
         await publish(api)
+        await pushed(api, cdn.root)
         polls += await converge(followers, 3)
         assert {f.current.checksum for f in followers} == {
             api.authority.publisher.hashed_state.checksum
@@ -371,3 +383,23 @@ def test_sink_config_errors_name_the_key(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             validate_config(data, SinkSection, "a.toml")
         assert needle in str(info.value) and "a.toml" in str(info.value), str(info.value)
+
+
+async def test_configured_sink_follows_every_publication(tmp_path: Path) -> None:
+    """`[[publication.sinks]]` in authority.toml: the running service pushes each publication to
+    the web root by itself (no hand-made pusher), files before the notification."""
+    root = tmp_path / "webroot"
+    sinks = [{"kind": "webroot", "path": str(root), "cache_seconds": 0}]
+    running = await start_authority(tmp_path, publication={"sinks": sinks})
+    try:
+        assert len(running.authority.sinks) == 1
+        for serial, name in enumerate(["one.example", "two.example"], start=1):
+            assert (await publish(running, name))["serial"] == serial
+            await pushed(running, root)
+            _, names = named_files((root / "hashed" / "notification.bin").read_bytes())
+            assert names and all((root / "hashed" / n).exists() for n in names)
+        assert not (root / "plain").exists()  # the plain edition stays off public hosts
+        assert running.authority.sinks[0].last_error is None
+    finally:
+        await running.client.close()
+        await running.authority.stop()

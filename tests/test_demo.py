@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from blocklist.demo import pick_port, port_free
+from blocklist.demo import ORIGIN_PAGE, pick_port, port_free
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.tools("dig", "curl")
@@ -62,7 +62,7 @@ def until(check, what: str, timeout: float = 60) -> None:
 def running_demo(state: Path, cwd: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORDON_")}
     argv = [sys.executable, "-m", "blocklist.demo", "--dir", str(state)]
-    for name in ("authority", "resolver", "stoppage"):
+    for name in ("authority", "resolver", "stoppage", "urlproxy"):
         argv += [f"--{name}-port", "0"]  # any free port: the machine is shared
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -97,8 +97,9 @@ def test_every_printed_command_works_as_printed(tmp_path: Path) -> None:
         text = "".join(output)
         ports = json.loads((state / "demo.json").read_text())["ports"]
         try_these = section(text, "Try, in another terminal:")
+        urls = section(text, "A URL entry on a shared host")
         block = section(text, "Block a new name")
-        assert len(try_these) == 5 and len(block) == 4, text
+        assert len(try_these) == 5 and len(urls) == 3 and len(block) == 4, text
 
         # What to try: each line in its own shell, checked against its own comment.
         dig_a, dig_aaaa, dig_allowed, curl_page, curl_form = try_these
@@ -120,6 +121,16 @@ def test_every_printed_command_works_as_printed(tmp_path: Path) -> None:
         heading = re.search(r"<h1>(.*?)</h1>", form.stdout, re.S)
         assert heading and "blocked-demo.test" in heading.group(1)  # the form names the host
         assert 'name="token"' in form.stdout
+
+        # A URL entry: the shared host goes to the URL proxy, which blocks only the listed path.
+        dig_shared, curl_listed, curl_allowed = urls
+        out = shell(dig_shared).stdout
+        assert re.search(r"shared-host\.example\.\s+\d+\s+IN\s+A\s+127\.0\.0\.1", out), out
+        listed = shell(curl_listed)
+        assert listed.returncode == 0 and listed.stdout.startswith("HTTP/1.1 451"), listed.stdout
+        assert "/complaint?path=" in listed.stdout
+        allowed = shell(curl_allowed)
+        assert allowed.returncode == 0 and allowed.stdout == ORIGIN_PAGE, allowed.stdout
 
         # Block a new name: the export, add and approve lines in one shell, as a user types them.
         *steps, dig_new = block
@@ -156,7 +167,7 @@ def test_readme_shows_what_the_demo_prints(tmp_path: Path) -> None:
     default ports."""
     from blocklist.demo import Demo
 
-    ports = {"authority": 8440, "resolver": 5353, "stoppage": 8080}
+    ports = {"authority": 8440, "resolver": 5353, "stoppage": 8080, "urlproxy": 8081}
     demo = Demo(tmp_path / "demo-state", ports, None)
     demo.next_id = 4
     readme = (REPO / "README.md").read_text()

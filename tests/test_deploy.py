@@ -33,6 +33,7 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         "cordon-stoppage.service",
         "cordon-rpz.service",
         "cordon-rpz-export.service",
+        "cordon-urlproxy.service",
     }
     for unit in units:
         (tmp_path / unit.name).write_text(
@@ -66,15 +67,20 @@ def test_configuration_reference_is_current() -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["resolver.toml", "rpz.toml", "stoppage.toml"])
+@pytest.mark.parametrize("name", ["resolver.toml", "rpz.toml", "stoppage.toml", "urlproxy.toml"])
 def test_asp_example_configs_load(name: str) -> None:
     from resolver.config import ResolverConfig
     from resolver.rpz.config import load_rpz_config
     from stoppage.config import StoppageConfig
+    from urlproxy.config import UrlProxyConfig
 
     path = DEPLOY / name
     if name == "rpz.toml":
         assert load_rpz_config(path) is not None
     else:
-        model = ResolverConfig if name == "resolver.toml" else StoppageConfig
+        model = {
+            "resolver.toml": ResolverConfig,
+            "stoppage.toml": StoppageConfig,
+            "urlproxy.toml": UrlProxyConfig,
+        }[name]
         assert load_config(path, model) is not None

@@ -401,7 +401,7 @@ async def test_acl_refuses_clients_outside(tmp_path):
         )
         async with running(config) as service:
             assert await ask_raw(service.port, query("allowed.example").to_wire(), 0.3) is None
-            assert service.stats.outcomes[S.DROPPED] == 1
+            assert service.stats.totals()[0][S.DROPPED] == 1
     finally:
         await up.stop()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import html
+import re
 import socket
 import sqlite3
 from pathlib import Path
@@ -121,6 +124,9 @@ async def test_complaint_reaches_authority_and_upheld_decision_lifts_the_block(
             status, _, body = await submit(session, stop, fields)
             assert status == 200
             ticket, secret = ticket_and_secret(body)
+            # The received page gives an address on the stop page itself, not on the host.
+            follow = html.unescape(re.search(r'id="follow" href="([^"]+)"', body).group(1))
+            assert follow == f"{config.status_url}?ticket={ticket}&lang=en"
 
             async def forwarded() -> bool:
                 return (await status_page(session, stop, ticket, secret))[0] == "forwarded"
@@ -128,6 +134,7 @@ async def test_complaint_reaches_authority_and_upheld_decision_lifts_the_block(
             await wait_for(forwarded)
             [filed] = await authority_complaints(api)
             assert filed["entry_id"] == entry_id and filed["host"] == HOST
+            assert filed["ticket"] == ticket  # so a letter quoting it is found at the authority
             assert filed["role"] == "site_owner" and filed["reason"] == "Wrongly listed bakery"
             assert filed["contact"] == "owner@bakery.example" and filed["language"] == "en"
             [row] = outbox_rows(config.complaints.outbox_path)
@@ -165,8 +172,35 @@ async def test_complaint_reaches_authority_and_upheld_decision_lifts_the_block(
             await wait_for(lambda: stop.service.matcher.lookup(HOST) is None)
             status, _, _ = await fetch(session, stop, "/")
             assert status == 200
+            # The host no longer resolves to the stop page; the stable address (the stop page's
+            # own address as Host) still shows the decision.
+            path = "/" + follow.split("/", 3)[3]
+            status, _, body = await fetch(session, stop, path, host="127.0.0.1")
+            assert status == 200 and f'value="{ticket}"' in body
+            status, _, body = await fetch(
+                session,
+                stop,
+                "/complaint/status?lang=en",
+                host="127.0.0.1",
+                method="POST",
+                data={"ticket": ticket, "secret": secret},
+            )
+            assert status == 200 and status_of(body) == "upheld"
     finally:
         await sync.close()
+
+
+@contextlib.asynccontextmanager
+async def intake_stub(handler):
+    """A loopback stand-in for the authority's complaint intake; yields its base URL."""
+    app = web.Application()
+    app.router.add_post("/v1/complaints", handler)
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        await server.close()
 
 
 def free_port() -> int:
@@ -278,19 +312,11 @@ async def test_authority_down_then_lossy_then_up_delivers_each_complaint_once(
 async def test_a_refusing_authority_marks_the_complaint_undeliverable(
     api: RunningAuthority, tmp_path: Path
 ) -> None:
-    port = free_port()
-
     async def refuse(_request: web.Request) -> web.Response:
         return web.json_response({"error": "invalid_body", "message": "no"}, status=422)
 
-    app = web.Application()
-    app.router.add_post("/v1/complaints", refuse)
-    server = TestServer(app, host="127.0.0.1", port=port)
-    await server.start_server()
-    config = make_config(
-        tmp_path, write_list(tmp_path), sync={"authority_url": f"http://127.0.0.1:{port}"}
-    )
-    try:
+    async with intake_stub(refuse) as url:
+        config = make_config(tmp_path, write_list(tmp_path), sync={"authority_url": url})
         async with running(config) as stop, aiohttp.ClientSession() as session:
             _, _, body = await submit(session, stop)
             ticket, secret = ticket_and_secret(body)
@@ -303,5 +329,42 @@ async def test_a_refusing_authority_marks_the_complaint_undeliverable(
             assert "could not be passed on to" in page and "Test ISP" in page
             [row] = outbox_rows(config.complaints.outbox_path)
             assert row["attempts"] == 0 and "HTTP 422" in row["last_error"]
-    finally:
-        await server.close()
+
+
+@pytest.mark.parametrize("knows_ticket", [True, False])
+async def test_the_ticket_goes_to_the_authority(tmp_path: Path, knows_ticket: bool) -> None:
+    """The person's ticket is sent as `ticket`; an authority that refuses the field still gets
+    the complaint, once, without it."""
+    bodies: list[dict] = []
+
+    async def intake(request: web.Request) -> web.Response:
+        body = await request.json()
+        bodies.append(body)
+        if "ticket" in body and not knows_ticket:
+            return web.json_response(
+                {"error": "invalid_body", "message": "ticket: Extra inputs are not permitted"},
+                status=422,
+            )
+        return web.json_response({"complaint_id": "C-1", "status": "received"}, status=201)
+
+    async with intake_stub(intake) as url:
+        config = make_config(tmp_path, write_list(tmp_path), sync={"authority_url": url})
+        async with running(config) as stop, aiohttp.ClientSession() as session:
+            _, _, body = await submit(session, stop)
+            ticket, secret = ticket_and_secret(body)
+
+            async def forwarded() -> bool:
+                return (await status_page(session, stop, ticket, secret))[0] == "forwarded"
+
+            await wait_for(forwarded)
+            if knows_ticket:
+                assert [b["ticket"] for b in bodies] == [ticket]
+            else:
+                assert [b.get("ticket") for b in bodies] == [ticket, None]
+                # Later complaints go without it at once.
+                _, _, body = await submit(session, stop)
+                assert ticket_and_secret(body)
+                await wait_for(lambda: len(bodies) == 3)
+                assert "ticket" not in bodies[2]
+            [row, *_] = outbox_rows(config.complaints.outbox_path)
+            assert row["state"] == "forwarded"

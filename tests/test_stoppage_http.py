@@ -264,7 +264,9 @@ async def test_form_is_accessible_and_prefilled(stop, session) -> None:
     assert "<fieldset" in body and "<legend>Who are you?</legend>" in body
     for role in ["site_owner", "hosting_provider", "visitor", "other"]:
         assert f'name="role" value="{role}"' in body
-    assert 'maxlength="2000"' in body and 'type="file"' not in body
+    # maxlength counts UTF-16 units: twice the limit, so 2,000 emoji still fit; the server
+    # counts characters.
+    assert 'maxlength="4000"' in body and 'type="file"' not in body
     assert 'class="hp" aria-hidden="true"' in body and 'tabindex="-1"' in body
     assert 'action="/complaint?lang=en"' in body and 'method="post"' in body
     assert '<option value="en" selected>' in body
@@ -401,24 +403,44 @@ async def test_reason_of_exactly_2000_characters_with_crlf_is_accepted(stop, ses
     assert status == 200
 
 
+@pytest.mark.parametrize("char", ["界", "😀", "é"])
+async def test_a_reason_at_the_limit_in_any_script_is_stored(stop, session, char: str) -> None:
+    # 2,000 characters of CJK (9 bytes each, URL-encoded) or emoji (12 bytes) fit the body limit.
+    fields = complaint_fields(stop, reason=char * 2000, contact=char * 200)
+    status, _, body = await submit(session, stop, fields)
+    assert status == 200 and 'id="ticket"' in body
+
+
+@pytest.mark.parametrize("char", ["界", "😀", "x"])
+async def test_a_reason_over_the_limit_is_kept_with_a_count_in_characters(
+    stop, session, char: str
+) -> None:
+    fields = complaint_fields(stop, reason=char * 2001)
+    status, _, body = await submit(session, stop, fields)
+    assert status == 422
+    assert "Your explanation has 2001 characters; the limit is 2000" in html.unescape(body)
+    assert char * 2001 in html.unescape(body)  # the text is still in the form
+
+
 async def test_oversized_bodies_get_413(stop, session) -> None:
-    big = complaint_fields(stop, reason="x" * 20_000)
+    limit_kb = stop.config.body_limit // 1024
+    big = complaint_fields(stop, reason="x" * 50_000)
     status, _, body = await submit(session, stop, big)
-    assert status == 413 and "too large (the limit is 16 KB)" in html.unescape(body)
+    assert status == 413 and f"too large (the limit is {limit_kb} KB)" in html.unescape(body)
 
     async def chunks():
         yield b"token=x&reason="
-        for _ in range(40):
+        for _ in range(60):
             yield b"y" * 1024
 
     status, _, body = await submit(session, stop, chunks(), headers={"Content-Type": FORM})
-    assert status == 413 and "limit is 16 KB" in body
+    assert status == 413 and f"limit is {limit_kb} KB" in body
     status, _, body = await fetch(
         session,
         stop,
         "/complaint/status?lang=en",
         method="POST",
-        data="ticket=" + "x" * 20_000,
+        data="ticket=" + "x" * 50_000,
         headers={"Content-Type": FORM},
     )
     assert status == 413

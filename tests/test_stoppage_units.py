@@ -8,6 +8,9 @@ import random
 from pathlib import Path
 
 import pytest
+from babel import Locale
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_stoppage_support import DOMAIN_ID, ENTRIES, HOST, URL_ID, config_data, make_config
 
 from blocklist.config import ConfigError, load_config, validate_config
@@ -15,10 +18,16 @@ from blocklist.state import Kind
 from blocklist.sync import verified as persist
 from signing import parse_public_key
 from stoppage.app import StopPage, same_site_path, strip_lang_param
-from stoppage.config import StoppageConfig, localize
+from stoppage.config import StoppageConfig, localize, localize_lang
 from stoppage.demo import write_signed_list
 from stoppage.forwarder import backoff
-from stoppage.i18n import SHIPPED_DIR, load_catalogues, negotiate, parse_accept_language
+from stoppage.i18n import (
+    SHIPPED_DIR,
+    Translator,
+    load_catalogues,
+    negotiate,
+    parse_accept_language,
+)
 from stoppage.limits import WindowLimit
 from stoppage.matching import Matcher, canonical_host
 from stoppage.outbox import normalize_secret, normalize_ticket
@@ -88,9 +97,12 @@ def test_localized_texts_fall_back() -> None:
     value = {"fr": "bonjour", "en": "hello"}
     assert localize(value, "fr") == "bonjour"
     assert localize(value, "fr-ca") == "bonjour"
-    assert localize(value, "ar", ("en",)) == "hello"
-    assert localize(value, "sw") == "bonjour"  # no fallback given: the first one
+    assert localize(value, "ar", "fr") == "hello"  # English before the default language
+    assert localize({"fr": "bonjour", "pt": "olá"}, "sw", "pt") == "olá"
+    assert localize({"fr": "bonjour", "pt": "olá"}, "sw") == "bonjour"  # else the first one
     assert localize("same everywhere", "ar") == "same everywhere"
+    assert localize_lang(value, "ar", "fr") == ("hello", "en")
+    assert localize_lang("same everywhere", "ar") == ("same everywhere", "")
 
 
 # ---------------------------------------------------------------- catalogues and languages
@@ -101,20 +113,50 @@ def test_shipped_catalogues_are_complete_and_consistent() -> None:
     for path in SHIPPED_DIR.glob("*.json"):
         data = json.loads(path.read_text())
         assert set(data) == set(reference), path.name
+        lang = path.stem
+        categories = set(Locale.parse(lang).plural_form.tags) | {"other"}
         for key, text in data.items():
             if key == "_meta":
                 continue
             placeholders = {p for p in _placeholders(text)}
             assert placeholders == _placeholders(reference[key]), (path.name, key)
+            # A message stating a number has a form for every CLDR category of the language.
+            assert isinstance(text, dict) == isinstance(reference[key], dict), (path.name, key)
+            if isinstance(text, dict):
+                assert set(text) == categories, (path.name, key)
     cats = load_catalogues(["fr", "en", "ar", "sw", "pt"])
     assert cats["ar"].direction == "rtl"
     assert {c.direction for k, c in cats.items() if k != "ar"} == {"ltr"}
 
 
-def _placeholders(text: str) -> set[str]:
+def _placeholders(text: str | dict[str, str]) -> set[str]:
     import string
 
-    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+    texts = text.values() if isinstance(text, dict) else [text]
+    return {name for t in texts for _, name, _, _ in string.Formatter().parse(t) if name}
+
+
+@pytest.mark.parametrize(
+    ("lang", "count", "expected"),
+    [
+        ("en", 1, "in 1 minute."),
+        ("en", 5, "in 5 minutes."),
+        ("fr", 1, "dans 1 minute."),
+        ("fr", 2, "dans 2 minutes."),
+        ("pt", 1, "dentro de 1 minuto."),
+        ("pt", 7, "dentro de 7 minutos."),
+        ("sw", 1, "dakika 1."),
+        ("ar", 1, "بعد دقيقة واحدة."),
+        ("ar", 2, "بعد دقيقتين."),
+        ("ar", 3, "بعد 3 دقائق."),
+        ("ar", 11, "بعد 11 دقيقة."),
+        ("ar", 100, "بعد 100 دقيقة."),
+    ],
+)
+def test_plurals_follow_cldr(lang: str, count: int, expected: str) -> None:
+    cats = load_catalogues([lang, "en"])
+    tr = Translator(cats[lang], [cats["en"]])
+    assert str(tr("err_rate_client", count=count)).endswith(expected)
 
 
 def test_deployment_adds_a_language_and_overrides_a_message(tmp_path: Path) -> None:
@@ -137,8 +179,10 @@ def test_deployment_adds_a_language_and_overrides_a_message(tmp_path: Path) -> N
         "blocked.html", "es", host=HOST, is_url=False, entry_id=1, serial=1, complaint_href="/"
     ).decode()
     assert "Se ha bloqueado el acceso" in es and 'lang="es"' in es
-    # Messages the new catalogue lacks come from the default language (fr), not blanks.
-    assert "Pourquoi vous voyez cette page" in es
+    # Messages the new catalogue lacks come from English, marked so screen readers switch voice.
+    assert '<span lang="en">Why you see this page</span>' in es
+    assert "blocked_heading" not in service.translators["es"].missing()
+    assert "why_heading" in service.translators["es"].missing()
     en = service.render(
         "blocked.html", "en", host=HOST, is_url=False, entry_id=1, serial=1, complaint_href="/"
     ).decode()
@@ -373,3 +417,62 @@ def test_cli_check_and_outbox(tmp_path: Path, capsys) -> None:
     config.write_text(config.read_text() + "[server]\nport = 99999\n")
     assert main(["check", "--config", str(config)]) == 2
     assert "stoppage.toml: server.port" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- fast paths against references
+
+_LABEL = st.from_regex(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,8}[A-Za-z0-9_])?", fullmatch=True)
+_HOSTS = st.one_of(
+    st.lists(_LABEL, min_size=1, max_size=8).map(".".join),
+    st.lists(_LABEL, min_size=1, max_size=4).map(lambda x: ".".join(x) + "."),
+    st.text(alphabet="abcXYZ019-_.:[]é*%", max_size=30),
+)
+_PATHS = st.lists(
+    st.sampled_from(["a", "b.html", "..", ".", "", "%2e", "%2F", "%41", "x y", "é", "?q=1", "#f"]),
+    max_size=7,
+).map(lambda parts: "/" + "/".join(parts))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_HOSTS)
+def test_canonical_host_fast_path_equals_the_reference(header: str) -> None:
+    from stoppage.matching import _canonical_host_slow
+
+    assert canonical_host(header) == _canonical_host_slow(header)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_HOSTS, _PATHS)
+def test_lookup_expressions_equal_the_reference(header: str, path: str) -> None:
+    from blocklist.errors import InvalidEntry
+    from blocklist.urls import url_lookup_expressions
+    from stoppage.matching import lookup_expressions
+
+    host = canonical_host(header)
+    if host is None:
+        return
+    try:
+        expected = url_lookup_expressions(f"http://{host}{path}")
+    except (InvalidEntry, ValueError):
+        expected = []
+    assert lookup_expressions(host, path) == expected
+
+
+def test_prefix_index_finds_what_the_list_finds() -> None:
+    from blocklist.digests import digest
+    from blocklist.state import ListState
+
+    rng = random.Random(5)
+    digests = sorted({digest(str(rng.random())) for _ in range(5000)})
+    digests += [b"\x00" * 32, b"\xff" * 32]
+    digests.sort()
+    state = ListState(b"".join(digests), b"\0" * 8 * len(digests), b"\1" * len(digests))
+    matcher = Matcher(None)
+    matcher.state = state
+    from stoppage.matching import prefix_starts
+
+    matcher._starts = prefix_starts(state.digests)
+    probes = digests + [digest(str(rng.random())) for _ in range(2000)]
+    assert [matcher.index_of(d) for d in probes] == [state.index_of(d) for d in probes]
+    empty = Matcher(None)
+    assert empty.index_of(digests[0]) == -1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -224,6 +225,8 @@ async def test_stolen_key_max_serial_then_root_signed_recovery(api, host, tmp_pa
         fake, name, snap = forged(note, state, 1001, thief.key, thief.chain)
         host.files.update({"notification.bin": fake, name: snap})
         assert (await f.poll_once()).result is Result.APPLIED and f.current.serial == 1001
+        # The thief's list went in, but the alarm stays until the authority's keys change.
+        assert "suspicious" in f.alarms and "serial_jump" in f.alarms["suspicious"]
         await publish(api, "three.example")
         mirror(api, host)
         with pytest.raises(RollbackError):
@@ -240,6 +243,7 @@ async def test_stolen_key_max_serial_then_root_signed_recovery(api, host, tmp_pa
         assert (await f.poll_once()).result is Result.APPLIED
         assert f.current.serial == 3 and f.current.notification.session == rev.recover_session
         assert f.replay.recovered_by == rev.signer.verify(now()).keyset_version
+        assert "suspicious" not in f.alarms  # cleared by the list under the new key set
         # And keeps following; the thief's next serials in the old session are refused.
         await publish(api, "four.example")
         mirror(api, host)
@@ -328,10 +332,16 @@ def test_state_files_are_private(tmp_path: Path) -> None:
     from blocklist.sync.local import LocalSigner
 
     signer = LocalSigner.generate(now())
-    signer.save(tmp_path, ListState.empty(), serial=1, now=now())
-    replay_file.save(tmp_path, replay_file.ReplayState(session="s", serial=1))
-    for name in (persist.STATE_FILE, replay_file.REPLAY_FILE):
-        assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
+    # Under a strict umask too: the group (resolver, stop page) must still read the list.
+    for serial, umask in ((1, 0o022), (2, 0o077)):
+        old = os.umask(umask)
+        try:
+            signer.save(tmp_path, ListState.empty(), serial=serial, now=now())
+            replay_file.save(tmp_path, replay_file.ReplayState(session="s", serial=serial))
+        finally:
+            os.umask(old)
+        for name in (persist.STATE_FILE, replay_file.REPLAY_FILE):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, (name, oct(umask))
 
 
 # ---------------------------------------------------------------- k of n roots, rotation
@@ -618,6 +628,12 @@ def test_trust_documents_refuse_bad_input() -> None:
     assert verify_trust(anchor, [both]).keyset.version == 1
     with pytest.raises(EnvelopeError):
         add_signature(both, r2)  # the same holder twice does not count twice
+    # Built by hand (not through add_signature): r1's signature twice must not pass a 2 of 2.
+    body_end = len(doc) - 1 - (8 + 64)
+    one_sig = doc[body_end + 1 :]
+    doubled = doc[:body_end] + bytes([2]) + one_sig + one_sig
+    with pytest.raises(SigningError):
+        verify_trust(anchor, [doubled])
     flipped = bytearray(both)
     flipped[20] ^= 1
     with pytest.raises(SigningError):

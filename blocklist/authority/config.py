@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from blocklist.authority.liveness import BROWSER_USER_AGENT, parse_proxy
+from blocklist.authority.sinks import SinkSection
 from blocklist.config import ProtectedNameList, Section
 
 
@@ -34,6 +35,9 @@ class PublicationSection(Section):
     # Publish automatically this many seconds after a change that affects the list; 0 = off.
     auto_publish_seconds: Annotated[float, Field(ge=0)] = 0
     signing_key_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    # Static web roots or S3-compatible buckets the publication is pushed to, in commit order
+    # (`[[publication.sinks]]`, blocklist/authority/sinks.py).
+    sinks: list[SinkSection] = Field(default_factory=list, max_length=16)
 
 
 class RailsSection(Section):

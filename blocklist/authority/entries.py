@@ -15,6 +15,7 @@ import pycountry
 from blocklist.authority import audit
 from blocklist.authority.db import Database
 from blocklist.authority.errors import Conflict, Forbidden, Invalid, NotFound
+from blocklist.authority.principals import depends_on
 from blocklist.authority.roles import Principal, require
 from blocklist.authority.statuses import (
     ENTRY_STATUSES,
@@ -138,14 +139,11 @@ def check_not_puppet(
         raise Forbidden(
             "four_eyes", f"{what} was {role} by {actor.name}; another approver must {verb} it"
         )
-    created_by = conn.execute(
-        "SELECT created_by FROM officers WHERE id = ?", (actor.id,)
-    ).fetchone()
-    if created_by is not None and created_by[0] == author:
+    if depends_on(conn, actor.id, author):
         raise Forbidden(
             "four_eyes",
-            f"{actor.name}'s account was created by the officer who {role} {what}; "
-            f"an approver independent of them must {verb} it",
+            f"{actor.name}'s account and that of the officer who {role} {what} were created one "
+            f"by the other; an approver independent of them must {verb} it",
         )
 
 

@@ -402,6 +402,8 @@ class Feeds:
                     if len(item.digest) != DIGEST_SIZE:
                         raise Invalid("invalid_digest", "a digest must be 32 bytes (SHA-256)")
                     kind = item.kind or Kind.DOMAIN
+                    if kind not in (Kind.DOMAIN, Kind.URL):
+                        raise Invalid("bad_kind", f"a feed item may not be of kind {kind.name}")
                     hit = protected_digests.get(item.digest) if kind == Kind.DOMAIN else None
                     held = "protected_name" if hit else None
                     out.setdefault(item.digest, (int(kind), None, item.ref, held))

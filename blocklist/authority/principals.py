@@ -49,6 +49,26 @@ def _reason(reason: str) -> str:
     return reason
 
 
+def creator_chain(conn: sqlite3.Connection, officer_id: int) -> list[int]:
+    """Who created `officer_id`, who created that account, and so on up to the system: whoever
+    holds any of them may hold this account's token too (an admin hands a new account its token)."""
+    chain: list[int] = []
+    current: int | None = officer_id
+    while current is not None and len(chain) < 64:
+        row = conn.execute("SELECT created_by FROM officers WHERE id = ?", (current,)).fetchone()
+        current = None if row is None else row[0]
+        if current is None or current in chain or current == officer_id:
+            break
+        chain.append(current)
+    return chain
+
+
+def depends_on(conn: sqlite3.Connection, a: int, b: int) -> bool:
+    """True when a and b are one person for four-eyes purposes: the same account, or one created
+    the other, directly or through accounts it created."""
+    return a == b or b in creator_chain(conn, a) or a in creator_chain(conn, b)
+
+
 class Principals:
     db: Database
 
@@ -203,14 +223,17 @@ class Principals:
                         f"{actor.name} asked for this change; another admin or oversight "
                         "must confirm it",
                     )
-                mine = conn.execute(
-                    "SELECT created_by FROM officers WHERE id = ?", (actor.id,)
-                ).fetchone()
-                if mine is not None and requester is not None and mine[0] == requester:
+                if requester is not None and depends_on(conn, actor.id, requester):
                     raise Forbidden(
                         "four_eyes",
-                        f"{actor.name}'s account was created by the requester; someone "
-                        "independent of them must confirm",
+                        f"{actor.name}'s account and the requester's were created one by the "
+                        "other; someone independent of them must confirm",
+                    )
+                if depends_on(conn, actor.id, row["id"]):
+                    raise Forbidden(
+                        "four_eyes",
+                        f"{actor.name} created officer {name}'s account (or was created by it); "
+                        "someone independent of them must confirm",
                     )
             now = self.db.now()
             if pending_role is not None:

@@ -109,6 +109,17 @@ class Publications:
             ).fetchall()
         return [{**dict(r), "checksum": bytes(r["checksum"]).hex()} for r in rows]
 
+    def active_url_entries(self) -> Sequence[Entry]:
+        """Every URL entry the next publication lists (for its URLHOST entries)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT id, kind, value, digest FROM entries"
+                # A URL held only as a digest (hashed-only feed) has no host to divert.
+                f" WHERE status IN {LISTED_SQL} AND kind = ? AND value != ''",
+                (int(Kind.URL),),
+            ).fetchall()
+        return [Entry(bytes(r["digest"]), r["id"], Kind(r["kind"]), r["value"]) for r in rows]
+
     def active_entries(self) -> Sequence[Entry]:
         with self.db.read() as conn:
             rows = conn.execute(

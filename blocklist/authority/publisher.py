@@ -549,7 +549,7 @@ class Publisher:
             ids = [e.entry_id for e in added_l]
             if min(ids) < 0 or max(ids) > MAX_ENTRY_ID:
                 raise PublisherError("bad_change", "an entry id is outside 0..2**64-1")
-            if not {e.kind for e in added_l} <= {Kind.DOMAIN, Kind.URL}:
+            if not {e.kind for e in added_l} <= set(Kind):
                 raise PublisherError("bad_change", "an added entry has an unknown kind")
         return removed_l, added_l
 

@@ -20,10 +20,12 @@ from blocklist.authority.keyring import Signer, load_signer
 from blocklist.authority.lifecycle import Check, Lifecycle, LifecyclePolicy
 from blocklist.authority.liveness import LivenessSettings, check_many
 from blocklist.authority.publisher import Published, Publisher
+from blocklist.authority.sinks import BackgroundPusher
 from blocklist.authority.store import SYSTEM, PendingChanges, Principal, Store
 from blocklist.domains import ProtectedNames
 from blocklist.notification import AuditHead
 from blocklist.state import Kind, ListState
+from blocklist.urlhosts import urlhost_change
 
 log = logging.getLogger("cordon.authority")
 AUTO = Principal("system", 0, "auto-publish", "admin")
@@ -128,6 +130,13 @@ class Authority:
             pinned_root=self.signer.root,
             audit_head=self.signed_audit_head,
         )
+        # Each sink pushes in its own thread after every commit: a slow CDN never delays one.
+        self.sinks = [
+            BackgroundPusher(sink.build(self.publish_dir)) for sink in config.publication.sinks
+        ]
+        for pusher in self.sinks:
+            self.publisher.add_listener(pusher.notify)
+            pusher.notify()  # catch up with what was published while the service was down
         current = self.publisher.current()
         self._serial = current.serial if current else 0
         self._closing = False
@@ -169,6 +178,8 @@ class Authority:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks.clear()
+        for pusher in self.sinks:
+            await asyncio.to_thread(pusher.close)
         await self.feed_poller.wait_threads()
         self.store.close()
         self._lock_file.close()
@@ -274,7 +285,9 @@ class Authority:
 
     def publish_sync(self, actor: Principal = SYSTEM) -> dict:
         changes = self.store.pending_changes()
-        added, removed = unpublished(changes, self.publisher.hashed_state)
+        base = self.publisher.hashed_state
+        added, removed = unpublished(changes, base)
+        removed, added = urlhost_change(base, removed, added, self.store.active_url_entries())
         current = self.publisher.current()
         if current is not None and not added and not removed:
             # Still record what the database thought pending (crash recovery), but no new serial.

@@ -60,6 +60,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     config = load_authority_config(args.config)
     state = config.authority.state_dir
     token_out = Path(args.token_out) if args.token_out else None
+    if not 1 <= args.threshold <= args.roots:
+        raise CliError(f"--threshold must be between 1 and --roots ({args.roots})", 2)
     if token_out is not None and token_out.exists():
         raise CliError(f"{token_out} already exists; choose a new file for the admin token", 2)
     if token_out is not None and not token_out.parent.is_dir():
@@ -92,7 +94,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     finally:
         store.close()
     try:
-        root = keyring.ceremony(keys, int(time.time()), config.publication.signing_key_days)
+        root = keyring.ceremony(
+            keys,
+            int(time.time()),
+            config.publication.signing_key_days,
+            roots=args.roots,
+            threshold=args.threshold,
+        )
     except OSError as exc:
         raise CliError(
             f"the key ceremony failed: {exc}",
@@ -109,14 +117,28 @@ def cmd_init(args: argparse.Namespace) -> int:
             say(f"error: cannot write {token_out}: {exc.strerror or exc}; the token follows")
             token_out = None
     if args.json:
-        out = {"state_dir": str(state), "root_public_key": root, "admin": args.admin}
+        pins = root.splitlines()
+        out = {
+            "state_dir": str(state),
+            "root_public_key": pins[0],
+            "root_public_keys": pins,
+            "root_threshold": args.threshold,
+            "admin": args.admin,
+        }
         out.update({"token_file": str(token_out)} if token_out else {"token": token})
         print_json(out)
         return 0
     print(f"Initialised the authority in {state}.")
     print()
-    print("Root public key (give it to every ASP to pin; keep root.key offline):")
-    print(f"  {root}")
+    if args.roots == 1:
+        print("Root public key (give it to every ASP to pin; keep root.key offline):")
+    else:
+        print(
+            f"Root public keys, {args.threshold} of {args.roots} sign (give them to every ASP to"
+            " pin; keep each root*.key offline, with a different person):"
+        )
+    for pin in root.splitlines():
+        print(f"  {pin}")
     print()
     if token_out is not None:
         print(f"Token of admin {args.admin} written to {token_out} (mode 0600).")
@@ -164,6 +186,10 @@ def register(cmds: Commands) -> None:
         "--country", default="FR", metavar="CC", help="home country (ISO code), for a new config"
     )
     p.add_argument("--token-out", metavar="FILE", help="write the admin token to FILE (mode 0600)")
+    p.add_argument("--roots", type=positive, default=1, help="number of root keys (n, default 1)")
+    p.add_argument(
+        "--threshold", type=positive, default=1, help="root signatures needed (k, default 1)"
+    )
 
     p = cmds.add("serve", "Run the authority API.", cmd_serve)
     p.add_argument("--config", required=True, help="authority.toml")

@@ -127,6 +127,10 @@ class Follower:
         self.last_apply: dict | None = None
         self._replay_damaged: str | None = None
         self._suspicious: str | None = None
+        # The key-set version in force when `suspicious` was raised: a thief's later lists, even
+        # within the rails, do not clear it; a list under a newer key set (the authority renewed
+        # or revoked its keys) does.
+        self._suspicious_keyset = 0
         self.rails = Rails(config.rails)
         self.registry = registry or CollectorRegistry()
         self.metrics = SyncMetrics(self.registry)
@@ -226,6 +230,7 @@ class Follower:
             self._error(kind, str(exc))
             if kind in SUSPICIOUS:
                 self._suspicious = f"{kind}: {exc}"
+                self._suspicious_keyset = self.replay.keyset_version
                 self.check_freshness()
             self._write_status()
             raise
@@ -244,7 +249,8 @@ class Follower:
             assert outcome.verified is not None
             await self._install(outcome.verified)
             self.held = None
-            self._suspicious = None
+            if self.replay.keyset_version > self._suspicious_keyset:
+                self._suspicious = None
             with contextlib.suppress(FileNotFoundError):
                 (self.state_dir / RELEASE_FILE).unlink()
             _event(

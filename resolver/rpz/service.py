@@ -97,6 +97,7 @@ class RpzService:
             self._on_change,
             interval=rpz.list_poll_interval,
             max_entries=config.sync.max_entries,
+            threshold=config.sync.root_threshold,
         )
         self._metrics_runner: web.AppRunner | None = None
         self.metrics_port: int | None = None

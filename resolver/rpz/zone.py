@@ -141,7 +141,7 @@ def domain_values(state: ListState, origin_wire_len: int) -> tuple[tuple[str, ..
     url = too_long = reserved = hashed_only = 0
     for kind, value in zip(state.kinds, state.values, strict=True):
         if kind != domain:
-            url += 1
+            url += kind == Kind.URL  # a URLHOST entry only says a host carries URL entries
             continue
         if not value:
             hashed_only += 1

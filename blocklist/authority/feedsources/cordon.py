@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from blocklist.authority.feeds import FeedItem
 from blocklist.errors import ArtefactError
+from blocklist.state import Kind
 from blocklist.sync.config import RailsSection
 from blocklist.sync.engine import Result, Settings, update
 from blocklist.sync.http import FetchError, HttpSource
@@ -100,5 +101,7 @@ async def poll(url: str, trust: dict, cursor: dict, now: int) -> PartnerUpdate:
             kind=e.kind,
         )
         for n, e in enumerate(verified.state, start=1)
+        # URLHOST entries are derived from URL entries at each publication, ours included.
+        if e.kind in (Kind.DOMAIN, Kind.URL)
     ]
     return PartnerUpdate(items, new_cursor, verified.serial)

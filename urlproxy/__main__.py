@@ -1,0 +1,5 @@
+import sys
+
+from urlproxy.cli import main
+
+sys.exit(main())
