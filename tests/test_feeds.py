@@ -713,7 +713,8 @@ async def test_partner_api_grants_the_edition(home: RunningAuthority, tmp_path: 
     with a token allowed it; the token goes to the partner's own origin."""
     partner = await start_authority(tmp_path / "partner", feeds=NO_POLL)
     try:
-        await partner_publishes(partner, "api.partner.example")
+        # A URL entry: the partner's list also carries its derived URLHOST entry.
+        await partner_publishes(partner, "api.partner.example", "shared.partner.example/bad/")
         base = str(partner.client.make_url("")).rstrip("/")
         for name, token in (("p-hashed", "isp"), ("p-plain", "isp-plain"), ("p-denied", "isp")):
             edition = "hashed" if name == "p-hashed" else "plain"
@@ -728,9 +729,12 @@ async def test_partner_api_grants_the_edition(home: RunningAuthority, tmp_path: 
                 token=partner.tokens[token],
             )
         status, body = await refresh(home, "p-hashed")
-        assert status == 200 and body["added"] == 1, body
+        assert status == 200 and body["added"] == 2, body  # the URLHOST entry is not taken
         status, body = await refresh(home, "p-plain")
-        assert status == 200 and body["linked"] == 1, body  # the same entry, now with a name
+        assert status == 200 and body["linked"] == 2, body  # the same entries, by digest
+        # The home authority publishes them (a digest-only URL entry gets no URLHOST).
+        status, body = await home.call("alice", "POST", "/v1/publish")
+        assert status == 200, body
         status, body = await refresh(home, "p-denied")
         assert status == 409 and "403" in body["message"], body
         status, feed = await home.call("olga", "GET", "/v1/feeds/p-plain")
