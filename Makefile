@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo lint bench-formats clean system-deps
 
-$(STAMP): pyproject.toml setup.py resolver/_fastpath.c
+$(STAMP): pyproject.toml setup.py resolver/_fastpath.c resolver/_ratelimit.h resolver/_proxy.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing Cordon and its test tools into $(VENV) (log: $(VENV)/install.log)"
 	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '.[test]'; } \

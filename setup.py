@@ -11,6 +11,7 @@ setup(
         Extension(
             "resolver._fastpath",
             sources=["resolver/_fastpath.c"],
+            depends=["resolver/_ratelimit.h", "resolver/_proxy.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-field-initializers"],
             optional=True,
         )

@@ -326,6 +326,7 @@ async def bench_propagation(
                 await asyncio.to_thread(is_normal, peer.port, "www." + new)
             ids[new] = await add(new)
             await api.call("alice", "POST", f"/v1/entries/{ids[old]}/delist", {"reason": "gone"})
+            await api.call("bob", "POST", f"/v1/entries/{ids[old]}/delist/confirm")
             start = time.monotonic()
             await api.call("alice", "POST", "/v1/publish")
 

@@ -341,9 +341,10 @@ class Demo:
         (self.dir / "demo.json").write_text(json.dumps(state, indent=2))
         self.print_help()
 
-    def commands(self) -> tuple[list[str], list[str]]:
-        """The commands the demo prints, exactly as printed: what to try, then how to block a
-        new name. Each one runs as printed in a POSIX shell (tests/test_demo.py runs them)."""
+    def commands(self) -> tuple[list[str], list[str], list[str], list[str]]:
+        """The commands the demo prints, exactly as printed: what to try, a URL entry on a shared
+        host, how to block a new name, and how to unblock it again (two people). Each one runs as
+        printed in a POSIX shell (tests/test_demo.py runs them)."""
         p, q = self.ports, shlex.quote
         bin_dir = Path(sys.executable).parent
         if (bin_dir / "blocklist").exists():
@@ -375,11 +376,17 @@ class Demo:
             "   # the id that add printed",
             f"{dig} new-demo.test A              # blocked within seconds: 127.0.0.1",
         ]
-        return try_these, urls, block
+        unblock = [
+            f"CORDON_TOKEN_FILE={token['demo-officer']} {blocklist} delist {self.next_id} "
+            "--reason 'demo over'   # a request: still blocked",
+            f"CORDON_TOKEN_FILE={token['demo-approver']} {blocklist} delist confirm {self.next_id}",
+            f"{dig} new-demo.test A              # unblocked within seconds: {UPSTREAM_ADDRESS}",
+        ]
+        return try_these, urls, block, unblock
 
     def print_help(self) -> None:
         p, d = self.ports, self.dir
-        try_these, urls, block = self.commands()
+        try_these, urls, block, unblock = self.commands()
         lines = "\n".join
         print(
             f"""
@@ -399,6 +406,9 @@ A URL entry on a shared host: only the listed path is blocked, through the URL p
 
 Block a new name (published automatically within a second of the approval):
 {lines("  " + c for c in block)}
+
+Unblock it again (two people: one officer asks, another approver confirms):
+{lines("  " + c for c in unblock)}
 
 Press Ctrl-C to stop everything.
 """,

@@ -9,6 +9,7 @@ tests/test_deploy.py fails when the checked-in reference differs from what this 
 from __future__ import annotations
 
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -41,10 +42,20 @@ def model_of(annotation: object) -> type[BaseModel] | None:
 
 
 def type_name(annotation: object) -> str:
-    text = repr(annotation) if not isinstance(annotation, type) else annotation.__name__
-    for noise in ("typing.", "pathlib.", "Annotated[", "NoneType"):
-        text = text.replace(noise, "" if noise != "NoneType" else "none")
-    return text.replace("<class '", "").replace("'>", "")
+    """A readable type: `Annotated` metadata dropped, unions joined with `|`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if annotation is type(None):
+        return "None"
+    if origin is not None:
+        name = getattr(origin, "__name__", repr(origin).replace("typing.", ""))
+        return f"{name}[{', '.join(type_name(a) for a in args)}]"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return repr(annotation).replace("typing.", "")
 
 
 def constraints(field: FieldInfo) -> str:

@@ -29,6 +29,9 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "_proxy.h"
+#include "_ratelimit.h"
+
 /* ------------------------------------------------------------------------------------------ */
 /* SHA-256 */
 
@@ -374,6 +377,12 @@ typedef struct {
     unsigned long long udp, outcomes[N_OUTCOMES], cache_hits, blocked_other;
     PyObject *blocked_counts; /* dict entry id -> count (resolver.stats.Stats.blocked_by_entry) */
     Py_ssize_t max_entry_labels;
+    /* blocks Python decides (exemptions, log-only): see set_punt */
+    uint64_t *punt_ids;
+    Py_ssize_t npunt;
+    int punt_all;
+    RateLimiter *rl; /* per-client rate limits, NULL when off: see set_ratelimit */
+    ProxyTrust *px;  /* PROXY v2 senders, NULL when off: see set_proxy */
     /* batch buffers, allocated by the first drain */
     uint8_t *rbuf, *obuf;
     struct mmsghdr rmsg[BATCH], smsg[BATCH];
@@ -721,6 +730,14 @@ static int count_blocked(Engine *e, uint64_t id) {
     return rc;
 }
 
+/* A block by entry `id` that Python must decide (an exempted name, log-only mode). */
+static inline int punts(const Engine *e, uint64_t id) {
+    if (e->punt_all) return 1;
+    for (Py_ssize_t i = 0; i < e->npunt; i++)
+        if (e->punt_ids[i] == id) return 1;
+    return 0;
+}
+
 /* Re-evaluate a cache entry against a list that changed since it was stored
  * (Resolver._recheck); -1 when Python must (a name with a dot inside a label, or a URLHOST
  * name while diverting: the entry keeps its old generation, so every hit comes back here). */
@@ -854,6 +871,7 @@ static int answer(Engine *e, const uint8_t *d, Py_ssize_t n, int allowed, double
         lru_unlink(e, x);
         lru_append(e, x);
         if (x->blocked) {
+            if (punts(e, x->blocked_id)) return R_PUNT;
             Py_ssize_t len = blocked_answer(e, d, &q, o);
             if (len < 0) return R_PUNT;
             e->cache_hits++;
@@ -876,6 +894,7 @@ static int answer(Engine *e, const uint8_t *d, Py_ssize_t n, int allowed, double
     int found = index_match(e->index, name, nlen, &id, e->divert);
     if (found == 2) return R_PUNT;
     if (found) {
+        if (punts(e, id)) return R_PUNT;
         Py_ssize_t len = blocked_answer(e, d, &q, o);
         if (len < 0) return R_PUNT;
         e->outcomes[O_BLOCKED]++;
@@ -893,6 +912,20 @@ static int answer(Engine *e, const uint8_t *d, Py_ssize_t n, int allowed, double
         if (!*miss) return R_ERROR;
     }
     return R_MISS;
+}
+
+/* The empty truncated reply a rate-limited client gets on a slip (ratelimit.slip_answer);
+ * -1 when the query does not parse (then it is dropped). */
+static Py_ssize_t slip_answer(const uint8_t *d, Py_ssize_t n, uint8_t *o) {
+    Query q;
+    if (parse_query(d, n, &q) != 0) return -1;
+    uint16_t flags = 0x8000 | 0x0200 | 0x0080 | (get16(d + 2) & (0x7800 | 0x0100 | 0x0010));
+    memcpy(o, d, 2);
+    put16(o + 2, flags);
+    put16(o + 4, 1);
+    memset(o + 6, 0, 6);
+    memcpy(o + 12, d + 12, (size_t)(q.qend - 12));
+    return q.qend;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -924,6 +957,9 @@ static void Engine_dealloc(Engine *e) {
     }
     Py_XDECREF(e->ede_text);
     Py_XDECREF(e->blocked_counts);
+    PyMem_Free(e->punt_ids);
+    rl_free(e->rl);
+    PyMem_Free(e->px);
     PyMem_RawFree(e->rbuf);
     PyMem_RawFree(e->obuf);
     Py_TYPE(e)->tp_free((PyObject *)e);
@@ -1062,6 +1098,129 @@ static PyObject *Engine_set_stats(Engine *e, PyObject *args) {
     Py_XSETREF(e->blocked_counts, counts);
     e->max_entry_labels = max_labels;
     e->servfail_without_list = servfail;
+    Py_RETURN_NONE;
+}
+
+/* set_proxy(v4, v6): senders trusted to prefix PROXY v2 headers (as set_acl), or (None). */
+static PyObject *Engine_set_proxy(Engine *e, PyObject *args) {
+    PyObject *v4, *v6;
+    if (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None) {
+        PyMem_Free(e->px);
+        e->px = NULL;
+        Py_RETURN_NONE;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &v4, &PyList_Type, &v6)) return NULL;
+    if (PyList_GET_SIZE(v4) > PX_MAX_NETS || PyList_GET_SIZE(v6) > PX_MAX_NETS) {
+        PyErr_SetString(PyExc_ValueError, "too many trusted proxy networks");
+        return NULL;
+    }
+    ProxyTrust *p = PyMem_Calloc(1, sizeof *p);
+    if (!p) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v4); i++) {
+        unsigned long net;
+        int bits;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(v4, i), "ki", &net, &bits)) goto fail;
+        uint32_t mask = bits <= 0 ? 0 : bits >= 32 ? 0xFFFFFFFFu : ~((1u << (32 - bits)) - 1);
+        p->v4mask[i] = mask;
+        p->v4net[i] = (uint32_t)net & mask;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v6); i++) {
+        const char *net;
+        Py_ssize_t len;
+        int bits;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(v6, i), "y#i", &net, &len, &bits)) goto fail;
+        if (len != 16 || bits < 0 || bits > 128) {
+            PyErr_SetString(PyExc_ValueError, "bad IPv6 network");
+            goto fail;
+        }
+        memcpy(p->v6net[i], net, 16);
+        p->v6len[i] = bits;
+    }
+    p->nv4 = (int)PyList_GET_SIZE(v4);
+    p->nv6 = (int)PyList_GET_SIZE(v6);
+    if (e->px) {
+        p->refused = e->px->refused;
+        p->errors = e->px->errors;
+    }
+    PyMem_Free(e->px);
+    e->px = p;
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(p);
+    return NULL;
+}
+
+static PyObject *Engine_proxy_counts(Engine *e, PyObject *unused) {
+    if (!e->px) return Py_BuildValue("(KK)", 0ULL, 0ULL);
+    return Py_BuildValue("(KK)", e->px->refused, e->px->errors);
+}
+
+/* set_ratelimit(rate, burst, v4_prefix, v6_prefix, slip, max_clients), or set_ratelimit(None). */
+static PyObject *Engine_set_ratelimit(Engine *e, PyObject *args) {
+    double rate = 0, burst = 0;
+    int v4 = 32, v6 = 128, slip = 0;
+    Py_ssize_t max_clients = 0;
+    if (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None) {
+        rl_free(e->rl);
+        e->rl = NULL;
+        Py_RETURN_NONE;
+    }
+    if (!PyArg_ParseTuple(args, "ddiiin", &rate, &burst, &v4, &v6, &slip, &max_clients))
+        return NULL;
+    if (max_clients < 1 || v4 < 0 || v4 > 32 || v6 < 0 || v6 > 128 || slip < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad rate limit settings");
+        return NULL;
+    }
+    RateLimiter *rl = rl_new(rate, burst, v4, v6, slip, (size_t)max_clients);
+    if (!rl) return PyErr_NoMemory();
+    rl_free(e->rl);
+    e->rl = rl;
+    Py_RETURN_NONE;
+}
+
+/* limit(host, now): the rate limiter's verdict for one query from `host` (0 allow, 1 drop,
+ * 2 slip); what the UDP loop applies to each datagram, for TCP and for tests. */
+static PyObject *Engine_limit(Engine *e, PyObject *args) {
+    const char *host;
+    double now;
+    if (!PyArg_ParseTuple(args, "sd", &host, &now)) return NULL;
+    if (!e->rl) return PyLong_FromLong(RL_ALLOW);
+    struct sockaddr_storage sa;
+    memset(&sa, 0, sizeof sa);
+    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&sa)->sin_addr) == 1) {
+        sa.ss_family = AF_INET;
+    } else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&sa)->sin6_addr) == 1) {
+        sa.ss_family = AF_INET6;
+    } else {
+        return PyLong_FromLong(RL_ALLOW);
+    }
+    return PyLong_FromLong(rl_check(e->rl, &sa, now));
+}
+
+static PyObject *Engine_ratelimit_counts(Engine *e, PyObject *unused) {
+    if (!e->rl) return Py_BuildValue("(KK)", 0ULL, 0ULL);
+    return Py_BuildValue("(KK)", e->rl->dropped, e->rl->slipped);
+}
+
+/* set_punt(entry ids, all): blocks by these entries (or by any, with `all`) go to Python. */
+static PyObject *Engine_set_punt(Engine *e, PyObject *args) {
+    PyObject *ids;
+    int all;
+    if (!PyArg_ParseTuple(args, "O!p", &PyTuple_Type, &ids, &all)) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(ids);
+    uint64_t *fresh = n ? PyMem_Malloc((size_t)n * sizeof *fresh) : NULL;
+    if (n && !fresh) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        fresh[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(ids, i));
+        if (PyErr_Occurred()) {
+            PyMem_Free(fresh);
+            return NULL;
+        }
+    }
+    PyMem_Free(e->punt_ids);
+    e->punt_ids = fresh;
+    e->npunt = n;
+    e->punt_all = all;
     Py_RETURN_NONE;
 }
 
@@ -1326,15 +1485,29 @@ static PyObject *Engine_drain(Engine *e, PyObject *args) {
             e->udp++;
             const uint8_t *d = e->rbuf + (size_t)i * RECV_SIZE;
             Py_ssize_t n = e->rmsg[i].msg_len;
-            int allowed = acl_allows(e, &e->raddr[i]);
-            if (e->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) { /* longer than we read: Python */
+            const struct sockaddr_storage *client = &e->raddr[i];
+            struct sockaddr_storage real;
+            if (e->px) { /* PROXY v2: the ACL and limits see the real client */
+                Py_ssize_t skip = px_strip(e->px, &e->raddr[i], d, n, &real);
+                if (skip < 0) continue;
+                d += skip;
+                n -= skip;
+                client = &real;
+            }
+            int limited = e->rl ? rl_check(e->rl, client, now) : RL_ALLOW;
+            int allowed = acl_allows(e, client);
+            if (limited == RL_ALLOW && (e->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC)) {
+                /* longer than we read: Python */
                 if (push(rest, R_PUNT, d, n, NULL, &e->raddr[i], allowed) < 0) goto error;
                 continue;
             }
             uint8_t *o = e->obuf + (size_t)nsend * OUT_SIZE;
             Py_ssize_t olen = 0;
             PyObject *miss = NULL;
-            int r = answer(e, d, n, allowed, now, o, &olen, &miss);
+            int r = limited == RL_ALLOW ? answer(e, d, n, allowed, now, o, &olen, &miss)
+                    : limited == RL_SLIP && (olen = slip_answer(d, n, o)) > 0
+                        ? R_ANSWER
+                        : R_DROP;
             if (r == R_ERROR) goto error;
             if (r == R_ANSWER) {
                 e->siov[nsend].iov_base = o;
@@ -1394,6 +1567,18 @@ static PyMethodDef Engine_methods[] = {
     {"set_acl", (PyCFunction)Engine_set_acl, METH_VARARGS, "set_acl(v4, v6, refuse)"},
     {"set_stats", (PyCFunction)Engine_set_stats, METH_VARARGS,
      "set_stats(blocked_by_entry, max_entry_labels, servfail_without_list)"},
+    {"set_proxy", (PyCFunction)Engine_set_proxy, METH_VARARGS,
+     "set_proxy(v4, v6) or (None): senders trusted to send PROXY v2 headers."},
+    {"proxy_counts", (PyCFunction)Engine_proxy_counts, METH_NOARGS,
+     "(refused, errors): PROXY headers from untrusted senders, bad headers from trusted ones."},
+    {"set_ratelimit", (PyCFunction)Engine_set_ratelimit, METH_VARARGS,
+     "set_ratelimit(rate, burst, v4_prefix, v6_prefix, slip, max_clients) or (None)."},
+    {"limit", (PyCFunction)Engine_limit, METH_VARARGS,
+     "limit(host, now): 0 allow, 1 drop, 2 slip (counts like a datagram would)."},
+    {"ratelimit_counts", (PyCFunction)Engine_ratelimit_counts, METH_NOARGS,
+     "(dropped, slipped) by the rate limiter."},
+    {"set_punt", (PyCFunction)Engine_set_punt, METH_VARARGS,
+     "set_punt(entry_ids, all): hand blocks by these entries (or all blocks) to Python."},
     {"counters", (PyCFunction)Engine_counters, METH_NOARGS, "Counters kept by the fast path."},
     {"get", (PyCFunction)Engine_get, METH_VARARGS, "get(key, now): a cache entry or None."},
     {"put", (PyCFunction)Engine_put, METH_VARARGS, "put(key, entry): store a cache entry."},

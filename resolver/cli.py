@@ -73,8 +73,16 @@ def cmd_sync(args: argparse.Namespace, config: ResolverConfig) -> int:
 
 
 async def _run_sync(config: ResolverConfig, once: bool) -> int:
+    from resolver import ackreport
+
     follower = Follower(config)
+    log_only = ackreport.install(follower, config)
+    refresher = None
     try:
+        if log_only is not None:
+            await log_only.refresh()  # the first ack already carries the counts
+            if not once:
+                refresher = asyncio.create_task(log_only.run())
         await follower.load()
         if once:
             try:
@@ -99,6 +107,7 @@ async def _run_sync(config: ResolverConfig, once: bool) -> int:
                 await runner.cleanup()
         return 0
     finally:
+        await ackreport.stop(refresher)
         await follower.close()
 
 
@@ -134,11 +143,54 @@ def cmd_serve(args: argparse.Namespace, config: ResolverConfig) -> int:
         print(exc, file=sys.stderr)
         return 2
     setup_logging(args.log_level)
+
+    def reread() -> ResolverConfig:  # on SIGHUP: the file again, with the same flags
+        return apply_serve_flags(args, load_config(args.config, ResolverConfig))
+
     try:
-        return serve(config, args.log_level)
+        return serve(config, args.log_level, reread)
     except OSError as exc:
         print(f"cannot serve: {exc}", file=sys.stderr)
         return 1
+
+
+def _control_base(args: argparse.Namespace, config: ResolverConfig) -> str | None:
+    from resolver.control import base_url
+
+    if args.url:
+        return args.url.rstrip("/")
+    m = config.metrics
+    if not m.enabled or not m.port:
+        print(
+            f"{args.config}: the control endpoint is served on the metrics port: set "
+            "metrics.enabled and metrics.port (or pass --url)",
+            file=sys.stderr,
+        )
+        return None
+    return base_url(m.listen, m.port)
+
+
+def cmd_control(args: argparse.Namespace, config: ResolverConfig) -> int:
+    """`resolver check NAME` and `resolver status`: one GET to the control endpoint."""
+    from resolver import control
+
+    base = _control_base(args, config)
+    if base is None:
+        return 2
+    if args.command == "check":
+        url, show = control.check_url(base, args.name), control.print_check
+    else:
+        url, show = control.status_url(base), control.print_status
+    try:
+        answer = control.get_json(url)
+    except control.ControlError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        show(answer)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +234,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (server.workers)")
     serve.add_argument("--metrics-port", type=int, help="metrics and /healthz port")
     serve.add_argument("--log-level", default="info", help="log level (JSON logs on stderr)")
+    check = sub.add_parser(
+        "check",
+        help="is NAME blocked, by which entry and serial, or why not",
+        description="Ask the running `resolver serve` (its loopback control endpoint on the "
+        "metrics port) whether NAME is blocked by the list in force, by which entry and serial, "
+        "or why not: not listed, exempted locally, protected, log-only mode, no list.",
+    )
+    check.add_argument("name", help="the name to check, e.g. www.example.test")
+    status = sub.add_parser(
+        "status",
+        help="list age, alarms, mode, exemptions, cache and upstream health",
+        description="Ask the running `resolver serve` for its state: list serial and age, "
+        "alarms and held updates, mode, exemptions in use, log-only counts, cache and upstreams.",
+    )
+    for p in (check, status):
+        p.add_argument("--config", type=Path, required=True, help="resolver.toml")
+        p.add_argument("--url", help="control endpoint (default: http://metrics.listen:port)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
     add_rpz_commands(sub)
     return parser
 
@@ -199,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sync(args, config)
     if args.command == "serve":
         return cmd_serve(args, config)
+    if args.command in ("check", "status"):
+        return cmd_control(args, config)
     return 2
 
 

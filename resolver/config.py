@@ -12,8 +12,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from blocklist.config import AddressList, LoopbackAddress, OptionalIPv4, OptionalIPv6, Section
+from blocklist.config import (
+    AddressList,
+    LoopbackAddress,
+    OptionalIPv4,
+    OptionalIPv6,
+    ProtectedNameList,
+    Section,
+)
+from blocklist.domains import canonical_domain, is_public_suffix
 from blocklist.sync.config import SyncConfig
+from resolver.check import BadName, normalize
 from resolver.dnswire import MAX_EDE_TEXT, name_to_wire
 from resolver.rpz.config import RpzSection
 
@@ -45,6 +54,15 @@ def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"{text!r}: port out of range")
     return host, port
+
+
+def narrow_networks(values: list[str], advice: str) -> list[str]:
+    """Networks (CIDR) none of which is broader than MIN_PREFIX; `advice` ends the error."""
+    for v in values:
+        net = ipaddress.ip_network(v, strict=False)
+        if net.prefixlen < MIN_PREFIX[net.version]:
+            raise ValueError(f"{v} is broader than /{MIN_PREFIX[net.version]}: {advice}")
+    return values
 
 
 class ServerSection(Section):
@@ -84,14 +102,9 @@ class AclSection(Section):
     @field_validator("allow")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
-        for v in values:
-            net = ipaddress.ip_network(v, strict=False)
-            if net.prefixlen < MIN_PREFIX[net.version]:
-                raise ValueError(
-                    f"{v} is broader than /{MIN_PREFIX[net.version]}: that would be an open "
-                    "resolver; list the ASP's client networks instead"
-                )
-        return values
+        return narrow_networks(
+            values, "that would be an open resolver; list the ASP's client networks instead"
+        )
 
 
 class UpstreamSection(Section):
@@ -113,6 +126,31 @@ class UpstreamSection(Section):
     tcp_timeout: Annotated[float, Field(gt=0, le=60)] = 4.0
     # EDNS payload size advertised upstream.
     edns_payload: Annotated[int, Field(ge=512, le=4096)] = 1232
+    # Per-zone forwarding: zone -> its own upstreams ("addr" or "addr:port"). A query goes to
+    # the longest zone it is in (the zone itself or below), else to `servers`. Listed names
+    # are blocked before any forwarding, whatever zone they are in.
+    zones: dict[str, list[str]] = Field(default_factory=dict, max_length=1000)
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, zones: dict[str, list[str]]) -> dict[str, list[str]]:
+        out = {}
+        for zone, servers in zones.items():
+            try:
+                name = normalize(zone).decode()
+            except BadName as exc:
+                raise ValueError(f"zone {zone!r}: {exc}") from None
+            if name in out:
+                raise ValueError(f"zone {name!r} is given twice")
+            if not 1 <= len(servers) <= 16:
+                raise ValueError(f"zone {name!r}: give 1 to 16 servers")
+            for v in servers:
+                try:
+                    parse_hostport(v)
+                except ValueError as exc:
+                    raise ValueError(f"zone {name!r}: {exc}") from None
+            out[name] = servers
+        return out
 
     @field_validator("servers")
     @classmethod
@@ -133,6 +171,11 @@ class CacheSection(Section):
     max_ttl: Ttl = 86400
     negative_max_ttl: Ttl = 3600  # RFC 2308 §5 suggests at most 3 hours
     servfail_ttl: Annotated[int, Field(ge=0, le=300)] = 0  # 0: upstream SERVFAILs are not cached
+    # Serve-stale (RFC 8767): when every upstream fails, answer from an expired cache entry
+    # that expired less than this many seconds ago (0 = off; RFC 8767 suggests 1 to 3 days).
+    stale_max_age: Annotated[int, Field(ge=0, le=604800)] = 0
+    # TTL of a stale answer (RFC 8767 §4 recommends 30 s); it carries EDE 3 (Stale Answer).
+    stale_answer_ttl: Annotated[int, Field(ge=1, le=300)] = 30
 
     @model_validator(mode="after")
     def _order(self) -> CacheSection:
@@ -155,6 +198,23 @@ class BlockingSection(Section):
     # The SOA synthesized in NODATA answers (its serial is the list serial).
     soa_mname: str = "stop.cordon.invalid"
     soa_rname: str = "hostmaster.cordon.invalid"
+    # "log-only": listed names are answered as if they were not, and counted per entry; the
+    # counts go to the authority in the ack, so a rollout in progress shows there.
+    mode: Literal["enforce", "log-only"] = "enforce"
+    # Names this ASP keeps resolving (its own services): an entry on the name or above it does
+    # not block the name or anything below it; the entry still blocks everything else. Every
+    # exemption that overrides an entry is reported to the authority in the ack.
+    exempt_names: Annotated[ProtectedNameList, Field(max_length=100)] = Field(default_factory=list)
+
+    @field_validator("exempt_names")
+    @classmethod
+    def _exempt(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if is_public_suffix(canonical_domain(v)):
+                raise ValueError(
+                    f"{v!r} is a public suffix: an exemption names this ASP's own services"
+                )
+        return values
 
     @field_validator("soa_mname", "soa_rname")
     @classmethod
@@ -205,6 +265,33 @@ class UrlProxySection(Section):
         return self
 
 
+class ProxySection(Section):
+    # Senders (networks) trusted to prefix PROXY protocol v2 headers naming the real client:
+    # your dnsdist or HAProxy. Empty: PROXY headers are refused from everyone.
+    trusted: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("trusted")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        return narrow_networks(values, "trust only the addresses of your load balancers")
+
+
+class RateLimitSection(Section):
+    # Per-client rate limiting (token bucket per address prefix); off by default.
+    enabled: bool = False
+    # Queries per second a client prefix may send on average, and the burst it may send at once.
+    rate: Annotated[float, Field(gt=0, le=1_000_000)] = 100.0
+    burst: Annotated[float, Field(ge=1, le=10_000_000)] = 200.0
+    # Clients sharing a bucket: one IPv4 address by default, an IPv6 /56 (one subscriber).
+    ipv4_prefix: Annotated[int, Field(ge=0, le=32)] = 32
+    ipv6_prefix: Annotated[int, Field(ge=0, le=128)] = 56
+    # Over the limit, every `slip`-th UDP query gets an empty truncated reply (TC=1, the client
+    # retries over TCP) and the others are dropped; 0 = drop them all. TCP gets REFUSED.
+    slip: Annotated[int, Field(ge=0, le=100)] = 2
+    # Buckets kept at most; when full, a new client empties the table (memory stays bounded).
+    max_clients: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+
+
 class MetricsSection(Section):
     enabled: bool = True
     # Local only: Prometheus scrapes it through the host (or a local agent), never clients.
@@ -225,5 +312,19 @@ class ResolverConfig(SyncConfig):
     metrics: MetricsSection = MetricsSection()
     # Absent: URLHOST entries are ignored and URL entries are not enforced by this resolver.
     url_proxy: UrlProxySection | None = None
+    ratelimit: RateLimitSection = RateLimitSection()
+    proxy: ProxySection = ProxySection()
     # The RPZ feed's section, so one file can drive `resolver sync` and `resolver rpz serve`.
     rpz: RpzSection | None = None
+
+    @model_validator(mode="after")
+    def _exempt_not_protected(self) -> ResolverConfig:
+        protected = {canonical_domain(n) for n in self.rails.protected_names}
+        both = sorted(protected & {canonical_domain(n) for n in self.blocking.exempt_names})
+        if both:
+            raise ValueError(
+                f"blocking.exempt_names: {', '.join(both)} also in rails.protected_names; a "
+                "protected name holds a list that blocks it, an exempted one applies the list "
+                "without it: choose one"
+            )
+        return self

@@ -44,9 +44,13 @@ from resolver.dnswire import (
     rewrite_response,
     truncate_for_udp,
 )
+from resolver.exemptions import ExemptingMatcher, Exemptions
 from resolver.matcher import Matcher
+from resolver.proxyv2 import make_trust
+from resolver.ratelimit import make_limiter
+from resolver.stale import StaleStore
 from resolver.stats import ErrorReporter, Stats
-from resolver.upstream import Upstreams
+from resolver.zones import ZoneRouter
 
 _ERROR_OUTCOME = {FORMERR: S.FORMERR, NOTIMP: S.NOTIMP, BADVERS: S.BADVERS}
 _EDE_TEXT = {
@@ -58,20 +62,25 @@ _EDE_TEXT = {
 class ListInForce:
     """What a swap replaces at once: the matcher, the answers for listed names, a generation.
 
-    On the fast path the matcher is the C `ListIndex` (same `match`/`match_any` interface).
+    On the fast path `index` is the C `ListIndex` (same `match`/`match_any` interface);
+    `matcher` is the index, or the index seen through the local exemptions.
     """
 
-    __slots__ = ("answers", "divert", "gen", "loaded", "matcher", "serial")
+    __slots__ = ("answers", "divert", "exemptions", "gen", "index", "loaded", "matcher", "serial")
 
     def __init__(
         self,
-        matcher: Matcher,
+        index: Matcher,
         answers: BlockedAnswers,
         gen: int,
         serial: int | None,
+        exemptions: Exemptions | None = None,
         divert: Diversion | None = None,
     ) -> None:
-        self.matcher = matcher
+        self.index = index
+        self.exemptions = exemptions or Exemptions.empty()
+        exempting = exemptions is not None and exemptions.by_entry
+        self.matcher = ExemptingMatcher(index, exemptions) if exempting else index
         self.answers = answers
         self.gen = gen
         self.serial = serial
@@ -98,6 +107,8 @@ class Resolver:
         self.fast = fastpath.engine(c.max_entries, c.max_bytes) if fast else None
         self.cache: ResponseCache = self.fast if fast else ResponseCache(c.max_entries, c.max_bytes)
         self.servfail_without_list = config.server.without_list == "servfail"
+        # Log-only rollout: a listed name is answered as if it were not, and counted.
+        self.log_only = config.blocking.mode == "log-only"
         self.refuse = config.acl.refused == "refuse"
         empty = fastpath.list_index(ListState.empty()) if fast else Matcher.empty()
         self.lists = ListInForce(empty, answers, 0, None)
@@ -108,7 +119,19 @@ class Resolver:
             )
             self.fast.set_acl([], [], self.refuse)  # networks: set by the UDP server
             self._push_list()
-        self.upstreams = Upstreams(config.upstream, stats)
+        self.router = ZoneRouter(config.upstream, stats)
+        self.upstreams = self.router.default
+        self.stale = (
+            StaleStore(c.stale_max_age, c.stale_answer_ttl, c.max_entries, c.max_bytes)
+            if c.stale_max_age
+            else None
+        )
+        # Per-client rate limits (None: off); on the fast path, the C engine's buckets.
+        self.limiter = make_limiter(config.ratelimit, self.fast)
+        stats.limiter = self.limiter
+        # PROXY v2 senders (None: headers refused from everyone); UDP ones checked in C too.
+        self.proxy = make_trust(config.proxy.trusted, self.fast)
+        stats.proxy = self.proxy
         self.inflight: dict[bytes, asyncio.Future] = {}
         self.max_pending = config.server.max_pending
 
@@ -121,12 +144,20 @@ class Resolver:
     def path(self) -> str:
         return "c" if self.fast is not None else "python"
 
-    def set_list(self, matcher: Matcher, answers: BlockedAnswers, serial: int) -> None:
+    def set_list(
+        self,
+        matcher: Matcher,
+        answers: BlockedAnswers,
+        serial: int,
+        exemptions: Exemptions | None = None,
+    ) -> None:
         """Swap the list in force (one reference; the C engine takes it in the same step)."""
         if self.fast is not None and not fastpath.is_index(matcher):
             matcher = fastpath.index_of(matcher)
         lists = self.lists
-        self.lists = ListInForce(matcher, answers, lists.gen + 1, serial, lists.divert)
+        self.lists = ListInForce(
+            matcher, answers, lists.gen + 1, serial, exemptions, divert=lists.divert
+        )
         if self.fast is not None:
             self._push_list()
 
@@ -134,21 +165,26 @@ class Resolver:
         """Start or stop diverting URLHOST names. A new generation, so cached answers are
         re-checked (the C path hands a diverted name to Python instead of answering it)."""
         lists = self.lists
-        self.lists = ListInForce(lists.matcher, lists.answers, lists.gen + 1, lists.serial, divert)
+        self.lists = ListInForce(
+            lists.index, lists.answers, lists.gen + 1, lists.serial, lists.exemptions, divert
+        )
         if self.fast is not None:
             self._push_list()
 
     def _push_list(self) -> None:
         lists = self.lists
         answers = lists.answers
-        self.fast.set_list(  # type: ignore[union-attr]
-            lists.matcher,
+        fast = self.fast
+        fast.set_list(  # type: ignore[union-attr]
+            lists.index,
             lists.gen,
             lists.loaded,
             answers.variants,
             answers.text,
             lists.divert is not None,
         )
+        # Blocks that are not plain blocks are decided here, in Python, never differently in C.
+        fast.set_punt(lists.exemptions.entry_ids, self.log_only)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ synchronous part
 
@@ -205,12 +241,16 @@ class Resolver:
             if entry.gen != lists.gen:
                 self._recheck(q, entry, lists)
             if entry.blocked >= 0:
-                return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
+                if not self.log_only:
+                    return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
+                stats.count_logged(entry.blocked)
             stats.outcomes[S.CACHED] += 1
             return self._from_entry(q, entry, udp, now)
         entry_id = lists.matcher.match(q.qname)
         if entry_id >= 0:
-            return self._blocked(q, entry_id, False, lists, udp)
+            if not self.log_only:
+                return self._blocked(q, entry_id, False, lists, udp)
+            stats.count_logged(entry_id)
         if not lists.loaded and self.servfail_without_list:
             stats.outcomes[S.SERVFAIL] += 1
             return response_for(q, SERVFAIL, ede_code=EDE_NETWORK_ERROR, ede_text=b"no list")
@@ -284,6 +324,13 @@ class Resolver:
                 stats.pending -= 1
                 del self.inflight[key]
                 fut.set_result(result)
+        stale = None
+        if self.stale is not None and (
+            result.__class__ is int or result.info.rcode == SERVFAIL  # type: ignore[union-attr]
+        ):
+            stale = self.stale.get(key, time.monotonic())
+            if stale is not None:
+                result = stale
         if result.__class__ is int:
             stats.outcomes[S.SERVFAIL] += 1
             return response_for(q, SERVFAIL, ede_code=result, ede_text=_EDE_TEXT.get(result, b""))  # type: ignore[arg-type]
@@ -292,12 +339,23 @@ class Resolver:
         if entry.gen != lists.gen:  # the list changed while we waited
             self._recheck(q, entry, lists)
         if entry.blocked >= 0:
-            return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
+            if not self.log_only:
+                return self._blocked(q, entry.blocked, entry.via_cname, lists, udp)
+            if entry.via_cname:  # a listed query name was counted by `handle` already
+                stats.count_logged(entry.blocked)
+        if stale is not None:
+            stats.outcomes[S.CACHED] += 1
+            stats.stale_answers += 1
+            resp = self.stale.answer(q, stale)  # type: ignore[union-attr]
+            if udp and len(resp) > q.udp_size:
+                stats.truncated += 1
+                return truncate_for_udp(resp, q.udp_size)
+            return resp
         stats.outcomes[S.FORWARDED] += 1
         return self._from_entry(q, entry, udp, time.monotonic())
 
     async def _fetch(self, q: Query, key: bytes) -> CacheEntry | int:
-        result = await self.upstreams.resolve(q)
+        result = await self.router.select(q.qname).resolve(q)
         if result.__class__ is int:
             return result  # type: ignore[return-value]
         data, info = result  # type: ignore[misc]
@@ -309,7 +367,12 @@ class Resolver:
         """The cache entry for an upstream reply to `q`, cached when its lifetime allows."""
         lists = self.lists
         names = tuple({*info.answer_owners, *info.cname_targets} - {q.qname})
-        blocked = lists.matcher.match_any(names) if names else -1
+        # Log-only forwards listed names too: their cache entries must still say so.
+        blocked = lists.matcher.match(q.qname) if self.log_only else -1
+        via_cname = False
+        if blocked < 0 and names:
+            blocked = lists.matcher.match_any(names)
+            via_cname = blocked >= 0
         lifetime = self._lifetime(info)
         if lifetime > 0:
             data = clamp_ttls(data, info, lifetime, self.config.cache.min_ttl)
@@ -319,9 +382,11 @@ class Resolver:
             # Asked before diverting began: a stale generation makes the first hit re-check it
             # (and the C path hand it to Python), so the cache never answers a diverted name.
             gen = -1
-        entry = CacheEntry(data, info, now, now + lifetime, names, gen, blocked, blocked >= 0)
+        entry = CacheEntry(data, info, now, now + lifetime, names, gen, blocked, via_cname)
         if lifetime > 0:
             self.cache.put(key, entry)
+            if self.stale is not None:
+                self.stale.put(key, entry)
             self.stats.cache_entries = len(self.cache)
             self.stats.cache_bytes = self.cache.bytes
             self.stats.cache_evictions = self.cache.evictions

@@ -69,6 +69,38 @@ def families(snap: dict[str, Any], status: dict[str, Any] | None, now: float) ->
     gauge("cache_entries", "Entries in the cache", snap.get("cache_entries", 0))
     gauge("cache_bytes", "Approximate bytes held by the cache", snap.get("cache_bytes", 0))
     counter("coalesced", "Queries that joined an identical one in flight", snap.get("coalesced", 0))
+    rl = CounterMetricFamily(
+        P + "ratelimited",
+        "Queries over a client's rate limit, by action (UDP drop or slip; TCP counts as drop)",
+        labels=["action"],
+    )
+    for action, value in snap.get("ratelimited", {}).items():
+        rl.add_metric([action], value)
+    out.append(rl)
+    px = CounterMetricFamily(
+        P + "proxy_headers_rejected",
+        "PROXY v2: headers from untrusted senders (refused), trusted senders' bad headers (error)",
+        labels=["reason"],
+    )
+    for reason, value in snap.get("proxy", {}).items():
+        px.add_metric([reason], value)
+    out.append(px)
+    counter(
+        "stale_answers",
+        "Expired answers served because every upstream failed (RFC 8767)",
+        snap.get("stale_answers", 0),
+    )
+    lo = CounterMetricFamily(
+        P + "log_only_by_entry",
+        "Log-only mode: queries answered that the entry would have blocked ('other' past "
+        "metrics.max_entry_labels ids)",
+        labels=["entry"],
+    )
+    for entry, value in sorted(snap.get("logged_by_entry", {}).items()):
+        lo.add_metric([entry], value)
+    if snap.get("logged_other"):
+        lo.add_metric(["other"], snap["logged_other"])
+    out.append(lo)
     gauge("pending", "Client queries waiting for an upstream", snap.get("pending", 0))
     counter("tcp_connections", "TCP connections accepted", snap.get("tcp_connections", 0))
     counter("tcp_rejected", "TCP connections over the limit", snap.get("tcp_rejected", 0))

@@ -18,18 +18,22 @@ import asyncio
 import collections
 import contextlib
 import errno
+import os
 import socket
 
-from resolver import fastpath
+from resolver import fastpath, proxyv2
 from resolver.acl import Acl
 from resolver.dnswire import (
+    REFUSED,
     FramingError,
     Query,
     TcpDeframer,
+    error_response,
     frame,
     truncate_for_udp,
 )
 from resolver.engine import Resolver
+from resolver.ratelimit import ALLOW, SLIP, slip_answer
 
 
 def make_socket(host: str, port: int, kind: int, receive_buffer: int = 0) -> socket.socket:
@@ -83,6 +87,7 @@ class UdpServer:
         self.tasks: set[asyncio.Task] = set()
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        self.paused = False
         self.backlog: collections.deque[tuple[bytes, tuple]] = collections.deque()
         self.fast = resolver.fast
         if self.fast is not None:
@@ -133,6 +138,9 @@ class UdpServer:
         allowed = self.acl.allowed
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
+        limiter = resolver.limiter
+        proxy = resolver.proxy
+        now = resolver.now()  # one clock reading per wake-up, as the C loop has
         for _ in range(DRAIN_MAX):
             try:
                 data, addr = recvfrom(_RECV_SIZE)
@@ -142,7 +150,18 @@ class UdpServer:
                 continue  # ICMP error queued for an earlier reply: nothing to do
             stats.udp += 1
             try:
-                result = resolver.handle(data, allowed(addr[0]), True)
+                client = addr[0]
+                if proxy is not None:  # the real client behind a trusted load balancer
+                    stripped = proxy.strip(data, client)
+                    if stripped is None:
+                        continue
+                    data, client = stripped
+                if limiter is not None:
+                    verdict = limiter.check(client, now)
+                    if verdict != ALLOW:
+                        self._reply(slip_answer(data) if verdict == SLIP else None, addr)
+                        continue
+                result = resolver.handle(data, allowed(client), True)
                 if result.__class__ is bytes and not self.backlog:
                     try:
                         sendto(result, addr)
@@ -196,10 +215,28 @@ class UdpServer:
             backlog.popleft()
         self.loop.remove_writer(self.sock.fileno())
 
+    def pause(self) -> None:
+        """Stop reading (a reload hands the socket to a new server); replies still go out."""
+        if not self.paused:
+            self.paused = True
+            self.loop.remove_reader(self.sock.fileno())
+
+    def resume(self) -> None:
+        if self.paused and not self.closed:
+            self.paused = False
+            self.loop.add_reader(self.sock.fileno(), self._drain_fast if self.fast else self._drain)
+
+    async def finish(self, timeout: float) -> None:
+        """Let forwards in flight answer (at most `timeout` seconds), then close."""
+        self.pause()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+        self.close()
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.loop.remove_reader(self.sock.fileno())
+            self.pause()
             if self.backlog:
                 self.backlog.clear()
                 self.loop.remove_writer(self.sock.fileno())
@@ -232,6 +269,8 @@ class TcpConnection(asyncio.Protocol):
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
         self.eof = False
+        self.proxy_head: bytes | None = None  # PROXY v2 header being read (trusted senders)
+        self.first = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -243,7 +282,12 @@ class TcpConnection(asyncio.Protocol):
             self.closed = True
             return
         peer = transport.get_extra_info("peername")
+        self.host = peer[0] if peer else ""
         self.allowed = bool(peer) and self.acl.allowed(peer[0])
+        proxy = self.resolver.proxy
+        if proxy is not None and proxy.senders.allowed(self.host):
+            self.proxy_head = b""  # the client is named by the header the sender sends first
+            self.allowed = True  # decided when the header arrives
         if not self.allowed and not self.resolver.refuse:
             transport.abort()  # type: ignore[attr-defined]
             self.closed = True
@@ -267,9 +311,44 @@ class TcpConnection(asyncio.Protocol):
         self.resolver.stats.tcp_timeouts += 1
         self.abort()
 
+    def _proxy_header(self, data: bytes) -> bytes | None:
+        """Read the PROXY v2 header of a trusted sender; the bytes after it, or None (wait,
+        or the connection was closed for a bad header)."""
+        proxy = self.resolver.proxy
+        head = self.proxy_head + data  # type: ignore[operator]
+        if len(head) < proxyv2.needed(head) and head[:12] == proxyv2.SIGNATURE[: len(head)]:
+            self.proxy_head = head
+            return None
+        parsed = proxyv2.parse(head)
+        if parsed is None:
+            proxy.errors += 1  # type: ignore[union-attr]
+            self.abort()
+            return None
+        client, end = parsed
+        if client is not None:
+            self.host = client
+        self.allowed = self.acl.allowed(self.host)
+        self.proxy_head = None
+        if not self.allowed and not self.resolver.refuse:
+            self.abort()
+            return None
+        return head[end:]
+
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.first:
+            self.first = False
+            if self.proxy_head is None and data[:12] == proxyv2.SIGNATURE:
+                if self.resolver.proxy is not None:
+                    self.resolver.proxy.refused += 1
+                self.abort()  # a PROXY header from a sender not trusted
+                return
+        if self.proxy_head is not None:
+            rest = self._proxy_header(data)
+            if rest is None:
+                return
+            data = rest
         try:
             messages = self.deframer.feed(data)
         except FramingError:
@@ -284,7 +363,11 @@ class TcpConnection(asyncio.Protocol):
         resolver = self.resolver
         resolver.stats.tcp += 1
         try:
-            result = resolver.handle(msg, self.allowed, False)
+            limiter = resolver.limiter
+            if limiter is not None and limiter.check(self.host, resolver.now()) != ALLOW:
+                result = error_response(msg, REFUSED)  # over the limit: no slip on TCP
+            else:
+                result = resolver.handle(msg, self.allowed, False)
         except Exception:
             resolver.errors.report("TCP query")
             return
@@ -370,12 +453,18 @@ class Listeners:
         self.limits = TcpLimits(s.tcp_idle_timeout, s.tcp_max_connections, s.tcp_max_pipelined)
         self.udp: list[UdpServer] = []
         self.tcp: list[asyncio.base_events.Server] = []
+        self.tcp_by_host: dict[str, asyncio.base_events.Server] = {}
         self.addresses: list[tuple[str, int]] = []
 
-    async def start(self, port: int | None = None) -> None:
+    async def start(self, port: int | None = None, adopt: Listeners | None = None) -> None:
+        """Bind every listen address; with `adopt`, take over the sockets of those listeners
+        where the address and port are the same (a reload: no datagram or connection waiting
+        in the kernel is lost), and bind the rest."""
         s = self.config.server
         port = s.port if port is None else port
         for host in s.listen:
+            if adopt is not None and await self._adopt(adopt, host, port):
+                continue
             for attempt in range(20):
                 try:
                     bound = await self._bind(host, port)
@@ -387,6 +476,28 @@ class Listeners:
             self.addresses.append((host, bound))
             if port == 0:
                 port = bound  # every address on the same port
+
+    async def _adopt(self, old: Listeners, host: str, port: int) -> bool:
+        for i, (old_host, old_port) in enumerate(old.addresses):
+            if old_host != host or old_port != port or i >= len(old.udp):
+                continue
+            udp = old.udp[i]
+            udp.pause()  # and, in the same step of the loop, this server starts reading
+            self.udp.append(UdpServer(self.resolver, self.acl, udp.sock.dup()))
+            self.addresses.append((host, port))
+            tcp = old.tcp_by_host.get(host)
+            if tcp is not None and self.config.server.tcp and tcp.sockets:
+                sock = socket.socket(fileno=os.dup(tcp.sockets[0].fileno()))
+                sock.setblocking(False)
+                server = await asyncio.get_running_loop().create_server(
+                    lambda: TcpConnection(self.resolver, self.acl, self.limits),
+                    sock=sock,
+                    backlog=1024,
+                )
+                self.tcp.append(server)
+                self.tcp_by_host[host] = server
+            return True
+        return False
 
     async def _bind(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
@@ -411,7 +522,27 @@ class Listeners:
                 backlog=1024,
             )
             self.tcp.append(server)
+            self.tcp_by_host[host] = server
         return bound
+
+    def resume(self) -> None:
+        """Read again after a reload that failed half-way."""
+        for proto in self.udp:
+            proto.resume()
+
+    async def retire(self, timeout: float) -> None:
+        """A reload's old listeners: accept nothing new, let what is in flight finish (at most
+        `timeout` seconds), then close. Sockets a new `Listeners` adopted stay open there."""
+        for server in self.tcp:
+            server.close()  # closes this server's descriptor; an adopting one keeps its own
+        await asyncio.gather(*(proto.finish(timeout) for proto in self.udp))
+        # Connections already accepted are served until their clients close them (a client
+        # that sent its query must get its answer), for at most `timeout` seconds.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and any(not c.closed for c in self.limits.connections):
+            await asyncio.sleep(0.05)
+        await self.stop()
 
     async def stop(self) -> None:
         for proto in self.udp:

@@ -23,10 +23,13 @@ from blocklist.sync.verified import VerifiedList
 from blocklist.sync.watch import StateWatcher
 from resolver import fastpath
 from resolver.acl import Acl
+from resolver.check import check_name
 from resolver.config import BlockingSection, ResolverConfig, UrlProxySection
+from resolver.control import add_routes
 from resolver.divert import Diversion, protected_digests, urlhost_digests
 from resolver.dnswire import BlockedAnswers, SoaParams
 from resolver.engine import Resolver
+from resolver.exemptions import Exemptions
 from resolver.matcher import Matcher
 from resolver.metrics import make_app, start_http
 from resolver.server import Listeners
@@ -103,6 +106,7 @@ class ResolverService:
             self._on_list,
             interval=config.server.list_poll_interval,
             max_entries=config.sync.max_entries,
+            threshold=config.sync.root_threshold,
         )
         self.with_metrics = metrics and config.metrics.enabled
         self._runner = None
@@ -179,7 +183,8 @@ class ResolverService:
         started = time.perf_counter()
         fast = self.resolver.fast is not None
         matcher, answers = await asyncio.to_thread(build_list, self.config.blocking, verified, fast)
-        self.resolver.set_list(matcher, answers, verified.serial)
+        exemptions = Exemptions(self.config.blocking.exempt_names, verified.state)
+        self.resolver.set_list(matcher, answers, verified.serial, exemptions)
         del matcher, answers
         if self.config.url_proxy is not None:
             self._urlhosts = await asyncio.to_thread(urlhost_digests, verified.state)
@@ -218,7 +223,8 @@ class ResolverService:
                 fastpath.UNAVAILABLE,
             )
 
-    async def start(self, port: int | None = None) -> None:
+    async def start(self, port: int | None = None, adopt: ResolverService | None = None) -> None:
+        """Load the list, then open the listeners (with `adopt`: take over its sockets)."""
         self._log_path()
         await self.watcher.start()
         if self.resolver.lists.serial is None:
@@ -232,14 +238,34 @@ class ResolverService:
         if self.config.url_proxy is not None:
             self._health_task = asyncio.create_task(self._probe_health())
         try:
-            await self.listeners.start(port)
+            await self.listeners.start(port, adopt.listeners if adopt is not None else None)
             if self.with_metrics:
                 m = self.config.metrics
                 app = make_app(self.snapshot, self.config.sync.state_dir)
+                add_routes(app, self.check, self.local, self.snapshot, self.config.sync.state_dir)
                 self._runner, self.metrics_port = await start_http(app, m.listen, m.port)
         except BaseException:
             await self.stop()
             raise
+
+    def check_now(self, name: str) -> dict[str, Any]:
+        """`resolver check NAME` against this worker's list in force (raises BadName)."""
+        c = self.config
+        verdict = check_name(name, self.resolver.lists, c.rails.protected_names, c.blocking.mode)
+        # Where it is forwarded when it is answered: a zone of upstream.zones, or the default.
+        verdict["zone"] = self.resolver.router.zone_of(verdict["name"].encode())
+        return verdict
+
+    def local_facts(self) -> dict[str, Any]:
+        """What `resolver status` shows beyond counters: this worker's mode and exemptions."""
+        report = self.resolver.lists.exemptions.report()
+        return {"mode": self.config.blocking.mode, "exemptions": report}
+
+    async def check(self, name: str) -> dict[str, Any]:
+        return self.check_now(name)
+
+    async def local(self) -> dict[str, Any]:
+        return self.local_facts()
 
     async def snapshot(self) -> dict[str, Any]:
         return merge([self.stats.snapshot()])
@@ -247,6 +273,15 @@ class ResolverService:
     @property
     def port(self) -> int:
         return self.listeners.addresses[0][1]
+
+    async def retire(self) -> None:
+        """Replaced by a reload: finish what is in flight (bounded by the upstream timeouts),
+        then close. The sockets a new service adopted stay open there."""
+        u = self.config.upstream
+        attempts = u.attempts or max(1, len(u.servers))
+        await self.watcher.stop()
+        await self.listeners.retire(u.timeout * attempts + u.tcp_timeout)
+        await self.stop()
 
     async def stop(self) -> None:
         if self._health_task is not None:

@@ -88,9 +88,13 @@ class Stats:
         self.cache_hits = 0
         self.cache_misses = 0
         self.coalesced = 0
+        self.stale_answers = 0  # expired answers served because every upstream failed
         self.internal_errors = 0  # exceptions caught around a handler: should stay 0
         self.blocked_by_entry: dict[int, int] = {}
         self.blocked_other = 0
+        # Log-only mode: what would have been blocked, by entry (bounded like blocked_by_entry).
+        self.logged_by_entry: dict[int, int] = {}
+        self.logged_other = 0
         self.max_entry_labels = max_entry_labels
         self.upstreams = {name: UpstreamStats() for name in upstreams}
         # Filled by the worker when the list changes, and by the cache on read.
@@ -113,6 +117,10 @@ class Stats:
         self.divert_over_cap = 0
         # The C fast path's engine when it runs: it keeps its own counters, added at snapshot.
         self.fast: Any = None
+        # The rate limiter when limits are on: (dropped, slipped) read at snapshot.
+        self.limiter: Any = None
+        # PROXY v2 trust when on: (refused, errors) read at snapshot.
+        self.proxy: Any = None
 
     def count_blocked(self, entry_id: int) -> None:
         counts = self.blocked_by_entry
@@ -122,6 +130,21 @@ class Stats:
             counts[entry_id] = 1
         else:
             self.blocked_other += 1
+
+    def count_logged(self, entry_id: int) -> None:
+        counts = self.logged_by_entry
+        if entry_id in counts:
+            counts[entry_id] += 1
+        elif len(counts) < self.max_entry_labels:
+            counts[entry_id] = 1
+        else:
+            self.logged_other += 1
+
+    def rate_limited(self) -> tuple[int, int]:
+        return self.limiter.counts() if self.limiter is not None else (0, 0)
+
+    def proxy_counts(self) -> tuple[int, int]:
+        return self.proxy.counts() if self.proxy is not None else (0, 0)
 
     def totals(self) -> tuple[list[int], int, int, int]:
         """(outcomes, udp, cache_hits, blocked_other) over both paths."""
@@ -151,6 +174,9 @@ class Stats:
             "cache_bytes": self.cache_bytes,
             "cache_evictions": self.cache_evictions,
             "coalesced": self.coalesced,
+            "ratelimited": dict(zip(("drop", "slip"), self.rate_limited(), strict=True)),
+            "proxy": dict(zip(("refused", "errors"), self.proxy_counts(), strict=True)),
+            "stale_answers": self.stale_answers,
             "internal_errors": self.internal_errors,
             "pending": self.pending,
             "rss_bytes": rss_bytes(),
@@ -164,6 +190,8 @@ class Stats:
                 "active": self.divert_active,
                 "over_cap": self.divert_over_cap,
             },
+            "logged_by_entry": {str(k): v for k, v in self.logged_by_entry.items()},
+            "logged_other": self.logged_other,
             "upstreams": {
                 name: {
                     "queries": u.queries,

@@ -22,8 +22,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from blocklist.logs import setup_logging
+from resolver.check import BadName
 from resolver.config import ResolverConfig
+from resolver.control import add_routes
 from resolver.metrics import make_app, start_http
+from resolver.reload import ConfigSource, SingleProcess, read_new_config
 from resolver.service import ResolverService
 from resolver.stats import merge
 
@@ -66,16 +69,37 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-async def _serve_single(config: ResolverConfig) -> int:
-    service = ResolverService(config)
-    await service.start()
+async def _serve_single(config: ResolverConfig, source: ConfigSource | None = None) -> int:
+    single = SingleProcess(config, source)
+    await single.service.start()
     _tune_gc()
-    addrs = ", ".join(f"{h}:{p}" for h, p in service.listeners.addresses)
-    log.info(f"answering DNS on {addrs}; metrics on {config.metrics.listen}:{service.metrics_port}")
+    runner, metrics_port = None, None
     try:
+        if config.metrics.enabled:
+            m = config.metrics
+            app = make_app(single.snapshot, config.sync.state_dir)
+            add_routes(app, single.check, single.local, single.snapshot, config.sync.state_dir)
+            runner, metrics_port = await start_http(app, m.listen, m.port)
+        addrs = ", ".join(f"{h}:{p}" for h, p in single.service.listeners.addresses)
+        log.info(f"answering DNS on {addrs}; metrics on {config.metrics.listen}:{metrics_port}")
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(single.reload())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda t: t.cancelled() or not t.result() or _tune_gc())
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         await _wait_for_signal()
+        for task in list(tasks):
+            with contextlib.suppress(Exception):
+                await task
     finally:
-        await service.stop()
+        await single.service.stop()
+        if runner is not None:
+            await runner.cleanup()
     return 0
 
 
@@ -87,6 +111,7 @@ def worker_main(config: ResolverConfig, conn: Connection, port: int, log_level: 
     """Entry point of a worker process (spawned)."""
     setup_logging(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: parent decides
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the supervisor's to run
     _install_uvloop()
     asyncio.run(_worker(config, conn, port))
 
@@ -94,6 +119,7 @@ def worker_main(config: ResolverConfig, conn: Connection, port: int, log_level: 
 async def _worker(config: ResolverConfig, conn: Connection, port: int) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    retiring = False
     try:
         service = ResolverService(config, metrics=False)
         await service.start(port)
@@ -111,7 +137,18 @@ async def _worker(config: ResolverConfig, conn: Connection, port: int) -> None:
             return
         if msg == "stats":
             conn.send(service.stats.snapshot())
+        elif msg == "local":
+            conn.send(service.local_facts())
+        elif isinstance(msg, tuple) and msg[0] == "check":
+            try:
+                conn.send(service.check_now(msg[1]))
+            except BadName as exc:
+                conn.send({"bad_name": str(exc)})
         elif msg == "stop":
+            stop.set()
+        elif msg == "retire":  # replaced by a reload: finish what is in flight first
+            nonlocal retiring
+            retiring = True
             stop.set()
 
     loop.add_reader(conn.fileno(), on_message)
@@ -119,7 +156,7 @@ async def _worker(config: ResolverConfig, conn: Connection, port: int) -> None:
         await _wait_for_signal(stop)
     finally:
         loop.remove_reader(conn.fileno())
-        await service.stop()
+        await (service.retire() if retiring else service.stop())
 
 
 class Worker:
@@ -140,6 +177,39 @@ class Supervisor:
         self.port = config.server.port
         self.lock = threading.Lock()  # one conversation per pipe at a time
         self.stopping = False
+
+    def replace_all(self, config: ResolverConfig) -> bool:
+        """Reload: replace the workers one by one by workers running `config`; each new one is
+        ready (list loaded, port bound) before the old one stops reading and finishes."""
+        self.config = config
+        for worker in self.workers:
+            fresh = Worker(worker.index)
+            reply = self._spawn(fresh)
+            if "error" in reply:
+                log.error(
+                    f"reload stopped at worker {worker.index}: {reply['error']}; the workers "
+                    "before it run the new configuration, the others the previous one"
+                )
+                return False
+            with self.lock:
+                old_process, old_conn = worker.process, worker.conn
+                worker.process, worker.conn, worker.started = (
+                    fresh.process,
+                    fresh.conn,
+                    fresh.started,
+                )
+            if old_conn is not None:
+                with contextlib.suppress(OSError):
+                    old_conn.send("retire")
+            if old_process is not None:
+                old_process.join(60)
+                if old_process.is_alive():
+                    old_process.kill()
+                    old_process.join(1)
+            if old_conn is not None:
+                old_conn.close()
+        log.info("configuration reloaded: every worker replaced")
+        return True
 
     def _spawn(self, worker: Worker) -> dict[str, Any]:
         parent, child = self.ctx.Pipe()
@@ -190,6 +260,21 @@ class Supervisor:
                     return None
         return merge(snaps)
 
+    def ask_first(self, msg: Any) -> dict[str, Any]:
+        """One request to the first worker that answers (control routes)."""
+        with self.lock:
+            for worker in self.workers:
+                conn = worker.conn
+                try:
+                    if conn is None:
+                        continue
+                    conn.send(msg)
+                    if conn.poll(STATS_TIMEOUT):
+                        return conn.recv()
+                except (EOFError, OSError):
+                    continue
+        raise RuntimeError("no worker answered")
+
     def check_workers(self) -> None:
         """Restart workers that died; back off when one keeps dying."""
         for worker in self.workers:
@@ -232,7 +317,9 @@ class Supervisor:
                 p.join(1)
 
 
-async def _serve_workers(config: ResolverConfig, log_level: str) -> int:
+async def _serve_workers(
+    config: ResolverConfig, log_level: str, config_source: ConfigSource | None = None
+) -> int:
     sup = Supervisor(config, log_level)
     try:
         await asyncio.to_thread(sup.start_all)
@@ -248,7 +335,17 @@ async def _serve_workers(config: ResolverConfig, log_level: str) -> int:
                 raise RuntimeError("a worker did not answer")
             return snap
 
+        async def check(name: str) -> dict[str, Any]:
+            reply = await asyncio.to_thread(sup.ask_first, ("check", name))
+            if "bad_name" in reply:
+                raise BadName(reply["bad_name"])
+            return reply
+
+        async def local() -> dict[str, Any]:
+            return await asyncio.to_thread(sup.ask_first, "local")
+
         app = make_app(source, config.sync.state_dir)
+        add_routes(app, check, local, source, config.sync.state_dir)
         runner, port = await start_http(app, config.metrics.listen, config.metrics.port)
         log.info(f"metrics on {config.metrics.listen}:{port}")
 
@@ -261,6 +358,22 @@ async def _serve_workers(config: ResolverConfig, log_level: str) -> int:
                 await asyncio.wait_for(stop.wait(), 0.5)
 
     task = asyncio.create_task(monitor())
+    reloading = asyncio.Lock()
+
+    async def reload() -> None:
+        async with reloading:
+            new = read_new_config(config_source, sup.config) if config_source is not None else None
+            if new is not None:
+                await asyncio.to_thread(sup.replace_all, new)
+
+    reloads: set[asyncio.Task] = set()
+
+    def on_hup() -> None:
+        t = asyncio.get_running_loop().create_task(reload())
+        reloads.add(t)
+        t.add_done_callback(reloads.discard)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await _wait_for_signal(stop)
     finally:
@@ -273,8 +386,11 @@ async def _serve_workers(config: ResolverConfig, log_level: str) -> int:
     return 0
 
 
-def serve(config: ResolverConfig, log_level: str = "info") -> int:
+def serve(
+    config: ResolverConfig, log_level: str = "info", source: ConfigSource | None = None
+) -> int:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads the configuration from `source`."""
     _install_uvloop()
     if config.server.workers == 1:
-        return asyncio.run(_serve_single(config))
-    return asyncio.run(_serve_workers(config, log_level))
+        return asyncio.run(_serve_single(config, source))
+    return asyncio.run(_serve_workers(config, log_level, source))

@@ -19,7 +19,7 @@ import socket
 import struct
 import time
 
-from resolver.config import UpstreamSection
+from resolver.config import UpstreamSection, parse_hostport
 from resolver.dnswire import (
     EDE_NETWORK_ERROR,
     EDE_NO_REACHABLE_AUTHORITY,
@@ -152,14 +152,22 @@ class Upstream:
         self.channel: _Channel | None = None
 
 
+def server_name(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def upstream_names(config: UpstreamSection) -> list[str]:
-    return [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in config.addresses]
+    """Every upstream the section names (default servers, then per-zone ones), once each."""
+    names = [server_name(h, p) for h, p in config.addresses]
+    for servers in config.zones.values():
+        names += [server_name(*parse_hostport(s)) for s in servers]
+    return list(dict.fromkeys(names))
 
 
 class Upstreams:
     def __init__(self, config: UpstreamSection, stats: Stats) -> None:
         self.config = config
-        names = upstream_names(config)
+        names = [server_name(h, p) for h, p in config.addresses]
         self.servers = [
             Upstream(host, port, stats.upstreams[name], name)
             for (host, port), name in zip(config.addresses, names, strict=True)

@@ -28,7 +28,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from blocklist.config import validate_config
+from blocklist.config import ConfigError, load_config, validate_config
 from blocklist.state import Entry, Kind, ListState
 from blocklist.sync.local import LocalSigner
 from blocklist.sync.verified import VerifiedList
@@ -97,6 +97,17 @@ def make_config(
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return validate_config(data, ResolverConfig, "test")
+
+
+def config_error(path: Path, text: str) -> str:
+    """The error `resolver.toml` holding `text` is refused with; it must name the file."""
+    path.write_text(text)
+    try:
+        load_config(path, ResolverConfig)
+    except ConfigError as exc:
+        assert str(path) in str(exc), str(exc)
+        return str(exc)
+    raise AssertionError(f"accepted: {text!r}")
 
 
 @contextlib.asynccontextmanager

@@ -263,16 +263,16 @@ def test_add_approve_publish_status_list_show(authority: Authority) -> None:
     assert fields["value"] == "blocked-demo.test"
     assert fields["evidence"] == "case-42"
     assert fields["approved by"] == "bob"
-    assert fields["listed in serial"] == "1"
+    assert fields["listed in serial"] == str(serial)
     assert fields["created"].endswith("Z")
 
-    # An ASP applies serial 1 and acknowledges it; compliance shows it.
+    # An ASP applies the serial just published and acknowledges it; compliance shows it.
     asp = authority.json("asp", "add", "isp-one.example")
     status_json = authority.json("status", who="olga")
     ack = urllib.request.Request(
         authority.url + "/v1/acks",
         data=json.dumps(
-            {"instance": "resolver-1", "serial": 1, "checksum": status_json["checksum"]}
+            {"instance": "resolver-1", "serial": serial, "checksum": status_json["checksum"]}
         ).encode(),
         headers={"Authorization": f"Bearer {asp['token']}", "Content-Type": "application/json"},
         method="POST",
@@ -295,7 +295,7 @@ def test_add_approve_publish_status_list_show(authority: Authority) -> None:
         "seen",
     ]
     row = next(r for r in compliance.stdout.splitlines() if "resolver-1" in r).split()
-    assert row[:8] == ["isp-one.example", "resolver-1", "1", "0", "no", "no", "0", "-"]
+    assert row[:8] == ["isp-one.example", "resolver-1", str(serial), "0", "no", "no", "0", "-"]
     assert row[8].endswith("Z") and "T" in row[8]
 
 
@@ -321,12 +321,49 @@ def test_reject_and_delist_need_reasons_and_are_logged(authority: Authority) -> 
     assert authority.run("approve", str(delisted_id), who="bob").returncode == 0
     out = authority.run("delist", str(delisted_id), "--reason", "removed at source", who="alice")
     assert out.returncode == 0, out.stderr
+    out = authority.run("delist", "confirm", str(delisted_id), who="bob")
+    assert out.returncode == 0, out.stderr
     assert authority.json("show", str(delisted_id), who="olga")["status"] == "delisted"
 
     log = authority.run("audit", "log", "--entry", str(delisted_id), who="olga")
     assert log.returncode == 0, log.stderr
     assert "entry.delist" in log.stdout and "removed at source" in log.stdout
     assert "entry.approve" in log.stdout
+
+
+def test_delisting_is_requested_then_confirmed_by_another_approver(authority: Authority) -> None:
+    entry = add_entry(authority, "two-people.example")
+    assert authority.run("approve", str(entry), who="bob").returncode == 0
+    out = authority.run("delist", str(entry), "--reason", "owner removed it", who="alice")
+    assert out.returncode == 0, out.stderr
+    assert "stays active (blocked) until another approver confirms" in out.stdout
+    assert f"blocklist delist confirm {entry}" in out.stdout
+    assert re.search(r"delistings to confirm +1\n", authority.run("status", who="olga").stdout)
+    pending = authority.run("list", "--status", "delist_pending", who="olga")
+    assert "active (delist requested)" in pending.stdout, pending.stdout + pending.stderr
+    shown = authority.run("show", str(entry), who="olga").stdout
+    assert "alice (awaiting confirmation by another approver)" in shown
+    # Refusals: oversight, no reason to reject, bad usage.
+    out = authority.run("delist", "confirm", str(entry), who="olga")
+    assert out.returncode == 1 and out.stderr.startswith("error: ")
+    out = authority.run("delist", "reject", str(entry), who="bob")
+    assert out.returncode == 2 and "--reason" in out.stderr
+    for bad in (
+        ["delist", "confirm"],
+        ["delist", "approve", "3"],
+        ["delist", "0", "--reason", "x"],
+    ):
+        out = authority.run(*bad, who="bob")
+        assert out.returncode == 2 and "usage: blocklist delist" in out.stderr, out.stderr
+    out = authority.run("delist", "reject", str(entry), "--reason", "still online", who="bob")
+    assert out.returncode == 0 and "stays active" in out.stdout, out.stderr
+    assert authority.run("delist", str(entry), "--reason", "gone now", who="alice").returncode == 0
+    out = authority.run("delist", "confirm", str(entry), who="bob")
+    assert out.returncode == 0 and "requested by alice" in out.stdout, out.stderr
+    shown = authority.json("show", str(entry), who="olga")
+    assert (shown["status"], shown["delisted_by"]) == ("delisted", "bob")
+    out = authority.run("delist", "confirm", str(entry), who="bob")
+    assert out.returncode == 1 and "no delisting awaiting confirmation" in out.stderr
 
 
 def test_errors_from_the_api_are_one_line(authority: Authority) -> None:

@@ -99,7 +99,10 @@ def test_every_printed_command_works_as_printed(tmp_path: Path) -> None:
         try_these = section(text, "Try, in another terminal:")
         urls = section(text, "A URL entry on a shared host")
         block = section(text, "Block a new name")
-        assert len(try_these) == 5 and len(urls) == 3 and len(block) == 4, text
+        unblock = section(text, "Unblock it again")
+        assert len(try_these) == 5 and len(urls) == 3 and len(block) == 4 and len(unblock) == 3, (
+            text
+        )
 
         # What to try: each line in its own shell, checked against its own comment.
         dig_a, dig_aaaa, dig_allowed, curl_page, curl_form = try_these
@@ -144,6 +147,21 @@ def test_every_printed_command_works_as_printed(tmp_path: Path) -> None:
         assert f"approve {entry_id} " in steps[2]  # the printed id is the one add gave
         assert approved.startswith(f"Entry {entry_id} approved: new-demo.test")
         until(lambda: "IN\tA\t127.0.0.1" in shell(dig_new).stdout, "new-demo.test blocked")
+
+        # Unblock it: in the same terminal (after the export line), one officer asks — the name
+        # stays blocked — and the approver confirms; then the name resolves normally again.
+        request, confirm, dig_again = unblock
+        assert f"delist {entry_id} " in request and f"delist confirm {entry_id}" in confirm
+        asked = shell("set -e\n" + "\n".join([steps[0], request]))
+        assert asked.returncode == 0, asked.stdout + asked.stderr
+        assert asked.stdout.startswith(f"Delisting of entry {entry_id} requested: new-demo.test")
+        publish = shell("\n".join([steps[0], steps[1].split(" add ")[0] + " publish"]))
+        assert publish.returncode == 0, publish.stderr  # nothing to publish, or a new serial
+        assert "IN\tA\t127.0.0.1" in shell(dig_again).stdout  # a request alone unblocks nothing
+        done = shell("set -e\n" + "\n".join([steps[0], confirm]))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith(f"Entry {entry_id} delisted: new-demo.test")
+        until(lambda: "192.0.2.1" in shell(dig_again).stdout, "new-demo.test unblocked")
 
         # A normal start says nothing at warning or error level, in the demo's output or in
         # any component's log.

@@ -354,7 +354,7 @@ async def test_feed_removal_delists_with_cause_feed(home: RunningAuthority) -> N
     assert all_entries["a.x.example"]["status"] == "active"
     status, log = await home.call("olga", "GET", f"/v1/audit?entry_id={c['id']}")
     delist = next(r for r in log["records"] if r["action"] == "entry.delist")
-    assert delist["actor"] == "feed:intl" and delist["detail"]["cause"] == "feed"
+    assert delist["actor"].endswith("feed:intl") and delist["detail"]["cause"] == "feed"
 
 
 async def test_name_held_by_a_feed_and_a_local_entry_or_two_feeds(
@@ -400,7 +400,14 @@ async def test_exclusion_per_feed_is_audited_and_sticks(home: RunningAuthority) 
         "/v1/feeds/intl/exclusions",
         {"value": "WRONG.x.example", "reason": "verified lawful, ticket 12"},
     )
-    assert status == 201 and body["delisted"] == 1, body
+    # A manual delisting: requested now, confirmed by a second person.
+    assert status == 201 and body["delisted"] == 0 and body["delist_request"], body
+    entry_id = body["delist_request"]["entry_id"]
+    assert "wrong.x.example" in await entries(home, "active")
+    status, _ = await home.call("alice", "POST", f"/v1/entries/{entry_id}/delist/confirm", {})
+    assert status == 403
+    status, confirmed = await home.call("bob", "POST", f"/v1/entries/{entry_id}/delist/confirm", {})
+    assert status == 200 and confirmed["status"] == "delisted", confirmed
     # The next update still lists it: it stays excluded.
     status, body = await import_text(home, "intl", "wrong.x.example\nright.x.example\n")
     assert body["added"] == 0 and body["removed"] == 0
@@ -649,7 +656,7 @@ async def test_feed_commands(home: RunningAuthority, tmp_path: Path) -> None:
     code, out, err = await cli(
         home, "feed", "exclude", "interpol", "w.x.example", "--reason", "lawful since 2026-11"
     )
-    assert code == 0 and "excluded from feed interpol and delisted" in out, err
+    assert code == 0 and "excluded from feed interpol; delisting of entry" in out, err
     code, out, err = await cli(home, "feed", "refresh", "interpol")
     assert code == 1 and "out of band" in err
     code, out, err = await cli(home, "report", who="olga")
@@ -698,7 +705,7 @@ def test_schema_migration_adds_feeds_to_an_existing_database(tmp_path: Path) -> 
     store = Store(path)
     try:
         with store.db.read() as conn:
-            assert schema_version(conn) == len(MIGRATIONS) == 5
+            assert schema_version(conn) == len(MIGRATIONS) == 6
         ada = Principal("officer", 1, "ada", "admin")
         feed = store.add_feed(
             ada, name="intl", source="file", format="text", policy="review", period=3600

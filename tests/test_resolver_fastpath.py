@@ -32,8 +32,10 @@ from resolver import fastpath
 from resolver import stats as S
 from resolver.dnswire import Query, cache_key, inspect_response, parse_query
 from resolver.engine import Resolver
+from resolver.exemptions import Exemptions
 from resolver.matcher import Matcher
 from resolver.service import make_answers
+from resolver.upstream import upstream_names
 
 pytestmark = pytest.mark.skipif(not fastpath.available(), reason=str(fastpath.UNAVAILABLE))
 
@@ -211,8 +213,9 @@ class Pair:
     def __init__(self, tmp_path, **sections) -> None:
         config = make_config(tmp_path, [53], **sections)
         answers = make_answers(config.blocking, "", 0)
-        self.fast = Resolver(config, S.Stats(["127.0.0.1:53"]), answers, fast=True)
-        self.pure = Resolver(config, S.Stats(["127.0.0.1:53"]), answers, fast=False)
+        names = upstream_names(config.upstream)
+        self.fast = Resolver(config, S.Stats(names), answers, fast=True)
+        self.pure = Resolver(config, S.Stats(names), answers, fast=False)
         assert self.fast.fast is not None and self.pure.fast is None
         self.config = config
         self.in_c: dict[bytes, bool] = {}  # answered (or dropped) in C, last time asked
@@ -221,8 +224,9 @@ class Pair:
     def set_list(self, domains: list[str], serial: int) -> None:
         state = list_state(domains)
         answers = make_answers(self.config.blocking, AUTHORITY, serial)
-        self.pure.set_list(Matcher(state), answers, serial)
-        self.fast.set_list(fastpath.list_index(state), answers, serial)
+        exemptions = Exemptions(self.config.blocking.exempt_names, state)
+        self.pure.set_list(Matcher(state), answers, serial, exemptions)
+        self.fast.set_list(fastpath.list_index(state), answers, serial, exemptions)
 
     def store(self, query_wire: bytes, reply: bytes) -> None:
         for r in (self.pure, self.fast):
@@ -250,6 +254,7 @@ class Pair:
         p, f = self.pure.stats, self.fast.stats
         assert p.totals() == f.totals()
         assert p.blocked_by_entry == f.blocked_by_entry
+        assert (p.logged_by_entry, p.logged_other) == (f.logged_by_entry, f.logged_other)
         assert (p.cache_misses, p.truncated, p.internal_errors) == (
             f.cache_misses,
             f.truncated,
@@ -295,6 +300,44 @@ def test_fast_path_gives_the_reference_bytes(tmp_path, clock, refused):
     ]
     for packet in owned:
         assert pair.in_c.get(packet, True)
+
+
+EXEMPT = ["www.blocked.example", "target.example"]  # below a listed name; listed after the swap
+
+
+@pytest.mark.parametrize(
+    "blocking",
+    [{"mode": "log-only"}, {"exempt_names": EXEMPT}, {"mode": "log-only", "exempt_names": EXEMPT}],
+    ids=["log-only", "exemptions", "both"],
+)
+def test_log_only_and_exemptions_give_the_reference_bytes(tmp_path, clock, blocking):
+    """Blocks that log-only mode or an exemption lift are decided in Python on both paths: the
+    same bytes and counters, and every other answer still comes from C."""
+    pair = Pair(tmp_path, blocking=blocking)
+    packets = corpus()
+    pair.set_list(LISTED, 1)
+    for query_wire, reply in REPLIES:
+        pair.store(query_wire, reply)
+    pair.compare(packets, True)
+    pair.set_list(LISTED_AFTER_SWAP, 2)
+    pair.compare(packets, True)
+    stats = pair.fast.stats
+    blocked = stats.totals()[0][S.BLOCKED] + stats.totals()[0][S.BLOCKED_CNAME]
+    if blocking.get("mode") == "log-only":
+        assert blocked == 0 and sum(stats.logged_by_entry.values()) > 100
+    else:
+        assert blocked > 100 and not stats.logged_by_entry
+    if "exempt_names" in blocking:
+        # An exempted name is answered (not blocked) alike on both paths; its parent is not.
+        for name, listed in (("WwW.BlOcKeD.ExAmPlE", False), ("a.b.c.deep.other.example", True)):
+            pair.set_list(LISTED, 3)
+            packet = client_query(name, "TXT", qid=9)
+            pair.compare([packet], True)
+            for r in (pair.pure, pair.fast):
+                answered = r.answer_udp(packet, True, NOW).__class__ is bytes  # else forwarded
+                assert answered == (listed and blocking.get("mode") != "log-only"), name
+            pair.same_counters()
+    assert sum(pair.in_c.values()) > 0.5 * len(pair.in_c)
 
 
 def test_truncation_and_dotted_labels_go_to_python(tmp_path, clock):

@@ -78,6 +78,8 @@ async def delist(api: RunningAuthority, entry_id: int) -> None:
     status, body = await api.call(
         "alice", "POST", f"/v1/entries/{entry_id}/delist", {"reason": "removed at source"}
     )
+    assert status == 202, body
+    status, body = await api.call("bob", "POST", f"/v1/entries/{entry_id}/delist/confirm")
     assert status == 200, body
 
 

@@ -131,6 +131,7 @@ def test_duplicates_refused_while_live(store: Store) -> None:
     assert info.value.code == "duplicate" and info.value.extra["entry_id"] == first
     store.approve(o["bob"], first)
     store.delist(o["alice"], first, "removed at source")
+    store.confirm_delist(o["carol"], first)
     assert add(store, o["alice"]) != first  # listable again once delisted
 
 
@@ -140,7 +141,8 @@ def test_delist_needs_reason(store: Store) -> None:
     store.approve(o["bob"], entry_id)
     with pytest.raises(AuthorityError, match="reason is required"):
         store.delist(o["alice"], entry_id, "")
-    assert store.delist(o["alice"], entry_id, "gone").status == "delisted"
+    assert store.delist(o["alice"], entry_id, "gone").delist_pending
+    assert store.confirm_delist(o["carol"], entry_id).status == "delisted"
     with pytest.raises(AuthorityError) as info:
         store.delist(o["alice"], entry_id, "again")
     assert info.value.code == "not_listed"
@@ -204,6 +206,7 @@ def test_pending_changes_and_publication_marks(store: Store) -> None:
     store.mark_published(SYSTEM, changes, serial=1, session="s", checksum=b"\1" * 32, entry_count=2)
     assert not store.pending_changes().added
     store.delist(o["alice"], a, "gone")
+    store.confirm_delist(o["carol"], a)
     changes = store.pending_changes()
     assert changes.removed == [digest("a.example")] and not changes.added
     assert store.publications()[0]["serial"] == 1

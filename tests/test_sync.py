@@ -90,6 +90,7 @@ async def publish(api: RunningAuthority, *values: str) -> dict:
 
 async def delist(api: RunningAuthority, entry_id: int) -> None:
     await api.call("alice", "POST", f"/v1/entries/{entry_id}/delist", {"reason": "gone"})
+    await api.call("bob", "POST", f"/v1/entries/{entry_id}/delist/confirm")
 
 
 def follower_for(api: RunningAuthority, tmp_path: Path, **extra) -> Follower:

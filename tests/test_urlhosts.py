@@ -53,12 +53,18 @@ async def test_urlhost_follows_url_entries(api: RunningAuthority) -> None:
     assert digest("shared.example") in state.hashed()
 
     # Delisting the lower-id entry moves the URLHOST id; delisting both removes it.
-    status, _ = await api.call("bob", "POST", f"/v1/entries/{first}/delist", {"reason": "gone"})
-    assert status == 200
+    await _delist(api, first)
     assert _urlhosts(await _published(api)) == {"shared.example": URLHOST_ID_BASE + second}
-    status, _ = await api.call("bob", "POST", f"/v1/entries/{second}/delist", {"reason": "gone"})
-    assert status == 200
+    await _delist(api, second)
     assert _urlhosts(await _published(api)) == {}
+
+
+async def _delist(api: RunningAuthority, entry: int) -> None:
+    """Two people: an officer asks, an independent approver confirms."""
+    status, _ = await api.call("alice", "POST", f"/v1/entries/{entry}/delist", {"reason": "gone"})
+    assert status == 202
+    status, _ = await api.call("carol", "POST", f"/v1/entries/{entry}/delist/confirm")
+    assert status == 200
 
 
 async def test_domain_entry_replaces_urlhost(api: RunningAuthority) -> None:
@@ -68,8 +74,7 @@ async def test_domain_entry_replaces_urlhost(api: RunningAuthority) -> None:
     domain = await _add(api, "shared.example")
     state = await _published(api)
     assert _urlhosts(state) == {}
-    status, _ = await api.call("bob", "POST", f"/v1/entries/{domain}/delist", {"reason": "r"})
-    assert status == 200
+    await _delist(api, domain)
     assert set(_urlhosts(await _published(api))) == {"www.shared.example"}
     # The same host as a domain entry: the domain entry takes the digest.
     await _add(api, "www.shared.example")

@@ -23,6 +23,7 @@ TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "systemd-analyze": (("systemd-analyze",), "systemd"),
     "pdns_recursor": (("pdns_recursor",), "pdns-recursor"),
     "kresd": (("kresd",), "knot-resolver"),
+    "dnsdist": (("dnsdist",), "dnsdist"),
     "minisign": (("minisign",), "minisign"),
 }
 

@@ -70,6 +70,7 @@ class UrlProxy:
             self._on_list,
             interval=1.0,
             max_entries=config.sync.max_entries,
+            threshold=config.sync.root_threshold,
         )
         self.http_addresses: list[tuple[str, int]] = []
         self.https_addresses: list[tuple[str, int]] = []

@@ -514,14 +514,43 @@ async def reject(request: web.Request, body: ReasonIn) -> web.Response:
 @routes.route(
     "post",
     "/v1/entries/{entry_id}/delist",
-    "Delist an entry, with reasons",
+    "Request the delisting of a listed entry, with reasons (it stays listed until another "
+    "approver confirms)",
     permission="delist",
     body=ReasonIn,
 )
 async def delist(request: web.Request, body: ReasonIn) -> web.Response:
+    store = authority(request).store
+    record = await off_loop(store.delist, principal(request), entry_id(request), body.reason)
+    return json_ok(record.to_dict(), status=202)
+
+
+@routes.route(
+    "post",
+    "/v1/entries/{entry_id}/delist/confirm",
+    "Confirm a requested delisting (not its requester, nor an account the requester created)",
+    permission="approve",
+    body=NoteIn,
+)
+async def confirm_delist(request: web.Request, body: NoteIn) -> web.Response:
     auth = authority(request)
-    record = await off_loop(auth.store.delist, principal(request), entry_id(request), body.reason)
+    record = await off_loop(
+        auth.store.confirm_delist, principal(request), entry_id(request), body.note
+    )
     auth.list_changed()
+    return json_ok(record.to_dict())
+
+
+@routes.route(
+    "post",
+    "/v1/entries/{entry_id}/delist/reject",
+    "Reject a requested delisting, with reasons: the entry stays listed",
+    permission="approve",
+    body=ReasonIn,
+)
+async def reject_delist(request: web.Request, body: ReasonIn) -> web.Response:
+    store = authority(request).store
+    record = await off_loop(store.reject_delist, principal(request), entry_id(request), body.reason)
     return json_ok(record.to_dict())
 
 

@@ -202,7 +202,26 @@ MIGRATIONS: list[str] = [
     ALTER TABLE complaints ADD COLUMN ticket TEXT;
     CREATE INDEX complaints_ticket ON complaints(ticket);
     """,
-    # 5: external feeds — their trust, their current items (provenance: feed + feed's own id),
+    # delisting requests: a manual delisting takes a second person (independent of the others,
+    # so it may take any place in this list)
+    """
+    CREATE TABLE delist_requests (
+        id INTEGER PRIMARY KEY,
+        entry_id INTEGER NOT NULL REFERENCES entries(id),
+        requested_by INTEGER NOT NULL REFERENCES officers(id),
+        requested INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed', 'rejected', 'superseded')),
+        decided_by INTEGER REFERENCES officers(id),
+        decided INTEGER,
+        decision_reason TEXT
+    );
+    -- At most one open request per entry (and one confirmed: a delisted entry stays delisted).
+    CREATE UNIQUE INDEX delist_requests_open ON delist_requests(entry_id)
+        WHERE status IN ('pending', 'confirmed');
+    CREATE INDEX delist_requests_status ON delist_requests(status);
+    """,
+    # 6: external feeds — their trust, their current items (provenance: feed + feed's own id),
     # local exclusions, and which batch or entry a feed brought in
     """
     CREATE TABLE feeds (

@@ -1,8 +1,14 @@
-"""Entries and their four-eyes decisions: add, approve, reject, delist, read.
+"""Entries and their four-eyes decisions: add, approve, reject, delist (request, confirm,
+reject), read.
 
 Every change runs in one write transaction together with its audit record, so an approval is
 either fully recorded (entry state + audit) or not at all, and two approvers acting on one entry
 at the same moment are serialised: the second one finds it already decided.
+
+A manual delisting takes two people as a listing does: one officer requests it with a reason,
+the entry stays listed (and published), and an approver who is neither the requester nor an
+account the requester created confirms or rejects it. Delistings backed by their own evidence
+or decision (complaint upheld, removal at source, lapse) call `delist_in_transaction` directly.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from blocklist.authority.errors import Conflict, Forbidden, Invalid, NotFound
 from blocklist.authority.principals import depends_on
 from blocklist.authority.roles import Principal, require
 from blocklist.authority.statuses import (
-    ENTRY_STATUSES,
+    DELIST_PENDING,
+    ENTRY_FILTERS,
+    LISTED_SQL,
+    LISTED_STATUSES,
     LIVE_SQL,
     LIVE_STATUSES,
 )
@@ -58,6 +67,12 @@ class EntryRecord:
     last_check: int | None = None
     last_outcome: str | None = None
     removed_at: int | None = None
+    delisted_by: str | None = None
+    # The manual delisting asked for (pending) or done (confirmed): who asked, when, why.
+    delist_pending: bool = False
+    delist_requested_by: str | None = None
+    delist_requested: int | None = None
+    delist_request_reason: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,9 +98,16 @@ def clean_text(value: str, what: str, required: bool = False) -> str:
 
 
 _SELECT = (
-    "SELECT e.*, a.name AS added_by_name, b.name AS approved_by_name FROM entries e"
+    "SELECT e.*, a.name AS added_by_name, b.name AS approved_by_name, d.name AS delisted_by_name,"
+    " r.status AS request_status, r.requested AS request_time, r.reason AS request_reason,"
+    " q.name AS requested_by_name FROM entries e"
     " JOIN officers a ON a.id = e.added_by LEFT JOIN officers b ON b.id = e.approved_by"
+    " LEFT JOIN officers d ON d.id = e.delisted_by"
+    " LEFT JOIN delist_requests r ON r.entry_id = e.id AND r.status IN ('pending', 'confirmed')"
+    " LEFT JOIN officers q ON q.id = r.requested_by"
 )
+# A request counts as pending only while its entry is listed.
+_DELIST_PENDING_SQL = f"r.status = 'pending' AND e.status IN {LISTED_SQL}"
 
 
 def record(row: sqlite3.Row) -> EntryRecord:
@@ -114,6 +136,11 @@ def record(row: sqlite3.Row) -> EntryRecord:
         last_check=row["last_check"],
         last_outcome=row["last_outcome"],
         removed_at=row["removed_at"],
+        delisted_by=row["delisted_by_name"],
+        delist_pending=row["request_status"] == "pending" and row["status"] in LISTED_STATUSES,
+        delist_requested_by=row["requested_by_name"],
+        delist_requested=row["request_time"],
+        delist_request_reason=row["request_reason"],
     )
 
 
@@ -173,11 +200,13 @@ class Entries:
     ) -> list[EntryRecord]:
         require(actor, "read")
         where, args = [], []
-        if status:
-            if status not in ENTRY_STATUSES:
+        if status == DELIST_PENDING:
+            where.append(_DELIST_PENDING_SQL)
+        elif status:
+            if status not in ENTRY_FILTERS:
                 raise Invalid(
                     "invalid_status",
-                    f"unknown status {status[:40]!r} (one of {', '.join(ENTRY_STATUSES)})",
+                    f"unknown status {status[:40]!r} (one of {', '.join(ENTRY_FILTERS)})",
                 )
             where.append("e.status = ?")
             args.append(status)
@@ -194,6 +223,12 @@ class Entries:
         with self.db.read() as conn:
             rows = conn.execute("SELECT status, count(*) FROM entries GROUP BY status")
             return {r[0]: r[1] for r in rows}
+
+    def delist_pending_count(self) -> int:
+        """Delistings requested and awaiting a second officer."""
+        with self.db.read() as conn:
+            sql = "SELECT count(*) FROM entries e JOIN delist_requests r ON r.entry_id = e.id"
+            return conn.execute(f"{sql} WHERE {_DELIST_PENDING_SQL}").fetchone()[0]
 
     def canonical(self, raw: str, kind: Kind | None) -> tuple[Kind, str, bytes]:
         if len(raw) > MAX_VALUE:
@@ -316,40 +351,151 @@ class Entries:
             return record(entry_row(conn, entry_id))
 
     def delist(self, actor: Principal, entry_id: int, reason: str) -> EntryRecord:
-        """Take an entry off the list (the next publication removes it). A reason is required."""
+        """Request a manual delisting, with a reason. The entry stays listed (and in every
+        publication) until another approver confirms it (`confirm_delist`)."""
         require(actor, "delist")
+        if actor.kind != "officer":
+            raise Forbidden("forbidden", "a manual delisting is requested by an officer")
         reason = clean_text(reason, "reason", required=True)
         with self.db.write() as conn:
-            self.delist_in_transaction(actor, entry_id, reason)
+            row = entry_row(conn, entry_id)
+            if row["status"] not in LISTED_STATUSES:
+                hint = "; an approver rejects a pending entry" if row["status"] == "pending" else ""
+                raise Conflict(
+                    "not_listed",
+                    f"entry {entry_id} is {row['status']}, not on the list: "
+                    f"nothing to delist{hint}",
+                )
+            if row["request_status"] == "pending":
+                raise Conflict(
+                    "delist_pending",
+                    f"the delisting of entry {entry_id} was already requested by "
+                    f"{row['requested_by_name']}; an approver must confirm or reject it",
+                )
+            now = self.db.now()
+            cur = conn.execute(
+                "INSERT INTO delist_requests (entry_id, requested_by, requested, reason, status)"
+                " VALUES (?, ?, ?, ?, 'pending')",
+                (entry_id, actor.id, now, reason),
+            )
+            audit.append(
+                conn,
+                time=now,
+                actor=actor.label,
+                action="entry.delist_request",
+                entry_id=entry_id,
+                reason=reason,
+                detail={"request": cur.lastrowid},
+            )
+            return record(entry_row(conn, entry_id))
+
+    def _delist_request(
+        self, conn: sqlite3.Connection, actor: Principal, entry_id: int, verb: str
+    ) -> sqlite3.Row:
+        """The pending request on a listed entry, if `actor` may decide it (four eyes)."""
+        row = entry_row(conn, entry_id)
+        request = conn.execute(
+            "SELECT r.*, q.name AS requested_by_name FROM delist_requests r"
+            " JOIN officers q ON q.id = r.requested_by"
+            " WHERE r.entry_id = ? AND r.status = 'pending'",
+            (entry_id,),
+        ).fetchone()
+        if request is None or row["status"] not in LISTED_STATUSES:
+            raise Conflict(
+                "no_delist_request",
+                f"entry {entry_id} is {row['status']} and has no delisting awaiting confirmation",
+            )
+        what = f"the delisting of entry {entry_id}"
+        check_not_puppet(conn, actor, request["requested_by"], what, verb, "requested")
+        return request
+
+    def _decide_request(
+        self,
+        conn: sqlite3.Connection,
+        actor: Principal,
+        request: sqlite3.Row,
+        status: str,
+        why: str,
+    ) -> dict:
+        """Close a request as confirmed or rejected; the audit detail that names it."""
+        conn.execute(
+            "UPDATE delist_requests SET status = ?, decided_by = ?, decided = ?,"
+            " decision_reason = ? WHERE id = ?",
+            (status, actor.id, self.db.now(), why, request["id"]),
+        )
+        return {"request": request["id"], "requested_by": f"officer:{request['requested_by_name']}"}
+
+    def confirm_delist(self, actor: Principal, entry_id: int, note: str = "") -> EntryRecord:
+        """The second officer: the requested delisting takes effect (next publication)."""
+        require(actor, "approve")
+        note = clean_text(note, "note")
+        with self.db.write() as conn:
+            request = self._delist_request(conn, actor, entry_id, "confirm")
+            detail = self._decide_request(conn, actor, request, "confirmed", note)
+            self.delist_in_transaction(
+                actor, entry_id, request["reason"], detail={**detail, "note": note}
+            )
+            return record(entry_row(conn, entry_id))
+
+    def reject_delist(self, actor: Principal, entry_id: int, reason: str) -> EntryRecord:
+        """The second officer refuses the delisting, with a reason: the entry stays listed."""
+        require(actor, "approve")
+        reason = clean_text(reason, "reason", required=True)
+        with self.db.write() as conn:
+            request = self._delist_request(conn, actor, entry_id, "reject")
+            audit.append(
+                conn,
+                time=self.db.now(),
+                actor=actor.label,
+                action="entry.delist_reject",
+                entry_id=entry_id,
+                reason=reason,
+                detail=self._decide_request(conn, actor, request, "rejected", reason),
+            )
             return record(entry_row(conn, entry_id))
 
     def delist_in_transaction(
-        self, actor: Principal, entry_id: int, reason: str, cause: str = "officer"
+        self,
+        actor: Principal,
+        entry_id: int,
+        reason: str,
+        cause: str = "officer",
+        detail: dict | None = None,
     ) -> None:
-        """The delisting itself; joins the caller's write transaction when there is one."""
+        """The delisting itself; joins the caller's write transaction when there is one.
+
+        A delisting request still pending is closed as superseded: the entry is off the list.
+        """
         with self.db.write() as conn:
             row = entry_row(conn, entry_id)
             if row["status"] not in LIVE_STATUSES:
                 raise Conflict(
                     "not_listed", f"entry {entry_id} is {row['status']}; nothing to delist"
                 )
+            now = self.db.now()
             conn.execute(
                 "UPDATE entries SET status = 'delisted', delisted = ?, delisted_by = ?,"
                 " status_reason = ?, delist_cause = ? WHERE id = ?",
                 (
-                    self.db.now(),
+                    now,
                     actor.id if actor.kind == "officer" else None,
                     reason,
                     cause,
                     entry_id,
                 ),
             )
+            superseded = conn.execute(
+                "UPDATE delist_requests SET status = 'superseded', decided = ?"
+                " WHERE entry_id = ? AND status = 'pending' RETURNING id",
+                (now, entry_id),
+            ).fetchone()
+            extra = {"superseded_request": superseded[0]} if superseded else {}
             audit.append(
                 conn,
-                time=self.db.now(),
+                time=now,
                 actor=actor.label,
                 action="entry.delist",
                 entry_id=entry_id,
                 reason=reason,
-                detail={"cause": cause},
+                detail={"cause": cause, **(detail or {}), **extra},
             )

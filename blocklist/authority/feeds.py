@@ -26,7 +26,7 @@ from blocklist.authority.db import Database
 from blocklist.authority.entries import DAY, check_not_puppet, clean_text
 from blocklist.authority.errors import AuthorityError, Conflict, Invalid, NotFound
 from blocklist.authority.roles import Principal, require
-from blocklist.authority.statuses import LISTED_SQL, LIVE_SQL
+from blocklist.authority.statuses import LISTED_SQL, LISTED_STATUSES, LIVE_SQL
 from blocklist.digests import DIGEST_SIZE, digest, query_digests
 from blocklist.domains import ProtectedNames, canonical_domain
 from blocklist.entries import guess_kind
@@ -262,7 +262,9 @@ class Feeds:
     # ------------------------------------------------------------------ exclusions
 
     def exclude(self, actor: Principal, name: str, raw: str, reason: str) -> dict:
-        """Never list `raw` from this feed; if the feed brought it in alone, it is delisted."""
+        """Never list `raw` from this feed. If the feed brought a listed entry in alone, its
+        delisting is requested (a second person confirms, as for any manual delisting); a
+        pending one is withdrawn."""
         require(actor, "delist")
         reason = clean_text(reason, "reason", required=True)
         kind, value, digest = self._exclusion_digest(raw)
@@ -281,6 +283,7 @@ class Feeds:
                 "SELECT * FROM feed_items WHERE feed_id = ? AND digest = ?", (feed["id"], digest)
             ).fetchone()
             delisted = 0
+            request: dict | None = None
             if item is not None:
                 conn.execute(
                     "UPDATE feed_items SET status = 'excluded', entry_id = NULL, reason = ?"
@@ -289,15 +292,28 @@ class Feeds:
                 )
                 if item["entry_id"] is not None:
                     delisted = self._release(conn, feed, item["entry_id"], actor, reason)
+                    requested = conn.execute(
+                        "SELECT id FROM delist_requests WHERE entry_id = ? AND status = 'pending'"
+                        " AND requested_by = ?",
+                        (item["entry_id"], actor.id),
+                    ).fetchone()
+                    if requested is not None:
+                        request = {"entry_id": item["entry_id"], "request": requested[0]}
             audit.append(
                 conn,
                 time=now,
                 actor=actor.label,
                 action="feed.exclude",
-                detail={"feed": name, "value": value, "delisted": delisted},
+                detail={"feed": name, "value": value, "delisted": delisted, "request": request},
                 reason=reason,
             )
-            return {"feed": name, "value": value, "kind": kind.name.lower(), "delisted": delisted}
+            return {
+                "feed": name,
+                "value": value,
+                "kind": kind.name.lower(),
+                "delisted": delisted,
+                "delist_request": request,
+            }
 
     def _exclusion_digest(self, raw: str) -> tuple[Kind, str, bytes]:
         text = raw.strip()
@@ -674,18 +690,16 @@ class Feeds:
                 (now, reason, entry_id),
             )
             action = "entry.withdraw"
-        elif row["status"] in ("active", "removal_pending"):
-            conn.execute(
-                "UPDATE entries SET status = 'delisted', delisted = ?, delisted_by = ?,"
-                " status_reason = ?, delist_cause = 'feed' WHERE id = ?",
-                (
-                    now,
-                    actor.id if actor is not None and actor.kind == "officer" else None,
-                    reason,
-                    entry_id,
-                ),
+        elif row["status"] in LISTED_STATUSES and actor is not None:
+            # An officer's exclusion is a manual delisting: a second person confirms it.
+            self.delist(actor, entry_id, reason)  # type: ignore[attr-defined]
+            return 0
+        elif row["status"] in LISTED_STATUSES:
+            feed_actor = Principal("system", 0, f"feed:{feed['name']}")
+            self.delist_in_transaction(  # type: ignore[attr-defined]
+                feed_actor, entry_id, reason, cause="feed", detail={"feed": feed["name"]}
             )
-            action = "entry.delist"
+            return 1
         else:
             return 0
         audit.append(

@@ -393,6 +393,7 @@ class Authority:
             "published_at": current.created if current else None,
             "checksum": current.checksum.hex() if current else None,
             "entries_by_status": self.store.counts(),
+            "delist_pending": self.store.delist_pending_count(),
             "pending_publication": {"added": len(changes.added), "removed": len(changes.removed)},
             "signing_key_expires": trusted.expires_soonest(),
         }

@@ -1,4 +1,4 @@
-"""Entry commands: add, approve, reject, delist, show, list."""
+"""Entry commands: add, approve, reject, delist (request, confirm, reject), show, list."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from blocklist.authority.statuses import ENTRY_STATUSES as STATUSES
+from blocklist.authority.statuses import ENTRY_FILTERS
 from blocklist.cli.client import client
+from blocklist.cli.errors import CliError
 from blocklist.cli.parsing import Commands, entry_id, positive
 from blocklist.cli.rendering import TIME_FIELDS, fields, iso, print_json, table
 
@@ -26,7 +27,11 @@ ENTRY_FIELDS = (
     ("approved by", "approved_by"),
     ("approved", "approved"),
     ("review date", "review_date"),
+    ("delisting requested by", "delist_requested_by"),
+    ("delisting requested", "delist_requested"),
+    ("delisting reason", "delist_request_reason"),
     ("delisted", "delisted"),
+    ("delisted by", "delisted_by"),
     ("reason", "status_reason"),
     ("batch", "batch_id"),
     ("listed in serial", "listed_serial"),
@@ -40,7 +45,9 @@ def _entry_fields(entry: dict) -> str:
         value = entry.get(key)
         if key == "notes" and not value:
             continue
-        pairs.append((label, iso(value) if key in TIME_FIELDS else value))
+        if key == "delist_requested_by" and value and entry.get("delist_pending"):
+            value += " (awaiting confirmation by another approver)"
+        pairs.append((label, iso(value) if key in TIME_FIELDS | {"delist_requested"} else value))
     return fields(pairs)
 
 
@@ -106,12 +113,50 @@ def cmd_reject(args: argparse.Namespace) -> int:
     )
 
 
+DELIST_USAGE = (
+    "blocklist delist ID --reason R | delist confirm ID [--note N] | delist reject ID --reason R"
+)
+
+
 def cmd_delist(args: argparse.Namespace) -> int:
+    """`delist ID` requests; `delist confirm ID` and `delist reject ID` decide a request."""
+    first, second = args.target, args.id
+    action = first if first in ("confirm", "reject") else "request"
+    text = second if action != "request" else first
+    if text is None or (action == "request" and second is not None):
+        raise CliError(f"usage: {DELIST_USAGE}", 2)
+    try:
+        eid = entry_id(text)
+    except argparse.ArgumentTypeError as exc:
+        raise CliError(f"entry id {text[:40]!r}: {exc}; usage: {DELIST_USAGE}", 2) from None
+    if action != "confirm" and not args.reason:
+        raise CliError(f"a reason is required (--reason); usage: {DELIST_USAGE}", 2)
+    if action == "request":
+        return entry_call(
+            args,
+            f"/v1/entries/{eid}/delist",
+            {"reason": args.reason},
+            lambda e: (
+                f"Delisting of entry {e['id']} requested: {e['value']} stays {e['status']} "
+                "(blocked) until another approver confirms it "
+                f"(blocklist delist confirm {e['id']})."
+            ),
+        )
+    if action == "confirm":
+        return entry_call(
+            args,
+            f"/v1/entries/{eid}/delist/confirm",
+            {"note": args.note or ""},
+            lambda e: (
+                f"Entry {e['id']} delisted: {e['value']} (requested by "
+                f"{e['delist_requested_by']}; unblocked from the next publication)."
+            ),
+        )
     return entry_call(
         args,
-        f"/v1/entries/{args.id}/delist",
+        f"/v1/entries/{eid}/delist/reject",
         {"reason": args.reason},
-        lambda e: f"Entry {e['id']} delisted: {e['value']} (unblocked from the next publication).",
+        lambda e: f"Delisting of entry {e['id']} rejected: {e['value']} stays {e['status']}.",
     )
 
 
@@ -134,7 +179,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [
         [
             e["id"],
-            e["status"],
+            e["status"] + (" (delist requested)" if e.get("delist_pending") else ""),
             e["kind"],
             e["value"],
             e["hosting_country"],
@@ -166,14 +211,23 @@ def register(cmds: Commands) -> None:
     p = cmds.add("reject", "Reject a pending entry, with a reason.", cmd_reject)
     p.add_argument("id", type=entry_id)
     p.add_argument("--reason", required=True)
-    p = cmds.add("delist", "Take an entry off the list, with a reason.", cmd_delist)
-    p.add_argument("id", type=entry_id)
-    p.add_argument("--reason", required=True)
+    p = cmds.add(
+        "delist",
+        "Request a delisting, with a reason; another approver confirms or rejects it.",
+        cmd_delist,
+    )
+    p.usage = DELIST_USAGE
+    p.add_argument("target", metavar="ID | confirm | reject", help="entry id, or the decision")
+    p.add_argument("id", nargs="?", metavar="ID", help="entry id (after confirm or reject)")
+    p.add_argument("--reason", help="why (required to request or reject)")
+    p.add_argument("--note", help="an optional note when confirming")
     p = cmds.add("show", "Show one entry.", cmd_show)
     p.add_argument("id", type=entry_id)
 
     p = cmds.add("list", "List or search entries.", cmd_list)
-    p.add_argument("--status", choices=STATUSES)
+    p.add_argument(
+        "--status", choices=ENTRY_FILTERS, help="delist_pending: delistings awaiting confirmation"
+    )
     p.add_argument("--search", metavar="Q", help="text in the value or evidence reference")
     p.add_argument("--limit", type=positive, default=100)
     p.add_argument("--offset", type=int, default=0)

@@ -166,7 +166,13 @@ def cmd_exclude(args: argparse.Namespace) -> int:
         print_json(data)
     else:
         text = f"{data['value']} excluded from feed {args.name}"
-        print(text + (" and delisted." if data["delisted"] else "."))
+        request = data.get("delist_request")
+        if request:
+            text += (
+                f"; delisting of entry {request['entry_id']} requested, until another approver"
+                " confirms it"
+            )
+        print(text + (" and withdrawn." if data["delisted"] else "."))
     return 0
 
 

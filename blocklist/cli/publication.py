@@ -43,6 +43,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 ("entries published", data.get("entries_published")),
                 ("checksum", data.get("checksum")),
                 ("entries", ", ".join(f"{s} {counts.get(s, 0)}" for s in STATUSES)),
+                ("delistings to confirm", data.get("delist_pending", 0)),
                 (
                     "to publish",
                     f"{pending.get('added', 0)} added, {pending.get('removed', 0)} removed",

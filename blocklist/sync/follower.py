@@ -141,6 +141,8 @@ class Follower:
         self.alarms: dict[str, str] = {}
         self._ack_task: asyncio.Task | None = None
         self._pending_ack: dict | None = None
+        # Consumers' facts for the ack's status (e.g. local exemptions, log-only counts).
+        self.ack_reports: list[Callable[[VerifiedList], dict]] = []
         self._stopping = asyncio.Event()
         self._poll: asyncio.Future | None = None
 
@@ -408,6 +410,11 @@ class Follower:
                 "last_error": (self.last_error or {}).get("kind"),
             },
         }
+        for report in self.ack_reports:
+            try:
+                self._pending_ack["status"].update(report(cur))
+            except Exception:
+                log.exception("an ack report failed; acking without it")
         if self._ack_task is None or self._ack_task.done():
             self._ack_task = asyncio.create_task(self._ack_loop())
 
