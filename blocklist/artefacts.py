@@ -283,6 +283,10 @@ def _read_values(r: _Reader, digests: bytes, kinds: bytes, count: int) -> tuple[
     values = []
     for i in range(count):
         length = int.from_bytes(r.take(2), "big")
+        if length == 0:
+            # The authority holds this entry only as a digest (a hashed-only feed).
+            values.append("")
+            continue
         raw = r.take(length)
         if hashlib.sha256(raw).digest() != digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]:
             raise ArtefactError("value_mismatch", f"{r.what}: value {i} does not match its digest")

@@ -24,6 +24,7 @@ TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "pdns_recursor": (("pdns_recursor",), "pdns-recursor"),
     "dnsdist": (("dnsdist",), "dnsdist"),
     "kresd": (("kresd",), "knot-resolver"),
+    "minisign": (("minisign",), "minisign"),
 }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from resolver_fixtures import LOCAL, NOW, ROOT_PUB, FakeUpstream
-from test_liveness import self_signed
+from tls_fixtures import self_signed
 
 from blocklist.state import Entry, Kind, ListState
 from blocklist.urlhosts import URLHOST_ID_BASE
@@ -60,9 +60,7 @@ def write_proxy_list(state_dir: Path, serial: int = 1, state: ListState | None =
 
 def make_certificate(directory: Path, name: str = SHARED) -> tuple[Path, Path, str]:
     """A self-signed certificate for `name`: (cert file, key file, SHA-256 fingerprint hex)."""
-    cert, key = self_signed(directory, name)
-    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
-    return cert, key, hashlib.sha256(der).hexdigest()
+    return self_signed(directory, name)
 
 
 # ---------------------------------------------------------------------------------------------

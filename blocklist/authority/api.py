@@ -27,6 +27,7 @@ from blocklist.authority.anchors import parse_head
 from blocklist.authority.bulk import drain, gc_paused
 from blocklist.authority.errors import (
     AuthorityError,
+    Conflict,
     Forbidden,
     Invalid,
     Malformed,
@@ -35,6 +36,10 @@ from blocklist.authority.errors import (
     Unauthorized,
     http_status,
 )
+from blocklist.authority.feeds import FeedUpdate, check_feed_name
+from blocklist.authority.feedsources import formats as feed_formats
+from blocklist.authority.feedsources import refresh as feed_refresh
+from blocklist.authority.feedsources import signature as feed_signature
 from blocklist.authority.openapi import openapi
 from blocklist.authority.roles import ROLES, Principal, require
 from blocklist.authority.routes import Handler, Operation, RouteTable
@@ -762,7 +767,9 @@ async def review(request: web.Request) -> web.Response:
     permission="read",
 )
 async def report(request: web.Request) -> web.Response:
-    return json_ok(await off_loop(authority(request).lifecycle.report, principal(request)))
+    auth = authority(request)
+    figures = await off_loop(auth.lifecycle.report, principal(request))
+    return json_ok({**figures, "feeds": await off_loop(auth.store.feed_report)})
 
 
 # ---------------------------------------------------------------- publication and oversight
@@ -1128,6 +1135,220 @@ async def decide_complaint(request: web.Request, body: DecisionIn) -> web.Respon
     if body.decision == "upheld":
         auth.list_changed()
     return json_ok(result)
+
+
+# ---------------------------------------------------------------- feeds
+
+Hex64 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{2}:?){31}[0-9a-fA-F]{2}$")]
+
+
+class FeedIn(Body):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    source: Literal["cordon", "https", "file"]
+    format: Literal["text", "csv", "cordon"] = "text"
+    policy: Literal["review", "trusted"] = "review"
+    url: Annotated[str, Field(max_length=2000)] = ""
+    # Expected refresh period: not refreshed within it, the feed is stale (alarm).
+    period_hours: Annotated[float, Field(gt=0, le=24 * 366)] = 24
+    cert_sha256: Hex64 | Literal[""] = ""
+    public_key: Annotated[str, Field(max_length=1000)] = ""
+    signature_url: Annotated[str, Field(max_length=2000)] = ""
+    roots: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=8)] = []
+    list_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "national"
+    edition: Literal["hashed", "plain"] = "hashed"
+    token: Annotated[str, Field(max_length=200)] = ""
+    max_bytes: Annotated[int, Field(ge=0, le=1 << 31)] = 0
+
+    def checked(self) -> dict:
+        """The trust this source needs, or a refusal that says what is missing."""
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise Invalid("invalid_feed", f"feed {self.name}: {message}")
+
+        if self.source == "cordon":
+            need(self.format == "cordon", "a partner Cordon authority's format is 'cordon'")
+            need(
+                self.url.startswith(("https://", "http://")), "url: the partner's notification URL"
+            )
+            need(bool(self.roots), "roots: pin the partner's root public key")
+            return {
+                "roots": self.roots,
+                "list_id": self.list_id,
+                "edition": self.edition,
+                "token": self.token,
+                "api": self.url.split("/v1/")[0] if "/v1/" in self.url else "",
+            }
+        need(self.format != "cordon", "the 'cordon' format comes only from a cordon source")
+        if self.source == "file":
+            need(not self.url, "a file feed is imported out of band; it has no url")
+            return {"max_bytes": self.max_bytes} if self.max_bytes else {}
+        need(self.url.startswith(("https://", "http://")), "url must be an https:// address")
+        need(
+            bool(self.cert_sha256 or self.public_key),
+            "pin the server's certificate (cert_sha256) or a signing key (public_key)",
+        )
+        need(
+            self.url.startswith("https://") or bool(self.public_key),
+            "a plain http:// feed needs a signature key (public_key)",
+        )
+        trust = {
+            k: v
+            for k, v in {
+                "cert_sha256": self.cert_sha256.replace(":", "").lower(),
+                "public_key": self.public_key.strip(),
+                "signature_url": self.signature_url,
+                "max_bytes": self.max_bytes,
+            }.items()
+            if v
+        }
+        if self.public_key:
+            try:
+                feed_signature.parse_public_key(self.public_key)
+            except feed_signature.SignatureRefused as exc:
+                need(False, f"public_key: {exc}")
+        return trust
+
+
+class ExclusionIn(Body):
+    value: Annotated[str, Field(min_length=1, max_length=8192)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+def feed_name(request: web.Request) -> str:
+    return check_feed_name(request.match_info["name"])
+
+
+@routes.route(
+    "get", "/v1/feeds", "List feeds: source, policy, freshness, counts", permission="read"
+)
+async def list_feeds(request: web.Request) -> web.Response:
+    store = authority(request).store
+    return json_ok({"feeds": await off_loop(store.list_feeds, principal(request))})
+
+
+@routes.route(
+    "post",
+    "/v1/feeds",
+    "Subscribe to a feed with its own trust (pinned root, certificate or signing key)",
+    permission="manage",
+    body=FeedIn,
+)
+async def add_feed(request: web.Request, body: FeedIn) -> web.Response:
+    trust = body.checked()
+    feed = await off_loop(
+        authority(request).store.add_feed,
+        principal(request),
+        name=body.name,
+        source=body.source,
+        format=body.format,
+        policy=body.policy,
+        url=body.url,
+        trust=trust,
+        period=int(body.period_hours * 3600),
+    )
+    return json_ok(feed, status=201)
+
+
+@routes.route(
+    "get",
+    "/v1/feeds/{name}",
+    "Show a feed: trust, state, held items, exclusions",
+    permission="read",
+)
+async def get_feed(request: web.Request) -> web.Response:
+    store = authority(request).store
+    return json_ok(await off_loop(store.get_feed, principal(request), feed_name(request)))
+
+
+def _feed_result(auth: Authority, result: FeedUpdate | None) -> web.Response:
+    if result is None:
+        return json_ok({"changed": False})
+    if result.batch_status == "accepted" or result.delisted:
+        auth.list_changed()
+    return json_ok({"changed": True, **result.to_dict()})
+
+
+@routes.route(
+    "post",
+    "/v1/feeds/{name}/refresh",
+    "Fetch and verify the feed now; its changes become a batch",
+    permission="add",
+)
+async def refresh_feed(request: web.Request) -> web.Response:
+    auth = authority(request)
+    name = feed_name(request)
+    await off_loop(auth.store.get_feed, principal(request), name)  # exists, caller may read
+    try:
+        result = await feed_refresh.refresh(auth.store, name)
+    except feed_refresh.FeedRefused as exc:
+        raise Conflict("feed_refused", f"{exc}; the previous state is kept") from None
+    return _feed_result(auth, result)
+
+
+@routes.route(
+    "post",
+    "/v1/feeds/{name}/import",
+    "Import a file delivered out of band (body: the file; query: sha256 of it)",
+    permission="add",
+    query=("sha256",),
+    large_body=True,
+)
+async def import_feed(request: web.Request) -> web.Response:
+    auth = authority(request)
+    name = feed_name(request)
+    sha256 = request.query.get("sha256", "")
+    if not sha256:
+        raise Invalid("missing_checksum", "the file's sha256 is required (query sha256=…)")
+    feed = await off_loop(auth.store.feed_config, name)
+    if feed["source"] != "file":
+        raise Conflict("not_a_file_feed", f"feed {name} is fetched from its source, not imported")
+    data = await request.read()
+    limit = int(feed["trust"].get("max_bytes", 0)) or feed_formats.MAX_FEED_BYTES
+    try:
+        with gc_paused():
+            result = await off_loop(
+                feed_refresh.apply_file,
+                auth.store,
+                name,
+                feed["format"],
+                data,
+                sha256=sha256,
+                limit=limit,
+                source=f"import sha256:{sha256[:16]}",
+            )
+    except feed_formats.FeedFormatError as exc:
+        await off_loop(auth.store.record_feed_failure, name, str(exc))
+        raise Invalid("feed_refused", f"feed {name}: {exc}; the previous state is kept") from None
+    return _feed_result(auth, result)
+
+
+@routes.route(
+    "post",
+    "/v1/feeds/{name}/confirm",
+    "Second person confirms a feed (its trusted policy takes effect); not its creator",
+    permission="confirm",
+)
+async def confirm_feed(request: web.Request) -> web.Response:
+    store = authority(request).store
+    return json_ok(await off_loop(store.confirm_feed, principal(request), feed_name(request)))
+
+
+@routes.route(
+    "post",
+    "/v1/feeds/{name}/exclusions",
+    "Never list a value from this feed (with a reason); delists it if only the feed held it",
+    permission="delist",
+    body=ExclusionIn,
+)
+async def exclude_from_feed(request: web.Request, body: ExclusionIn) -> web.Response:
+    auth = authority(request)
+    result = await off_loop(
+        auth.store.exclude, principal(request), feed_name(request), body.value, body.reason
+    )
+    if result["delisted"]:
+        auth.list_changed()
+    return json_ok(result, status=201)
 
 
 def make_app(auth: Authority) -> web.Application:

@@ -137,6 +137,15 @@ class ConsoleSection(Section):
     lockout_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 15
 
 
+class FeedsSection(Section):
+    # Poll each feed that has a URL this often; a failed poll backs off, doubling up to
+    # max_backoff_minutes. 0 = never poll (then `blocklist feed refresh` does it on demand).
+    poll_minutes: Annotated[float, Field(ge=0)] = 15
+    max_backoff_minutes: Annotated[float, Field(gt=0)] = 360
+    # How often the poller looks for due feeds and stale ones.
+    check_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
+
+
 class AuthorityConfig(Section):
     authority: AuthoritySection = AuthoritySection()
     api: ApiSection = ApiSection()
@@ -146,6 +155,7 @@ class AuthorityConfig(Section):
     lifecycle: LifecycleSection = LifecycleSection()
     liveness: LivenessSection = LivenessSection()
     console: ConsoleSection = ConsoleSection()
+    feeds: FeedsSection = FeedsSection()
 
     def resolve_paths(self, base: Path) -> AuthorityConfig:
         state = self.authority.state_dir

@@ -246,6 +246,58 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX console_sessions_officer ON console_sessions(officer_id);
     """,
+    # external feeds — their trust, their current items (provenance: feed + feed's own id),
+    # local exclusions, and which batch or entry a feed brought in
+    """
+    CREATE TABLE feeds (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL CHECK (source IN ('cordon', 'https', 'file')),
+        format TEXT NOT NULL CHECK (format IN ('text', 'csv', 'cordon')),
+        policy TEXT NOT NULL CHECK (policy IN ('review', 'trusted')),
+        url TEXT NOT NULL DEFAULT '',
+        trust TEXT NOT NULL DEFAULT '{}',
+        period INTEGER NOT NULL,
+        created_by INTEGER NOT NULL REFERENCES officers(id),
+        created INTEGER NOT NULL,
+        -- A trusted feed lists without an approver: a second person confirms it first.
+        confirmed_by INTEGER REFERENCES officers(id),
+        confirmed INTEGER,
+        etag TEXT NOT NULL DEFAULT '',
+        last_modified TEXT NOT NULL DEFAULT '',
+        cursor TEXT NOT NULL DEFAULT '{}',
+        last_refresh INTEGER,
+        last_attempt INTEGER,
+        last_error TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        stale INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE feed_items (
+        feed_id INTEGER NOT NULL REFERENCES feeds(id),
+        digest BLOB NOT NULL,
+        kind INTEGER NOT NULL,
+        value TEXT,
+        ref TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('linked', 'held', 'excluded')),
+        entry_id INTEGER REFERENCES entries(id),
+        reason TEXT,
+        PRIMARY KEY (feed_id, digest)
+    );
+    CREATE INDEX feed_items_digest ON feed_items(digest);
+    CREATE INDEX feed_items_entry ON feed_items(entry_id);
+    CREATE TABLE feed_exclusions (
+        feed_id INTEGER NOT NULL REFERENCES feeds(id),
+        digest BLOB NOT NULL,
+        value TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        excluded_by INTEGER NOT NULL REFERENCES officers(id),
+        time INTEGER NOT NULL,
+        PRIMARY KEY (feed_id, digest)
+    );
+    ALTER TABLE entries ADD COLUMN feed_id INTEGER REFERENCES feeds(id);
+    ALTER TABLE entries ADD COLUMN feed_ref TEXT;
+    ALTER TABLE batches ADD COLUMN feed_id INTEGER REFERENCES feeds(id);
+    """,
 ]
 
 

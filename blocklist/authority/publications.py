@@ -114,7 +114,8 @@ class Publications:
         with self.db.read() as conn:
             rows = conn.execute(
                 "SELECT id, kind, value, digest FROM entries"
-                f" WHERE status IN {LISTED_SQL} AND kind = ?",
+                # A URL held only as a digest (hashed-only feed) has no host to divert.
+                f" WHERE status IN {LISTED_SQL} AND kind = ? AND value != ''",
                 (int(Kind.URL),),
             ).fetchall()
         return [Entry(bytes(r["digest"]), r["id"], Kind(r["kind"]), r["value"]) for r in rows]

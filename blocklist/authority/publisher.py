@@ -537,7 +537,10 @@ class Publisher:
             raise PublisherError("bad_change", "an entry is added twice")
         sha256 = hashlib.sha256
         for e in added_l:
-            if e.value is None or sha256(e.value.encode("utf-8")).digest() != e.digest:
+            if e.value is None or (
+                # "" = held only as a digest (hashed-only feed): no plaintext to publish.
+                e.value and sha256(e.value.encode("utf-8")).digest() != e.digest
+            ):
                 raise PublisherError(
                     "bad_change",
                     f"added entry {e.entry_id} has no value or one that does not match its digest",

@@ -15,6 +15,7 @@ from typing import IO
 
 from blocklist.authority.complaints import Complaints
 from blocklist.authority.config import AuthorityConfig
+from blocklist.authority.feedsources.poller import FeedPoller, PollPolicy
 from blocklist.authority.keyring import Signer, load_signer
 from blocklist.authority.lifecycle import Check, Lifecycle, LifecyclePolicy
 from blocklist.authority.liveness import LivenessSettings, check_many
@@ -148,6 +149,12 @@ class Authority:
         self._tasks: list[asyncio.Task] = []
         self._auto_task: asyncio.Task | None = None
         self._notification_cache: dict[str, tuple[int, bytes]] = {}
+        fc = config.feeds
+        self.feed_poller = FeedPoller(
+            self.store,
+            PollPolicy(fc.poll_minutes * 60, fc.max_backoff_minutes * 60, fc.check_seconds),
+            self.list_changed,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -157,6 +164,8 @@ class Authority:
         self._tasks.append(asyncio.create_task(self._resign_loop()))
         if self.config.lifecycle.scheduler_minutes > 0:
             self._tasks.append(asyncio.create_task(self._lifecycle_loop()))
+        if self.config.feeds.poll_minutes > 0:
+            self._tasks.append(asyncio.create_task(self.feed_poller.run()))
 
     def wake_all(self) -> None:
         """Answer every pending long-poll now (shutdown must not wait for their timeouts)."""
@@ -172,6 +181,7 @@ class Authority:
         self._tasks.clear()
         for pusher in self.sinks:
             await asyncio.to_thread(pusher.close)
+        await self.feed_poller.wait_threads()
         self.store.close()
         self._lock_file.close()
 

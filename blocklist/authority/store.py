@@ -2,7 +2,7 @@
 
 `Store` puts together the `Database` (connections, write lock, transactions) and one module per
 concept — principals (officers, ASPs, tokens), entries, batches, publications, compliance
-(acks) — plus the audit log. No module reaches into another's connection; each uses
+(acks), feeds — plus the audit log. No module reaches into another's connection; each uses
 `db.write()` or `db.read()`.
 """
 
@@ -23,6 +23,7 @@ from blocklist.authority.entries import (
     clean_text,
 )
 from blocklist.authority.errors import AuthorityError
+from blocklist.authority.feeds import Feeds
 from blocklist.authority.principals import Principals, hash_token
 from blocklist.authority.publications import PendingChanges, Publications
 from blocklist.authority.roles import ROLES, SYSTEM, Principal, require
@@ -57,7 +58,7 @@ __all__ = [
 MAX_AUDIT_LIMIT = 10000
 
 
-class Store(Principals, Entries, Batches, Publications, Compliance):
+class Store(Principals, Entries, Batches, Publications, Compliance, Feeds):
     def __init__(
         self,
         path: Path | str,

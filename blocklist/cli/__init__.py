@@ -27,6 +27,7 @@ from blocklist.cli import (
     batches,
     complaints,
     entries,
+    feeds,
     keys,
     lifecycle,
     principals,
@@ -41,7 +42,18 @@ from blocklist.cli.rendering import SafeWriter, print_json, say, table
 __all__ = ["ApiError", "CliError", "build_parser", "main", "table"]
 
 # Each group registers its own subcommands; `--help` lists them in this order.
-GROUPS = (setup, principals, entries, batches, publication, lifecycle, keys, complaints, audit)
+GROUPS = (
+    setup,
+    principals,
+    entries,
+    batches,
+    feeds,
+    publication,
+    lifecycle,
+    keys,
+    complaints,
+    audit,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,6 +41,7 @@ class Client:
         body: Any = None,
         query: dict[str, Any] | list[tuple[str, Any]] | None = None,
         timeout: float = TIMEOUT,
+        raw: bytes | None = None,
     ) -> Any:
         if not self.token:
             raise CliError("no token given", 1, [TOKEN_HINT])
@@ -52,7 +53,10 @@ class Client:
                 url += "?" + urllib.parse.urlencode(params)
         data = None
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        if body is not None or method == "POST":
+        if raw is not None:  # a file sent as it is (feed import)
+            data = raw
+            headers["Content-Type"] = "application/octet-stream"
+        elif body is not None or method == "POST":
             data = json.dumps(body if body is not None else {}, ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(url, data=data, headers=headers, method=method)

@@ -119,6 +119,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         for m, v in data["time_to_removal_by_month"].items()
     ]
     print(table(["month", "removed", "median h", "p90 h"], rows) if rows else "  none")
+    feeds = data.get("feeds") or {}
+    if feeds:
+        print()
+        print("Per feed:")
+        rows = [
+            [name, c.get("linked", 0), c.get("listed", 0), c.get("held", 0), c.get("excluded", 0)]
+            for name, c in feeds.items()
+        ]
+        print(table(["feed", "items", "listed", "held", "excluded"], rows))
     return 0
 
 

@@ -56,6 +56,7 @@ class RpzMetrics:
         self.skipped.labels("url").set(version.skipped.url)
         self.skipped.labels("too_long").set(version.skipped.too_long)
         self.skipped.labels("reserved").set(version.skipped.reserved)
+        self.skipped.labels("hashed_only").set(version.skipped.hashed_only)
         self.history.set(history)
         self.updated.set(time.time())
 

@@ -115,10 +115,11 @@ class Skipped:
     url: int = 0  # URL entries: RPZ matches names, not paths
     too_long: int = 0  # the entry plus the zone name would pass 255 bytes
     reserved: int = 0  # last label starts with "rpz-": RPZ would read it as another trigger
+    hashed_only: int = 0  # the authority has only the digest (a hashed-only feed): no name
 
     @property
     def total(self) -> int:
-        return self.url + self.too_long + self.reserved
+        return self.url + self.too_long + self.reserved + self.hashed_only
 
 
 def expressible(value: str, origin_wire_len: int) -> str | None:
@@ -137,10 +138,13 @@ def domain_values(state: ListState, origin_wire_len: int) -> tuple[tuple[str, ..
         raise ValueError("the list is the hashed edition: it carries no names for an RPZ zone")
     domain = int(Kind.DOMAIN)
     out: list[str] = []
-    url = too_long = reserved = 0
+    url = too_long = reserved = hashed_only = 0
     for kind, value in zip(state.kinds, state.values, strict=True):
         if kind != domain:
             url += kind == Kind.URL  # a URLHOST entry only says a host carries URL entries
+            continue
+        if not value:
+            hashed_only += 1
             continue
         reason = expressible(value, origin_wire_len)
         if reason is None:
@@ -149,7 +153,7 @@ def domain_values(state: ListState, origin_wire_len: int) -> tuple[tuple[str, ..
             too_long += 1
         else:
             reserved += 1
-    return tuple(out), Skipped(url, too_long, reserved)
+    return tuple(out), Skipped(url, too_long, reserved, hashed_only)
 
 
 @dataclass(frozen=True, eq=False)
