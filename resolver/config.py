@@ -24,6 +24,7 @@ from blocklist.domains import canonical_domain, is_public_suffix
 from blocklist.sync.config import SyncConfig
 from resolver.check import BadName, normalize
 from resolver.dnswire import MAX_EDE_TEXT, name_to_wire
+from resolver.hostport import parse_hostport
 from resolver.rpz.config import RpzSection
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
@@ -32,28 +33,6 @@ Ttl = Annotated[int, Field(ge=0, le=604800)]
 # Networks broader than these make the resolver answer a large part of the Internet: an open
 # resolver is an amplification weapon, so such an ACL is refused rather than obeyed.
 MIN_PREFIX = {4: 8, 6: 16}
-
-
-def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
-    """'192.0.2.1', '192.0.2.1:5353', '2001:db8::1', '[2001:db8::1]:5353' -> (host, port)."""
-    text = text.strip()
-    host, port = text, default_port
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"{text!r}: missing ']'")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{text!r}: expected ':port' after ']'")
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        port = int(port_text)
-    ipaddress.ip_address(host)  # upstreams are addresses: resolving a name needs a resolver
-    if not 0 < port < 65536:
-        raise ValueError(f"{text!r}: port out of range")
-    return host, port
 
 
 def narrow_networks(values: list[str], advice: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import dns.message
@@ -140,8 +141,14 @@ def test_parse_hostport():
     assert parse_hostport("192.0.2.1:5353") == ("192.0.2.1", 5353)
     assert parse_hostport("2001:db8::1") == ("2001:db8::1", 53)
     assert parse_hostport("[2001:db8::1]:5353") == ("2001:db8::1", 5353)
-    for bad in ("resolver.example", "192.0.2.1:0", "[2001:db8::1", "192.0.2.1:x"):
-        with pytest.raises(ValueError):
+    for bad, problem in [
+        ("resolver.example", "not an IP address"),
+        ("192.0.2.1:0", "port out of range"),
+        ("[2001:db8::1", "missing ']'"),
+        ("192.0.2.1:x", "port is not a number"),
+        ("[2001:db8::1]:+5", "expected ':port'"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(problem)):
             parse_hostport(bad)
 
 

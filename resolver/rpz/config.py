@@ -29,6 +29,7 @@ from blocklist.config import (
     load_config,
 )
 from blocklist.sync.config import SyncConfig
+from resolver.hostport import parse_hostport
 
 Ttl = Annotated[int, Field(ge=0, le=2_147_483_647)]
 # Sections of resolver.toml that `resolver serve` reads; tolerated (and ignored) here.
@@ -47,35 +48,6 @@ def absolute_name(text: str) -> str:
     except dns.exception.DNSException as exc:
         raise ValueError(f"{text!r} is not a valid domain name: {exc}") from None
     return name.to_text().lower()
-
-
-def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
-    """'192.0.2.1', '192.0.2.1:5300', '2001:db8::1', '[2001:db8::1]:5300' -> (address, port)."""
-    text = text.strip()
-    host, port = text, default_port
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"{text!r}: missing ']'")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
-                raise ValueError(f"{text!r}: expected ':port' after ']'")
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        if not port_text.isdigit():
-            raise ValueError(f"{text!r}: the port is not a number")
-        port = int(port_text)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"{text!r}: not an IP address (secondaries are given by address)"
-        ) from None
-    if not 0 < port < 65536:
-        raise ValueError(f"{text!r}: port out of range")
-    return host, port
 
 
 def _networks(values: list[str]) -> list[str]:
