@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
+import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -16,6 +19,17 @@ M = TypeVar("M", bound=BaseModel)
 
 class ConfigError(Exception):
     """A configuration file that cannot be used; the message names the file and the key."""
+
+
+def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a service command: a configuration error exits 2 with its message, Ctrl-C 130."""
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 # A list of names never to block; each must be a valid domain.

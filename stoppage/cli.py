@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from blocklist.config import ConfigError, load_config
+from blocklist.config import load_config, run_command
 from stoppage.config import StoppageConfig
 
 
@@ -139,13 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", type=Path, default=None, help="where to write the demo files")
     p.set_defaults(fn=cmd_demo)
     args = parser.parse_args(argv)
-    try:
-        return args.fn(args)
-    except ConfigError as exc:
-        print(f"configuration error:\n{exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.fn, args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from blocklist.config import ConfigError, load_config
+from blocklist.config import load_config, run_command
 from urlproxy.config import UrlProxyConfig
 
 
@@ -41,7 +41,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     try:
         loaded = persist.load(
-            config.sync.state_dir, config.sync.pinned_roots, config.sync.max_entries
+            config.sync.state_dir,
+            config.sync.pinned_roots,
+            config.sync.max_entries,
+            config.sync.root_threshold,
         )
     except Exception as exc:
         print(f"verified list: cannot load: {exc}", file=sys.stderr)
@@ -65,13 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", type=Path, required=True, help="urlproxy.toml")
         p.set_defaults(fn=fn)
     args = parser.parse_args(argv)
-    try:
-        return args.fn(args)
-    except ConfigError as exc:
-        print(f"configuration error:\n{exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.fn, args)
 
 
 if __name__ == "__main__":
