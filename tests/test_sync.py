@@ -746,7 +746,8 @@ async def test_follower_process_serves_metrics_and_stops_on_sigterm(api, tmp_pat
                 text = await asyncio.to_thread(scrape)
             except OSError:
                 text = ""
-            if "cordon_list_serial 1.0" in text:
+            # The serial is exported at the swap, the alarms at the freshness check after it.
+            if "cordon_list_serial 1.0" in text and 'alarm="frozen"' in text:
                 break
             await asyncio.sleep(0.1)
         assert "cordon_list_serial 1.0" in text
