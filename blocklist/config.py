@@ -98,5 +98,8 @@ def validate_config(data: dict, model: type[M], source: str, base: Path | None =
         raise ConfigError("\n".join(problems)) from None
     resolve = getattr(config, "resolve_paths", None)
     if base is not None and resolve is not None:
-        config = resolve(base)
+        try:
+            config = resolve(base)
+        except ValueError as exc:  # a file the configuration names cannot be used
+            raise ConfigError(f"{source}: {exc}") from None
     return config

@@ -8,6 +8,7 @@ documented in docs/resolver.md; unknown sections and keys are refused.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -26,6 +27,7 @@ from resolver.check import BadName, normalize
 from resolver.dnswire import MAX_EDE_TEXT, name_to_wire
 from resolver.hostport import parse_hostport
 from resolver.rpz.config import RpzSection
+from resolver.tls import server_context
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 Ttl = Annotated[int, Field(ge=0, le=604800)]
@@ -68,6 +70,9 @@ class ServerSection(Section):
     without_list: Literal["forward", "servfail"] = "forward"
     # Answer UDP in the compiled fast path when it is built (false: the pure-Python reference).
     fast_path: bool = True
+    # Answer use-application-dns.net NXDOMAIN: browsers that would turn on their own DNS over
+    # HTTPS by default (Firefox) then keep using this resolver, and so the list.
+    doh_canary: bool = True
 
 
 class AclSection(Section):
@@ -271,6 +276,47 @@ class RateLimitSection(Section):
     max_clients: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
 
 
+class TlsSection(Section):
+    # PEM certificate (chain: the server's first) and private key of the DoT and DoH
+    # listeners; relative paths are read from the configuration file's directory. Reload
+    # (SIGHUP) re-reads them, so a renewed certificate applies without a restart.
+    certificate: Path | None = None
+    private_key: Path | None = None
+    # Refuse TLS clients that name no server (no SNI): off by default, since RFC 7858 clients
+    # configured with an address, and opportunistic ones, send none.
+    require_sni: bool = False
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+
+class StreamListener(Section):
+    """What the DoT and DoH listeners share: where, and how many clients at once."""
+
+    enabled: bool = False
+    # Addresses to bind; empty = the same as server.listen.
+    listen: AddressList = Field(default_factory=list)
+    # Connections open at once per worker; a new one beyond is closed at once.
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    # A connection that completes no query (and no TLS handshake) for this long is closed.
+    idle_timeout: Seconds = 10.0
+
+
+class DotSection(StreamListener):
+    """DNS over TLS (RFC 7858): the TCP framing of RFC 7766 inside TLS, ALPN "dot"."""
+
+    port: Annotated[int, Field(ge=0, le=65535)] = 853
+
+
+class DohSection(StreamListener):
+    """DNS over HTTPS (RFC 8484): GET ?dns= and POST application/dns-message, HTTP/2 (ALPN
+    "h2") and HTTP/1.1."""
+
+    port: Annotated[int, Field(ge=0, le=65535)] = 443
+    path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]*$", max_length=100)] = "/dns-query"
+    idle_timeout: Seconds = 30.0
+    # HTTP/2 requests in flight on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    max_streams: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
 class MetricsSection(Section):
     enabled: bool = True
     # Local only: Prometheus scrapes it through the host (or a local agent), never clients.
@@ -295,6 +341,33 @@ class ResolverConfig(SyncConfig):
     proxy: ProxySection = ProxySection()
     # The RPZ feed's section, so one file can drive `resolver sync` and `resolver rpz serve`.
     rpz: RpzSection | None = None
+    # Encrypted DNS: the certificate, DNS over TLS and DNS over HTTPS (both off by default).
+    tls: TlsSection = TlsSection()
+    dot: DotSection = DotSection()
+    doh: DohSection = DohSection()
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> ResolverConfig:
+        on = [name for name in ("dot", "doh") if getattr(self, name).enabled]
+        if on and (self.tls.certificate is None or self.tls.private_key is None):
+            raise ValueError(f"{' and '.join(on)} enabled: set tls.certificate and tls.private_key")
+        return self
+
+    def resolve_paths(self, base: Path) -> ResolverConfig:
+        """Relative paths from the file's directory; the certificate is loaded here, so a bad
+        one is a configuration error (and a reload with it keeps the running one)."""
+        config = super().resolve_paths(base)
+        t = config.tls
+        fixed = {
+            k: (base / v).resolve()
+            for k in ("certificate", "private_key")
+            if (v := getattr(t, k)) is not None and not v.is_absolute()
+        }
+        if fixed:
+            config = config.model_copy(update={"tls": t.model_copy(update=fixed)})
+        if config.dot.enabled or config.doh.enabled:
+            server_context(config.tls, ["dot"])  # raises ValueError naming the key and file
+        return config
 
     @model_validator(mode="after")
     def _exempt_not_protected(self) -> ResolverConfig:

@@ -22,6 +22,7 @@ from blocklist.state import ListState
 from resolver import fastpath
 from resolver import stats as S
 from resolver.cache import CacheEntry, ResponseCache, clamp_ttls
+from resolver.canary import CANARY, canary_answer
 from resolver.config import ResolverConfig
 from resolver.divert import Diversion
 from resolver.dnswire import (
@@ -134,6 +135,7 @@ class Resolver:
         stats.proxy = self.proxy
         self.inflight: dict[bytes, asyncio.Future] = {}
         self.max_pending = config.server.max_pending
+        self.canary = config.server.doh_canary
 
     @staticmethod
     def now() -> float:
@@ -302,6 +304,9 @@ class Resolver:
     async def forward(self, q: Query, udp: bool) -> bytes:
         """The answer to a query `handle` passed on: from an upstream, or SERVFAIL."""
         stats = self.stats
+        if self.canary and q.qname == CANARY:  # misses only: never cached, so always here
+            stats.canary += 1
+            return canary_answer(q)  # type: ignore[return-value]
         key = cache_key(q)
         fut = self.inflight.get(key)
         if fut is not None:

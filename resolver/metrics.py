@@ -102,14 +102,46 @@ def families(snap: dict[str, Any], status: dict[str, Any] | None, now: float) ->
         lo.add_metric(["other"], snap["logged_other"])
     out.append(lo)
     gauge("pending", "Client queries waiting for an upstream", snap.get("pending", 0))
-    counter("tcp_connections", "TCP connections accepted", snap.get("tcp_connections", 0))
-    counter("tcp_rejected", "TCP connections over the limit", snap.get("tcp_rejected", 0))
-    counter("tcp_timeouts", "TCP connections closed idle", snap.get("tcp_timeouts", 0))
-    counter(
-        "tcp_framing_errors",
-        "TCP connections closed for bad framing",
-        snap.get("tcp_framing_errors", 0),
+    streams = snap.get("streams", {})
+    tcp = streams.get("tcp", {})
+    counter("tcp_connections", "TCP connections accepted", tcp.get("connections", 0))
+    counter("tcp_rejected", "TCP connections over the limit", tcp.get("rejected", 0))
+    counter("tcp_timeouts", "TCP connections closed idle", tcp.get("timeouts", 0))
+    counter("tcp_framing_errors", "TCP connections closed for bad framing", tcp.get("errors", 0))
+    tq = CounterMetricFamily(
+        P + "transport_queries", "Client queries by transport", labels=["transport"]
     )
+    for transport, value in snap.get("transport", {}).items():
+        tq.add_metric([transport], value)
+    out.append(tq)
+    for name, key, doc in (
+        ("encrypted_connections", "connections", "DoT/DoH connections accepted (TLS done)"),
+        ("encrypted_rejected", "rejected", "DoT/DoH connections over max_connections"),
+        ("encrypted_timeouts", "timeouts", "DoT/DoH connections closed idle"),
+        ("encrypted_errors", "errors", "DoT/DoH connections closed for a protocol error"),
+        ("tls_without_sni", "no_sni", "TLS handshakes that named no server (SNI)"),
+    ):
+        fam = CounterMetricFamily(P + name, doc, labels=["transport"])
+        for transport in ("dot", "doh"):
+            fam.add_metric([transport], streams.get(transport, {}).get(key, 0))
+        out.append(fam)
+    he = CounterMetricFamily(
+        P + "doh_http_errors", "DoH requests refused with an HTTP error", labels=["status"]
+    )
+    for status, value in sorted(snap.get("doh_status", {}).items()):
+        he.add_metric([status], value)
+    out.append(he)
+    counter(
+        "doh_canary",
+        "use-application-dns.net queries answered NXDOMAIN (browsers keep this resolver)",
+        snap.get("canary", 0),
+    )
+    if snap.get("tls_expiry"):
+        gauge(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the DoT/DoH certificate expires (Unix time)",
+            snap["tls_expiry"],
+        )
     counter(
         "internal_errors", "Unexpected errors caught in handlers", snap.get("internal_errors", 0)
     )

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import os
 import socket
+from collections.abc import Callable, Iterable
 
 from resolver import fastpath, proxyv2
 from resolver.acl import Acl
@@ -34,6 +35,7 @@ from resolver.dnswire import (
 )
 from resolver.engine import Resolver
 from resolver.ratelimit import ALLOW, SLIP, slip_answer
+from resolver.stats import StreamStats
 
 
 def make_socket(host: str, port: int, kind: int, receive_buffer: int = 0) -> socket.socket:
@@ -245,17 +247,37 @@ class UdpServer:
             task.cancel()
 
 
-class TcpLimits:
-    def __init__(self, idle_timeout: float, max_connections: int, max_pipelined: int) -> None:
+class StreamLimits:
+    """One stream listener's bounds and counters (plain TCP, or DNS over TLS)."""
+
+    def __init__(
+        self, idle_timeout: float, max_connections: int, max_pipelined: int, counts: StreamStats
+    ) -> None:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.max_pipelined = max_pipelined
-        self.connections: set[TcpConnection] = set()
+        self.counts = counts
+        self.connections: set = set()
+
+
+def over_limit(limits: StreamLimits, transport: asyncio.BaseTransport) -> bool:
+    """Close a new connection at once when the listener has max_connections open."""
+    if len(limits.connections) < limits.max_connections:
+        return False
+    limits.counts.rejected += 1
+    transport.abort()  # type: ignore[attr-defined]
+    return True
 
 
 class TcpConnection(asyncio.Protocol):
-    def __init__(self, resolver: Resolver, acl: Acl, limits: TcpLimits) -> None:
+    """DNS over TCP (RFC 7766); inside TLS, DNS over TLS (RFC 7858), where `proxy` is off: a
+    PROXY header would come before the TLS handshake, outside what this protocol sees."""
+
+    def __init__(
+        self, resolver: Resolver, acl: Acl, limits: StreamLimits, proxy: bool = True
+    ) -> None:
         self.resolver = resolver
+        self.use_proxy = proxy
         self.acl = acl
         self.limits = limits
         self.transport: asyncio.Transport | None = None
@@ -274,17 +296,14 @@ class TcpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        stats = self.resolver.stats
         limits = self.limits
-        if len(limits.connections) >= limits.max_connections:
-            stats.tcp_rejected += 1
-            transport.abort()  # type: ignore[attr-defined]
+        if over_limit(limits, transport):
             self.closed = True
             return
         peer = transport.get_extra_info("peername")
         self.host = peer[0] if peer else ""
         self.allowed = bool(peer) and self.acl.allowed(peer[0])
-        proxy = self.resolver.proxy
+        proxy = self.resolver.proxy if self.use_proxy else None
         if proxy is not None and proxy.senders.allowed(self.host):
             self.proxy_head = b""  # the client is named by the header the sender sends first
             self.allowed = True  # decided when the header arrives
@@ -292,7 +311,7 @@ class TcpConnection(asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
             self.closed = True
             return
-        stats.tcp_connections += 1
+        limits.counts.connections += 1
         limits.connections.add(self)
         # A client that does not read must not make us buffer without end.
         transport.set_write_buffer_limits(high=64 * 1024)  # type: ignore[attr-defined]
@@ -308,7 +327,7 @@ class TcpConnection(asyncio.Protocol):
             self.activity = False
             self._arm()
             return
-        self.resolver.stats.tcp_timeouts += 1
+        self.limits.counts.timeouts += 1
         self.abort()
 
     def _proxy_header(self, data: bytes) -> bytes | None:
@@ -352,7 +371,7 @@ class TcpConnection(asyncio.Protocol):
         try:
             messages = self.deframer.feed(data)
         except FramingError:
-            self.resolver.stats.tcp_framing_errors += 1
+            self.limits.counts.errors += 1
             self.abort()
             return
         for msg in messages:
@@ -361,7 +380,7 @@ class TcpConnection(asyncio.Protocol):
 
     def _query(self, msg: bytes) -> None:
         resolver = self.resolver
-        resolver.stats.tcp += 1
+        self.limits.counts.queries += 1
         try:
             limiter = resolver.limiter
             if limiter is not None and limiter.check(self.host, resolver.now()) != ALLOW:
@@ -442,6 +461,15 @@ class TcpConnection(asyncio.Protocol):
             task.cancel()
 
 
+async def drain(connections: Callable[[], Iterable], timeout: float) -> None:
+    """Connections already accepted are served until their clients close them (a client that
+    sent its query must get its answer), for at most `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline and any(not c.closed for c in connections()):
+        await asyncio.sleep(0.05)
+
+
 class Listeners:
     """All sockets of one worker: UDP and TCP on every listen address."""
 
@@ -450,7 +478,12 @@ class Listeners:
         self.acl = acl
         self.config = config
         s = config.server
-        self.limits = TcpLimits(s.tcp_idle_timeout, s.tcp_max_connections, s.tcp_max_pipelined)
+        self.limits = StreamLimits(
+            s.tcp_idle_timeout,
+            s.tcp_max_connections,
+            s.tcp_max_pipelined,
+            resolver.stats.streams["tcp"],
+        )
         self.udp: list[UdpServer] = []
         self.tcp: list[asyncio.base_events.Server] = []
         self.tcp_by_host: dict[str, asyncio.base_events.Server] = {}
@@ -536,12 +569,7 @@ class Listeners:
         for server in self.tcp:
             server.close()  # closes this server's descriptor; an adopting one keeps its own
         await asyncio.gather(*(proto.finish(timeout) for proto in self.udp))
-        # Connections already accepted are served until their clients close them (a client
-        # that sent its query must get its answer), for at most `timeout` seconds.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline and any(not c.closed for c in self.limits.connections):
-            await asyncio.sleep(0.05)
+        await drain(lambda: self.limits.connections, timeout)
         await self.stop()
 
     async def stop(self) -> None:

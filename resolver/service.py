@@ -28,6 +28,7 @@ from resolver.config import BlockingSection, ResolverConfig, UrlProxySection
 from resolver.control import add_routes
 from resolver.divert import Diversion, protected_digests, urlhost_digests
 from resolver.dnswire import BlockedAnswers, SoaParams
+from resolver.encrypted import EncryptedListeners
 from resolver.engine import Resolver
 from resolver.exemptions import Exemptions
 from resolver.matcher import Matcher
@@ -100,6 +101,7 @@ class ResolverService:
         self.resolver = Resolver(config, self.stats, make_answers(config.blocking, "", 0))
         self.acl = Acl(config.acl.allow, config.acl.allow_loopback)
         self.listeners = Listeners(self.resolver, self.acl, config)
+        self.encrypted = EncryptedListeners(self.resolver, self.acl, config)
         self.watcher = StateWatcher(
             config.sync.state_dir,
             config.sync.pinned_roots,
@@ -239,6 +241,7 @@ class ResolverService:
             self._health_task = asyncio.create_task(self._probe_health())
         try:
             await self.listeners.start(port, adopt.listeners if adopt is not None else None)
+            await self.encrypted.start(adopt.encrypted if adopt is not None else None)
             if self.with_metrics:
                 m = self.config.metrics
                 app = make_app(self.snapshot, self.config.sync.state_dir)
@@ -280,7 +283,8 @@ class ResolverService:
         u = self.config.upstream
         attempts = u.attempts or max(1, len(u.servers))
         await self.watcher.stop()
-        await self.listeners.retire(u.timeout * attempts + u.tcp_timeout)
+        timeout = u.timeout * attempts + u.tcp_timeout
+        await asyncio.gather(self.listeners.retire(timeout), self.encrypted.retire(timeout))
         await self.stop()
 
     async def stop(self) -> None:
@@ -291,6 +295,7 @@ class ResolverService:
             self._health_task = None
         await self.watcher.stop()
         await self.listeners.stop()
+        await self.encrypted.stop()
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()

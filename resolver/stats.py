@@ -73,18 +73,37 @@ class UpstreamStats:
         self.latency_sum += seconds
 
 
+STREAMS = ("tcp", "dot", "doh")
+
+
+class StreamStats:
+    """Counters of one stream transport (TCP, DNS over TLS, DNS over HTTPS)."""
+
+    __slots__ = ("connections", "errors", "no_sni", "queries", "rejected", "timeouts")
+
+    def __init__(self) -> None:
+        self.queries = 0
+        self.connections = 0
+        self.rejected = 0  # over max_connections
+        self.timeouts = 0  # closed idle
+        self.errors = 0  # closed for bad framing or an HTTP protocol error
+        self.no_sni = 0  # TLS clients that named no server
+
+    def snapshot(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
 class Stats:
     """One worker's counters. Attributes are bumped directly by the code that knows."""
 
     def __init__(self, upstreams: list[str], max_entry_labels: int = 10000) -> None:
         self.outcomes = [0] * len(OUTCOMES)
         self.udp = 0
-        self.tcp = 0
+        self.streams = {kind: StreamStats() for kind in STREAMS}
+        self.doh_status: dict[int, int] = {}  # DoH requests refused with an HTTP error status
+        self.canary = 0  # use-application-dns.net answered NXDOMAIN
+        self.tls_expiry = 0.0  # when the DoT/DoH certificate expires (Unix time; 0: none)
         self.truncated = 0
-        self.tcp_connections = 0
-        self.tcp_rejected = 0  # over tcp_max_connections
-        self.tcp_timeouts = 0
-        self.tcp_framing_errors = 0
         self.cache_hits = 0
         self.cache_misses = 0
         self.coalesced = 0
@@ -121,6 +140,14 @@ class Stats:
         self.limiter: Any = None
         # PROXY v2 trust when on: (refused, errors) read at snapshot.
         self.proxy: Any = None
+
+    @property
+    def tcp_connections(self) -> int:
+        return self.streams["tcp"].connections
+
+    @property
+    def tcp_rejected(self) -> int:
+        return self.streams["tcp"].rejected
 
     def count_blocked(self, entry_id: int) -> None:
         counts = self.blocked_by_entry
@@ -161,13 +188,13 @@ class Stats:
         outcomes, udp, cache_hits, blocked_other = self.totals()
         return {
             "outcomes": dict(zip(OUTCOMES, outcomes, strict=True)),
-            "transport": {"udp": udp, "tcp": self.tcp},
+            "transport": {"udp": udp} | {k: v.queries for k, v in self.streams.items()},
             "fast_path": 1 if self.fast is not None else 0,
             "truncated": self.truncated,
-            "tcp_connections": self.tcp_connections,
-            "tcp_rejected": self.tcp_rejected,
-            "tcp_timeouts": self.tcp_timeouts,
-            "tcp_framing_errors": self.tcp_framing_errors,
+            "streams": {k: v.snapshot() for k, v in self.streams.items()},
+            "doh_status": {str(k): v for k, v in self.doh_status.items()},
+            "canary": self.canary,
+            "tls_expiry": self.tls_expiry,
             "cache_hits": cache_hits,
             "cache_misses": self.cache_misses,
             "cache_entries": self.cache_entries,
@@ -269,7 +296,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         {
             "pid": s.get("pid"),
             "serial": s["list"]["serial"],
-            "requests": s["transport"]["udp"] + s["transport"]["tcp"],
+            "requests": sum(s["transport"].values()),
         }
         for s in snapshots
     ]
@@ -291,6 +318,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     total["list"]["last_swap_seconds"] = max(
         (item.get("last_swap_seconds", 0.0) for item in lists), default=0.0
     )
+    total["tls_expiry"] = min((s.get("tls_expiry", 0.0) for s in snapshots), default=0.0)
     total["workers"] = len(snapshots)
     total["workers_with_list"] = len(loaded)
     return total

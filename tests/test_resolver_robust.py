@@ -345,7 +345,7 @@ async def test_tcp_slow_client_and_huge_length_are_cut_off(tcp_server):
     data = await asyncio.wait_for(reader.read(), 3) if not closed else b""
     assert closed or data == b""
     writer.close()
-    assert tcp_server.stats.tcp_timeouts >= 2
+    assert tcp_server.stats.streams["tcp"].timeouts >= 2
 
 
 async def test_tcp_bad_frame_length_closes(tcp_server):
@@ -353,7 +353,7 @@ async def test_tcp_bad_frame_length_closes(tcp_server):
     writer.write(b"\x00\x05hello")
     assert await asyncio.wait_for(reader.read(), 3) == b""
     writer.close()
-    assert tcp_server.stats.tcp_framing_errors == 1
+    assert tcp_server.stats.streams["tcp"].errors == 1
 
 
 async def test_tcp_connection_limit(tcp_server):
