@@ -351,6 +351,12 @@ class ResolverConfig(SyncConfig):
         on = [name for name in ("dot", "doh") if getattr(self, name).enabled]
         if on and (self.tls.certificate is None or self.tls.private_key is None):
             raise ValueError(f"{' and '.join(on)} enabled: set tls.certificate and tls.private_key")
+        for name in on:
+            if getattr(self, name).port == 0 and self.server.workers > 1:
+                raise ValueError(
+                    f"{name}.port = 0 picks a port per process: give a port with "
+                    f"server.workers = {self.server.workers}"
+                )
         return self
 
     def resolve_paths(self, base: Path) -> ResolverConfig:

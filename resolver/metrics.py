@@ -108,12 +108,6 @@ def families(snap: dict[str, Any], status: dict[str, Any] | None, now: float) ->
     counter("tcp_rejected", "TCP connections over the limit", tcp.get("rejected", 0))
     counter("tcp_timeouts", "TCP connections closed idle", tcp.get("timeouts", 0))
     counter("tcp_framing_errors", "TCP connections closed for bad framing", tcp.get("errors", 0))
-    tq = CounterMetricFamily(
-        P + "transport_queries", "Client queries by transport", labels=["transport"]
-    )
-    for transport, value in snap.get("transport", {}).items():
-        tq.add_metric([transport], value)
-    out.append(tq)
     for name, key, doc in (
         ("encrypted_connections", "connections", "DoT/DoH connections accepted (TLS done)"),
         ("encrypted_rejected", "rejected", "DoT/DoH connections over max_connections"),
