@@ -1,7 +1,8 @@
 """`make demo`: the whole system on this machine, on placeholder names and DEMO keys.
 
 Starts, each as its own process: the authority API, the ASP's sync follower, the blocking
-resolver (127.0.0.1:5353), the stop page (127.0.0.1:8080) and the URL proxy (127.0.0.1:8081),
+resolver (127.0.0.1:5353; DNS over TLS on 8853, DNS over HTTPS on 8443), the stop page
+(127.0.0.1:8080) and the URL proxy (127.0.0.1:8081),
 plus a small built-in upstream DNS server so the demo works offline and a demo origin for the
 shared host that carries the listed URL (127.0.0.2: an allowed page beside the listed one).
 Prints what to try; Ctrl-C stops everything. All state lives in one directory (default
@@ -29,9 +30,12 @@ from pathlib import Path
 
 import dnslib
 
+from signing.selfsigned import write_self_signed
+
 DEMO_ENTRIES = ["blocked-demo.test", "*.another-demo.test", "http://shared-host.example/album/42/"]
 AUTHORITY_NAME = "Demo Authority (DEMO KEYS - NOT FOR PRODUCTION)"
 UPSTREAM_ADDRESS = "192.0.2.1"  # what the built-in upstream answers for every unlisted name
+TLS_NAME = "dns.demo.test"  # the demo's self-signed certificate for DoT and DoH
 SHARED_HOST = "shared-host.example"  # carries the listed URL /album/42/
 ORIGIN_ADDRESS = "127.0.0.2"  # the demo origin of SHARED_HOST
 ORIGIN_PAGE = "Demo origin: an allowed page of shared-host.example, passed through the URL proxy.\n"
@@ -185,7 +189,11 @@ class Demo:
             + f'\n[metrics]\nlisten = "127.0.0.1"\nport = {p["resolver_metrics"]}\n'
             + '\n[url_proxy]\nipv4 = "127.0.0.1"\n'
             + f'health_url = "http://127.0.0.1:{p["urlproxy_metrics"]}/healthz"\n'
+            + f'\n[tls]\ncertificate = "tls/{TLS_NAME}.crt"\nprivate_key = "tls/{TLS_NAME}.key"\n'
+            + f"\n[dot]\nenabled = true\nport = {p['dot']}\n"
+            + f"\n[doh]\nenabled = true\nport = {p['doh']}\n"
         )
+        write_self_signed(self.dir / "tls", TLS_NAME)
         (self.dir / "urlproxy.toml").write_text(
             '[sync]\nstate_dir = "sync-state"\n'
             f'root_keys = ["{root_key}"]\n'
@@ -382,11 +390,21 @@ class Demo:
             f"CORDON_TOKEN_FILE={token['demo-approver']} {blocklist} delist confirm {self.next_id}",
             f"{dig} new-demo.test A              # unblocked within seconds: {UPSTREAM_ADDRESS}",
         ]
-        return try_these, urls, block, unblock
+        encrypted = [
+            f"kdig @127.0.0.1 -p {p['dot']} +tls blocked-demo.test A     # DNS over TLS: 127.0.0.1",
+            f"kdig @127.0.0.1 -p {p['doh']} +https allowed.example A     "
+            f"# DNS over HTTPS: {UPSTREAM_ADDRESS}",
+            f"{dig} use-application-dns.net A    # NXDOMAIN: browsers keep this resolver",
+        ]
+        return try_these, urls, encrypted, block, unblock
 
     def print_help(self) -> None:
         p, d = self.ports, self.dir
-        try_these, urls, block, unblock = self.commands()
+        try_these, urls, encrypted, block, unblock = self.commands()
+        encrypted_title = (
+            "Encrypted DNS and the browser canary (to verify the demo's self-signed certificate, "
+            f"add +tls-ca={d}/tls/{TLS_NAME}.crt +tls-hostname={TLS_NAME})"
+        )
         lines = "\n".join
         print(
             f"""
@@ -394,6 +412,7 @@ Cordon demo is running (state in {d}; logs in {d}/logs). DEMO keys: not for prod
 
   authority API   http://127.0.0.1:{p["authority"]}     (tokens in {d}/*.token)
   resolver        127.0.0.1:{p["resolver"]} (UDP and TCP)
+  encrypted DNS   DNS over TLS 127.0.0.1:{p["dot"]}, DNS over HTTPS https://127.0.0.1:{p["doh"]}/dns-query
   metrics         http://127.0.0.1:{p["resolver_metrics"]}/metrics
   stop page       http://127.0.0.1:{p["stoppage"]}/
   URL proxy       http://127.0.0.1:{p["urlproxy"]}/     (origin of {SHARED_HOST}: {ORIGIN_ADDRESS})
@@ -403,6 +422,9 @@ Try, in another terminal:
 
 A URL entry on a shared host: only the listed path is blocked, through the URL proxy:
 {lines("  " + c for c in urls)}
+
+{encrypted_title}:
+{lines("  " + c for c in encrypted)}
 
 Block a new name (published automatically within a second of the approval):
 {lines("  " + c for c in block)}
@@ -465,6 +487,8 @@ def main() -> int:
         ("resolver", 5353),
         ("stoppage", 8080),
         ("urlproxy", 8081),
+        ("dot", 8853),
+        ("doh", 8443),
     ):
         parser.add_argument(f"--{name}-port", type=int, default=default)
     args = parser.parse_args()
@@ -479,6 +503,8 @@ def main() -> int:
         "urlproxy": pick_port("URL proxy", args.urlproxy_port, taken),
         "urlproxy_metrics": pick_port("URL proxy metrics", 9156, taken),
         "origin": pick_port("demo origin", 0, taken),
+        "dot": pick_port("DNS over TLS", args.dot_port, taken),
+        "doh": pick_port("DNS over HTTPS", args.doh_port, taken),
     }
     demo = Demo(args.dir, ports, args.upstream)
     stop = asyncio.Event()

@@ -1,4 +1,4 @@
-"""TLS for the DoT and DoH listeners: the server context, and a throw-away certificate.
+"""TLS for the DoT and DoH listeners: the server context and the certificate's facts.
 
 `server_context` loads the configured certificate and key with errors that name the key and
 the file, offers ALPN ("dot" for DNS over TLS, "h2"/"http/1.1" for DNS over HTTPS), asks TLS 1.2
@@ -7,17 +7,12 @@ at least, and counts (or, with `require_sni`, refuses) clients that name no serv
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 DOT_ALPN = ["dot"]
 DOH_ALPN = ["h2", "http/1.1"]
@@ -90,38 +85,3 @@ def expiry(path: Path | None) -> float:
         return load_certificate(path).not_valid_after_utc.timestamp()
     except ValueError:
         return 0.0
-
-
-def write_self_signed(
-    directory: Path, name: str, addresses: tuple[str, ...] = ("127.0.0.1", "::1"), days: int = 30
-) -> tuple[Path, Path]:
-    """A self-signed certificate for `name` and `addresses` (local testing and the demo only:
-    clients must be told to trust it): (certificate file, key file)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    names: list[x509.GeneralName] = [x509.DNSName(name)]
-    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path

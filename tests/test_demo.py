@@ -20,7 +20,7 @@ import pytest
 from blocklist.demo import ORIGIN_PAGE, pick_port, port_free
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.tools("dig", "curl")
+pytestmark = pytest.mark.tools("dig", "curl", "kdig")
 
 
 def alive(pid: int) -> bool:
@@ -62,7 +62,7 @@ def until(check, what: str, timeout: float = 60) -> None:
 def running_demo(state: Path, cwd: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORDON_")}
     argv = [sys.executable, "-m", "blocklist.demo", "--dir", str(state)]
-    for name in ("authority", "resolver", "stoppage", "urlproxy"):
+    for name in ("authority", "resolver", "stoppage", "urlproxy", "dot", "doh"):
         argv += [f"--{name}-port", "0"]  # any free port: the machine is shared
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -98,11 +98,13 @@ def test_every_printed_command_works_as_printed(tmp_path: Path) -> None:
         ports = json.loads((state / "demo.json").read_text())["ports"]
         try_these = section(text, "Try, in another terminal:")
         urls = section(text, "A URL entry on a shared host")
+        encrypted = section(text, "Encrypted DNS")
         block = section(text, "Block a new name")
         unblock = section(text, "Unblock it again")
         assert len(try_these) == 5 and len(urls) == 3 and len(block) == 4 and len(unblock) == 3, (
             text
         )
+        assert len(encrypted) == 3, text
 
         # What to try: each line in its own shell, checked against its own comment.
         dig_a, dig_aaaa, dig_allowed, curl_page, curl_form = try_these
@@ -134,6 +136,21 @@ def test_every_printed_command_works_as_printed(tmp_path: Path) -> None:
         assert "/complaint?path=" in listed.stdout
         allowed = shell(curl_allowed)
         assert allowed.returncode == 0 and allowed.stdout == ORIGIN_PAGE, allowed.stdout
+
+        # Encrypted DNS with the demo's certificate, and the browser canary.
+        kdig_tls, kdig_https, dig_canary = encrypted
+        out = shell(kdig_tls).stdout
+        assert "TLS session" in out and "Censored" in out, out
+        assert re.search(r"blocked-demo\.test\.\s+\d+\s+IN\s+A\s+127\.0\.0\.1", out), out
+        out = shell(kdig_https).stdout
+        assert "HTTP session (HTTP/2" in out, out
+        assert re.search(r"allowed\.example\.\s+\d+\s+IN\s+A\s+192\.0\.2\.1", out), out
+        assert "status: NXDOMAIN" in shell(dig_canary).stdout
+        verified = kdig_tls.split("   ")[0] + (
+            f" +tls-ca={state}/tls/dns.demo.test.crt +tls-hostname=dns.demo.test"
+        )
+        assert f"+tls-ca={state}/tls/dns.demo.test.crt +tls-hostname=dns.demo.test" in text
+        assert "127.0.0.1" in shell(verified).stdout
 
         # Block a new name: the export, add and approve lines in one shell, as a user types them.
         *steps, dig_new = block
@@ -185,7 +202,14 @@ def test_readme_shows_what_the_demo_prints(tmp_path: Path) -> None:
     default ports."""
     from blocklist.demo import Demo
 
-    ports = {"authority": 8440, "resolver": 5353, "stoppage": 8080, "urlproxy": 8081}
+    ports = {
+        "authority": 8440,
+        "resolver": 5353,
+        "stoppage": 8080,
+        "urlproxy": 8081,
+        "dot": 8853,
+        "doh": 8443,
+    }
     demo = Demo(tmp_path / "demo-state", ports, None)
     demo.next_id = 4
     readme = (REPO / "README.md").read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from resolver.tls import write_self_signed
+from signing.selfsigned import write_self_signed
 
 
 def self_signed(directory: Path, name: str) -> tuple[Path, Path, str]:
