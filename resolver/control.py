@@ -32,6 +32,7 @@ LocalSource = Callable[[], Awaitable[dict[str, Any]]]
 SnapshotSource = Callable[[], Awaitable[dict[str, Any]]]
 
 TOP_ENTRIES = 20  # per-entry counts shown by `resolver status` (all of them are in /metrics)
+TLS_WARNING = 14 * 86400  # an alarm this long before the DoT/DoH certificate expires
 
 
 def top(counts: dict[str, int], n: int = TOP_ENTRIES) -> dict[str, int]:
@@ -55,6 +56,13 @@ def status_view(
         alarms["upstreams"] = "every upstream resolver is failing"
     if local.get("mode") == "log-only":
         alarms["log_only"] = "log-only mode: listed names are answered, not blocked"
+    tls_expiry = snap.get("tls_expiry") or None
+    if tls_expiry is not None and tls_expiry - now < TLS_WARNING:
+        alarms["tls_certificate"] = (
+            "the DoT/DoH certificate has expired"
+            if tls_expiry <= now
+            else f"the DoT/DoH certificate expires in {int((tls_expiry - now) // 86400)} days"
+        )
     hits, misses = snap.get("cache_hits", 0), snap.get("cache_misses", 0)
     logged = snap.get("logged_by_entry", {})
     return {
@@ -98,6 +106,8 @@ def status_view(
             "other": snap.get("logged_other", 0),
         },
         "outcomes": snap.get("outcomes", {}),
+        "transport": snap.get("transport", {}),
+        "tls_expires": tls_expiry,
     }
 
 
@@ -191,6 +201,8 @@ def print_status(s: dict[str, Any]) -> None:
     held = s.get("held")
     held_text = "none" if not held else f"serial {held['serial']}: {held['message']}"
     print(f"held        {held_text}")
+    transports = ", ".join(f"{k} {v}" for k, v in s.get("transport", {}).items())
+    print(f"queries     {transports or '-'}")
     c = s["cache"]
     ratio = "-" if c["hit_ratio"] is None else f"{c['hit_ratio']:.1%}"
     print(f"cache       {c['entries']} entries, {c['bytes']} bytes, hit ratio {ratio}")

@@ -607,3 +607,17 @@ async def test_service_without_encrypted_listeners_opens_none(world):
         assert service.stats.tls_expiry == 0.0
     finally:
         await service.stop()
+
+
+def test_status_raises_an_alarm_before_the_certificate_expires():
+    from resolver.control import status_view
+
+    base = {"list": {"serial": 1, "entries": 1, "verified_at": 0, "expires": None}}
+    now = 1_000_000_000.0
+    view = status_view(base | {"tls_expiry": now + 30 * 86400}, {}, {}, now)
+    assert "tls_certificate" not in view["alarms"]
+    view = status_view(base | {"tls_expiry": now + 3 * 86400 + 5}, {}, {}, now)
+    assert view["alarms"]["tls_certificate"] == "the DoT/DoH certificate expires in 3 days"
+    view = status_view(base | {"tls_expiry": now - 1}, {}, {}, now)
+    assert view["alarms"]["tls_certificate"] == "the DoT/DoH certificate has expired"
+    assert "tls_certificate" not in status_view(base, {}, {}, now)["alarms"]
