@@ -25,7 +25,7 @@ from resolver.dnswire import MAX_TCP_MESSAGE, REFUSED, Query, error_response
 from resolver.doh import MAX_TARGET, DohError, answer_headers, dns_query, error_headers
 from resolver.engine import Resolver
 from resolver.ratelimit import ALLOW
-from resolver.server import StreamLimits, over_limit
+from resolver.server import StreamConnection, StreamLimits, over_limit
 
 _H2_CONFIG = h2.config.H2Configuration(
     client_side=False, header_encoding=None, validate_inbound_headers=True
@@ -33,7 +33,7 @@ _H2_CONFIG = h2.config.H2Configuration(
 _MAX_HEADER_LIST = 16384
 
 
-class DohConnection(asyncio.Protocol):
+class DohConnection(StreamConnection):
     def __init__(self, resolver: Resolver, acl: Acl, limits: StreamLimits, path: str) -> None:
         self.resolver = resolver
         self.acl = acl
@@ -71,18 +71,8 @@ class DohConnection(asyncio.Protocol):
         self.http = _Http2(self) if alpn == "h2" else _Http1(self)
         self._arm()
 
-    def _arm(self) -> None:
-        self.timer = asyncio.get_running_loop().call_later(self.limits.idle_timeout, self._idle)
-
-    def _idle(self) -> None:
-        if self.closed:
-            return
-        if self.activity or self.tasks:
-            self.activity = False
-            self._arm()
-            return
-        self.limits.counts.timeouts += 1
-        self.abort()
+    def _active(self) -> bool:
+        return self.activity or bool(self.tasks)  # an answer still on its way counts
 
     def data_received(self, data: bytes) -> None:
         if self.closed or self.http is None:
@@ -103,11 +93,6 @@ class DohConnection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
-    def abort(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.transport.abort()
-
     def pause_writing(self) -> None:
         self.writing_paused = True
         if not self.closed:
@@ -117,14 +102,6 @@ class DohConnection(asyncio.Protocol):
         self.writing_paused = False
         if not self.closed:
             self.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.limits.connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-        for task in list(self.tasks):
-            task.cancel()
 
     # ------------------------------------------------------------------ requests
 

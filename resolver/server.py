@@ -269,7 +269,47 @@ def over_limit(limits: StreamLimits, transport: asyncio.BaseTransport) -> bool:
     return True
 
 
-class TcpConnection(asyncio.Protocol):
+class StreamConnection(asyncio.Protocol):
+    """What every stream connection shares: its listener's bounds, an idle timer, teardown."""
+
+    limits: StreamLimits
+    transport: asyncio.Transport | None
+    timer: asyncio.TimerHandle | None
+    tasks: set[asyncio.Task]
+    closed: bool
+    activity: bool  # set by each query or answer; the idle timer clears it
+
+    def _arm(self) -> None:
+        self.timer = asyncio.get_running_loop().call_later(self.limits.idle_timeout, self._idle)
+
+    def _active(self) -> bool:
+        return self.activity
+
+    def _idle(self) -> None:
+        if self.closed:
+            return
+        if self._active():
+            self.activity = False
+            self._arm()
+            return
+        self.limits.counts.timeouts += 1
+        self.abort()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.limits.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        for task in list(self.tasks):
+            task.cancel()
+
+
+class TcpConnection(StreamConnection):
     """DNS over TCP (RFC 7766); inside TLS, DNS over TLS (RFC 7858), where `proxy` is off: a
     PROXY header would come before the TLS handshake, outside what this protocol sees."""
 
@@ -317,18 +357,8 @@ class TcpConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=64 * 1024)  # type: ignore[attr-defined]
         self._arm()
 
-    def _arm(self) -> None:
-        self.timer = asyncio.get_running_loop().call_later(self.limits.idle_timeout, self._idle)
-
-    def _idle(self) -> None:
-        if self.closed:
-            return
-        if self.activity and not self.writing_paused:
-            self.activity = False
-            self._arm()
-            return
-        self.limits.counts.timeouts += 1
-        self.abort()
+    def _active(self) -> bool:
+        return self.activity and not self.writing_paused  # a client that does not read is idle
 
     def _proxy_header(self, data: bytes) -> bytes | None:
         """Read the PROXY v2 header of a trusted sender; the bytes after it, or None (wait,
@@ -446,19 +476,6 @@ class TcpConnection(asyncio.Protocol):
             return None  # transport closes itself
         self.eof = True
         return True
-
-    def abort(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.transport.abort()  # type: ignore[union-attr]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.limits.connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-        for task in list(self.tasks):
-            task.cancel()
 
 
 async def drain(connections: Callable[[], Iterable], timeout: float) -> None:
