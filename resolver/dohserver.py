@@ -15,6 +15,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -31,6 +32,9 @@ _H2_CONFIG = h2.config.H2Configuration(
     client_side=False, header_encoding=None, validate_inbound_headers=True
 )
 _MAX_HEADER_LIST = 16384
+# Request bodies held at once on one HTTP/2 connection (requests still arriving): two maximal
+# DNS messages. A client that opens streams and trickles bodies cannot hold more memory.
+MAX_BUFFERED = 2 * MAX_TCP_MESSAGE
 
 
 class DohConnection(StreamConnection):
@@ -75,9 +79,10 @@ class DohConnection(StreamConnection):
         return self.activity or bool(self.tasks)  # an answer still on its way counts
 
     def data_received(self, data: bytes) -> None:
+        # Only whole requests and answers count as activity: a client that trickles bytes, or
+        # only pings, is closed at the idle timeout like a silent one.
         if self.closed or self.http is None:
             return
-        self.activity = True
         self.http.receive(data)
 
     def write(self, data: bytes) -> None:
@@ -118,6 +123,7 @@ class DohConnection(StreamConnection):
             self.reject(ref, exc)
             return
         self.limits.counts.queries += 1
+        self.activity = True
         try:
             limiter = resolver.limiter
             if limiter is not None and limiter.check(self.host, resolver.now()) != ALLOW:
@@ -170,6 +176,7 @@ class _Http2:
         )
         self.h2.initiate_connection()
         self.streams: dict[int, list] = {}  # id -> [method, target, content type, body]
+        self.buffered = 0  # bytes of bodies in `streams`
         self.unsent: dict[int, bytes] = {}  # answers waiting for flow-control window
         conn.write(self.h2.data_to_send())
 
@@ -181,6 +188,8 @@ class _Http2:
             self.conn.protocol_error()
             return
         for event in events:
+            if self.conn.closed:
+                return
             if isinstance(event, h2.events.RequestReceived):
                 self._headers(event)
             elif isinstance(event, h2.events.DataReceived):
@@ -188,7 +197,7 @@ class _Http2:
             elif isinstance(event, h2.events.StreamEnded):
                 self._ended(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
-                self.streams.pop(event.stream_id, None)
+                self._drop(event.stream_id)
                 self.unsent.pop(event.stream_id, None)
             elif isinstance(event, h2.events.WindowUpdated):
                 self._flush()
@@ -217,12 +226,23 @@ class _Http2:
         if stream is None:
             return
         stream[3] += event.data
+        self.buffered += len(event.data)
         if len(stream[3]) > MAX_TCP_MESSAGE:
-            del self.streams[event.stream_id]
+            self._drop(event.stream_id)
             self.conn.reject(event.stream_id, DohError(413, "a DNS message is at most 65535 bytes"))
+        elif self.buffered > MAX_BUFFERED:
+            self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            self.conn.write(self.h2.data_to_send())
+            self.conn.protocol_error()
+
+    def _drop(self, stream_id: int) -> list | None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self.buffered -= len(stream[3])
+        return stream
 
     def _ended(self, stream_id: int) -> None:
-        stream = self.streams.pop(stream_id, None)
+        stream = self._drop(stream_id)
         if stream is not None:
             method, target, content_type, body = stream
             self.conn.request(stream_id, method, target, content_type, bytes(body))

@@ -621,3 +621,89 @@ def test_status_raises_an_alarm_before_the_certificate_expires():
     view = status_view(base | {"tls_expiry": now - 1}, {}, {}, now)
     assert view["alarms"]["tls_certificate"] == "the DoT/DoH certificate has expired"
     assert "tls_certificate" not in status_view(base, {}, {}, now)["alarms"]
+
+
+async def h2_client(port: int, world: World):
+    """A raw HTTP/2 client (h2) on a TLS connection: (reader, writer, connection)."""
+    import h2.config
+    import h2.connection
+
+    reader, writer = await tls_connect(port, client_context(world, ["h2"]))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    writer.write(conn.data_to_send())
+    return reader, writer, conn
+
+
+def post_headers(port: int) -> list[tuple[str, str]]:
+    return [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", f"127.0.0.1:{port}"),
+        (":path", "/dns-query"),
+        ("content-type", "application/dns-message"),
+    ]
+
+
+async def test_doh_bodies_trickled_on_many_streams_are_bounded(world):
+    """Streams opened and fed without end: the connection is closed once it holds more than
+    two DNS messages' worth of unfinished bodies; other clients are still served."""
+    import h2.events
+
+    async with running(world.config()) as service:
+        port = service.encrypted.port("doh")
+        reader, writer, conn = await h2_client(port, world)
+        closed = None
+
+        async def receive() -> bool:
+            nonlocal closed
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    closed = event.error_code
+            writer.write(conn.data_to_send())
+            return bool(data)
+
+        try:
+            for stream_id in (1, 3, 5):
+                conn.send_headers(stream_id, post_headers(port))
+                for _ in range(4):
+                    chunk = b"\0" * 15000
+                    while closed is None and conn.local_flow_control_window(stream_id) < 15000:
+                        await receive()  # the server's WINDOW_UPDATE frames
+                    if closed is not None:
+                        break
+                    conn.send_data(stream_id, chunk)  # never ended
+                    writer.write(conn.data_to_send())
+                    await writer.drain()
+            while await receive():
+                pass
+        except (ConnectionError, ssl.SSLError):
+            pass
+        assert closed == 11  # ENHANCE_YOUR_CALM
+        assert service.stats.streams["doh"].errors == 1
+        assert service.stats.streams["doh"].queries == 0
+        url = f"https://127.0.0.1:{port}/dns-query"
+        resp = await dns.asyncquery.https(
+            query(FINE), url, timeout=10, verify=client_context(world)
+        )
+        assert addresses(resp) == [FINE_ADDR]
+
+
+async def test_doh_pings_alone_do_not_keep_a_connection_open(world):
+    async with running(world.config(doh={"idle_timeout": 0.5})) as service:
+        port = service.encrypted.port("doh")
+        reader, writer, conn = await h2_client(port, world)
+        doh = service.stats.streams["doh"]
+        # Pinging faster than the idle timeout: closed anyway, since no request came.
+        try:
+            for i in range(200):
+                conn.ping(i.to_bytes(8, "big"))
+                writer.write(conn.data_to_send())
+                await writer.drain()
+                if doh.timeouts:
+                    break
+                await asyncio.wait_for(reader.read(65536), 10)
+        except (ConnectionError, ssl.SSLError):
+            pass
+        await until(lambda: doh.timeouts == 1, 10, "the idle timeout")

@@ -242,7 +242,11 @@ async def test_authority_down_then_lossy_then_up_delivers_each_complaint_once(
     api: RunningAuthority, tmp_path: Path
 ) -> None:
     entry_id = await add_and_approve(api, HOST)
-    port = free_port()
+    # Bound but not listening: connections are refused, and no other program on the machine
+    # can take the port (as its outgoing connections could take a port merely found free).
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
     config = make_config(
         tmp_path,
         write_list(tmp_path, [(HOST, entry_id, Kind.DOMAIN)]),
@@ -270,8 +274,10 @@ async def test_authority_down_then_lossy_then_up_delivers_each_complaint_once(
         proxy = LossyProxy(authority_url(api), lose=3)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", proxy.handle)
-        server = TestServer(app, host="127.0.0.1", port=port)
-        await server.start_server()
+        held.listen()
+        server = web.AppRunner(app)
+        await server.setup()
+        await web.SockSite(server, held).start()
         try:
             await wait_for(
                 lambda: all(
@@ -306,7 +312,8 @@ async def test_authority_down_then_lossy_then_up_delivers_each_complaint_once(
             others = [await status_page(session, stop, t, s) for t, s in tickets[:2]]
             assert [code for code, _ in others] == ["forwarded", "forwarded"]
         finally:
-            await server.close()
+            await server.cleanup()
+            held.close()
 
 
 async def test_a_refusing_authority_marks_the_complaint_undeliverable(
