@@ -624,12 +624,14 @@ def test_status_raises_an_alarm_before_the_certificate_expires():
 
 
 async def h2_client(port: int, world: World):
-    """A raw HTTP/2 client (h2) on a TLS connection: (reader, writer, connection)."""
+    """A raw HTTP/2 client (h2) on a TLS connection: (reader, writer, connection). It sends
+    whatever headers it is given, valid or not."""
     import h2.config
     import h2.connection
 
     reader, writer = await tls_connect(port, client_context(world, ["h2"]))
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    config = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False)
+    conn = h2.connection.H2Connection(config)
     conn.initiate_connection()
     writer.write(conn.data_to_send())
     return reader, writer, conn
@@ -707,3 +709,39 @@ async def test_doh_pings_alone_do_not_keep_a_connection_open(world):
         except (ConnectionError, ssl.SSLError):
             pass
         await until(lambda: doh.timeouts == 1, 10, "the idle timeout")
+
+
+async def test_doh_http2_requests_missing_pseudo_headers_get_an_http_error(world):
+    import h2.events
+
+    async with running(world.config()) as service:
+        port = service.encrypted.port("doh")
+        reader, writer, conn = await h2_client(port, world)
+        wire = query(FINE).to_wire()
+        requests = {
+            1: [(":scheme", "https"), (":path", f"/dns-query?dns={b64url(wire)}")],  # no method
+            3: [(":method", "GET"), (":scheme", "https")],  # no path
+            5: [
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", f"/dns-query?dns={b64url(wire)}"),
+            ],
+        }
+        for stream_id, headers in requests.items():
+            conn.send_headers(stream_id, headers, end_stream=True)
+        writer.write(conn.data_to_send())
+        status: dict[int, bytes] = {}
+        ended: set[int] = set()
+        while ended != set(requests):
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            assert data, "closed"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status[event.stream_id] = dict(event.headers)[b":status"]
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended.add(event.stream_id)
+            writer.write(conn.data_to_send())
+        assert status == {1: b"405", 3: b"404", 5: b"200"}
+        writer.close()
