@@ -48,10 +48,13 @@ PROBE = "www.site1.blocked.example"
 
 def ports_free(ports: list[int]) -> None:
     """Refuse to measure when another process holds a port: with SO_REUSEPORT the kernel would
-    quietly share the queries with it."""
+    quietly share the queries with it. Connections in TIME_WAIT (the last run's metrics
+    scrape, say) do not count: only a listener does."""
     for port in ports:
         for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
             with socket.socket(socket.AF_INET, kind) as s:
+                if kind == socket.SOCK_STREAM:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError as exc:
