@@ -10,7 +10,9 @@
 # zone of the plain names (2 records per name: the name and its wildcard); Cordon reads the
 # hashed list. The rows and what each measures: bench/resolver_compare.py. Then the list swap
 # under load: bench/resolver_swap.py; the cost of rate limiting, exemptions and log-only mode on
-# the mix: bench/resolver_ops.py. Only 127.0.0.1 is used. Output files: bench/out/resolver/.
+# the mix: bench/resolver_ops.py; DNS over TLS and DNS over HTTPS against Unbound's own DoT and
+# DoH listeners: bench/resolver_encrypted.py. Only 127.0.0.1 is used. Output files:
+# bench/out/resolver/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENTRIES=${1:-1000000}
@@ -34,3 +36,4 @@ fi
 "$PY" bench/resolver_compare.py "$OUT" --entries "$ENTRIES" --seconds "$SECONDS_PER_RUN"
 "$PY" bench/resolver_swap.py --entries "$ENTRIES" --seconds "$SECONDS_PER_RUN"
 "$PY" bench/resolver_ops.py "$OUT" --entries "$ENTRIES" --seconds "$SECONDS_PER_RUN"
+"$PY" bench/resolver_encrypted.py "$OUT" --entries "$ENTRIES" --seconds "$SECONDS_PER_RUN"

@@ -34,8 +34,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -46,10 +48,13 @@ PROBE = "www.site1.blocked.example"
 
 def ports_free(ports: list[int]) -> None:
     """Refuse to measure when another process holds a port: with SO_REUSEPORT the kernel would
-    quietly share the queries with it."""
+    quietly share the queries with it. Connections in TIME_WAIT (the last run's metrics
+    scrape, say) do not count: only a listener does."""
     for port in ports:
         for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
             with socket.socket(socket.AF_INET, kind) as s:
+                if kind == socket.SOCK_STREAM:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError as exc:
@@ -58,16 +63,26 @@ def ports_free(ports: list[int]) -> None:
                     ) from None
 
 
-def wait_answer(port: int, timeout: float, name: str = PROBE) -> float:
-    """Seconds until `port` answers `name` with NOERROR and an address."""
+def ask_udp(query: dns.message.Message, port: int) -> dns.message.Message:
+    return dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
+
+
+def wait_answer(
+    port: int,
+    timeout: float,
+    name: str = PROBE,
+    ask: Callable[[dns.message.Message, int], dns.message.Message] = ask_udp,
+) -> float:
+    """Seconds until `port` answers `name` with NOERROR and an address, asked with `ask`
+    (UDP unless told; an `ask` raises DNSException or OSError while the port is not ready)."""
     started = time.monotonic()
     q = dns.message.make_query(name, "A")
     while time.monotonic() - started < timeout:
         try:
-            r = dns.query.udp(q, "127.0.0.1", port=port, timeout=0.5)
+            r = ask(q, port)
             if r.rcode() == dns.rcode.NOERROR and r.answer:
                 return time.monotonic() - started
-        except (dns.exception.Timeout, OSError):
+        except (dns.exception.DNSException, OSError):
             pass
         time.sleep(0.05)
     raise SystemExit(f"no answer on port {port} within {timeout} s")
@@ -139,17 +154,51 @@ def cordon(out: Path, conf: str, probe: str = PROBE) -> Server:
     return Server("cordon", [*command, "--log-level", "info"], CORDON, out / f"{conf}.log", probe)
 
 
-def dnsperf(port: int, queries: Path, seconds: int, *, once: bool = False, clients: int = 4):
-    command = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries)]
-    command += ["-c", str(clients), "-T", "1", "-q", "500"]
+DNSPERF_FIELDS = (
+    "Queries per second",
+    "Queries sent",
+    "Queries lost",
+    "Queries completed",
+    "Reconnections",  # stream modes (tcp, dot, doh): connections opened again
+)
+
+
+def dnsperf(
+    port: int,
+    queries: Path,
+    seconds: int,
+    *,
+    once: bool = False,
+    clients: int = 4,
+    outstanding: int = 500,
+    mode: str = "udp",
+    options: Sequence[str] = (),
+) -> dict[str, float]:
+    """One dnsperf run (one thread) against 127.0.0.1:`port`; `mode` is dnsperf's -m (udp,
+    tcp, dot, doh) and `options` its long options (-O name=value)."""
+    command = ["dnsperf", "-m", mode, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries)]
+    command += ["-c", str(clients), "-T", "1", "-q", str(outstanding)]
     command += ["-n", "1"] if once else ["-l", str(seconds)]
+    for option in options:
+        command += ["-O", option]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     fields: dict[str, float] = {}
     for line in out.splitlines():
         key, _, value = line.strip().partition(":")
-        if key in ("Queries per second", "Queries sent", "Queries lost", "Queries completed"):
+        if key in DNSPERF_FIELDS and key not in fields:
             fields[key] = float(value.split()[0])
     return fields
+
+
+def measure(server: Server, queries: Path, seconds: int, port: int | None = None, **options):
+    """dnsperf against `server` (or whatever listens on `port` in front of it) for `seconds`,
+    with the server's CPU time meanwhile: dnsperf's fields, plus "cpu" (server CPU-seconds) and
+    "per_cpu" (queries completed per server CPU-second). `options` go to `dnsperf`."""
+    cpu = cpu_seconds(server.proc.pid)
+    r = dnsperf(port or server.port, queries, seconds, **options)
+    r["cpu"] = cpu_seconds(server.proc.pid) - cpu
+    r["per_cpu"] = r["Queries completed"] / r["cpu"] if r["cpu"] else 0.0
+    return r
 
 
 def write_misses(path: Path, tag: str, count: int) -> Path:
@@ -193,11 +242,8 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
 
     def run(row: str, who: str, server: Server, queries: Path) -> None:
-        cpu = cpu_seconds(server.proc.pid)
-        r = dnsperf(server.port, queries, s)
-        cpu = cpu_seconds(server.proc.pid) - cpu
-        qps = r["Queries per second"]
-        per_core = r["Queries completed"] / cpu if cpu else 0.0
+        r = measure(server, queries, s)
+        qps, cpu, per_core = r["Queries per second"], r["cpu"], r["per_cpu"]
         rows.setdefault(row, {})[who] = qps
         rows[row][who + "_per_cpu"] = per_core
         rows[row][who + "_lost"] = r.get("Queries lost", 0)

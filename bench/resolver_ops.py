@@ -33,18 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from resolver_compare import (
     CORDON,
-    Server,
+    UPSTREAM,
     cordon,
-    cpu_seconds,
-    dnsperf,
+    measure,
     unbound,
     wait_answer,
     warm,
     write_mix,
 )
 from resolver_data import listed_name
-
-UPSTREAM = 5302
 
 VARIANTS = ("rate limiting", "exemptions", "log-only", "via dnsdist", "PROXY v2 via dnsdist")
 DNSDIST = 5303
@@ -89,14 +86,6 @@ class Dnsdist:
         self.proc.wait(20)
 
 
-def measure(server: Server, queries: Path, seconds: int, port: int | None = None) -> float:
-    """Queries per CPU-second of the Cordon process (not of dnsdist, when it is in front)."""
-    cpu = cpu_seconds(server.proc.pid)
-    r = dnsperf(port or server.port, queries, seconds)
-    cpu = cpu_seconds(server.proc.pid) - cpu
-    return r["Queries completed"] / cpu if cpu else 0.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -128,7 +117,8 @@ def main() -> None:
                     port = DNSDIST if front is not None else server.port
                     warm(port, out)
                     mix = write_mix(out / "q-mix-ops.txt", f"o{r}{name[0]}", unique, args.entries)
-                    per_cpu = measure(server, mix, args.seconds, port)
+                    # Queries per CPU-second of Cordon (not of dnsdist, when in front).
+                    per_cpu = measure(server, mix, args.seconds, port)["per_cpu"]
                 finally:
                     if front is not None:
                         front.stop()
