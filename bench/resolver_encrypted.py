@@ -60,7 +60,7 @@ from resolver_compare import (
     write_mix,
 )
 
-from resolver.tls import write_self_signed
+from signing.selfsigned import write_self_signed
 
 CORDON_DOT, CORDON_DOH, UNBOUND_DOT, UNBOUND_DOH = 5373, 5374, 5375, 5376
 METRICS = CORDON + 10  # cordon.toml's [metrics] port
