@@ -91,7 +91,11 @@ class DohConnection(StreamConnection):
         # only pings, is closed at the idle timeout like a silent one.
         if self.closed or self.http is None:
             return
-        self.http.receive(data)
+        try:
+            self.http.receive(data)
+        except Exception:
+            self.resolver.errors.report("DoH connection")
+            self.protocol_error()
 
     def write(self, data: bytes) -> None:
         if data and not self.closed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -22,6 +23,9 @@ from resolver.engine import Resolver
 from resolver.server import StreamLimits, TcpConnection, drain, make_socket
 from resolver.stats import StreamStats
 from resolver.tls import DOH_ALPN, DOT_ALPN, expiry, server_context
+
+log = logging.getLogger("cordon.resolver")
+KINDS = ("dot", "doh")
 
 
 def _counter(counts: StreamStats) -> Callable[[], None]:
@@ -58,11 +62,12 @@ class EncryptedListeners:
         return next((port for k, _h, port in self.servers if k == kind), None)
 
     async def start(self, adopt: EncryptedListeners | None = None) -> None:
-        """Bind (or, with `adopt`, take over) every DoT and DoH address; ValueError names a
+        """Bind (or, with `adopt`, take over) every DoT and DoH address; ConfigError names a
         certificate problem."""
         c = self.config
         loop = asyncio.get_running_loop()
-        for kind, section, alpn in (("dot", c.dot, DOT_ALPN), ("doh", c.doh, DOH_ALPN)):
+        for kind, alpn in zip(KINDS, (DOT_ALPN, DOH_ALPN), strict=True):
+            section = getattr(c, kind)
             if not section.enabled:
                 continue
             try:
@@ -90,6 +95,8 @@ class EncryptedListeners:
                 port = bound  # port 0: every address of this kind on the first one's port
         if self.servers:
             self.resolver.stats.tls_expiry = expiry(c.tls.certificate)
+            where = {k: [f"{h}:{p}" for k2, h, p in self.servers if k2 == k] for k in KINDS}
+            log.info("encrypted DNS listening", extra={"fields": where | {"doh_path": c.doh.path}})
 
     @staticmethod
     def _adopted(
