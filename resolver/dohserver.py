@@ -266,6 +266,8 @@ class _Http2:
             return  # the stream was reset or closed meanwhile
         self.unsent[stream_id] = body
         self._flush()
+        # Each answer is written at once: gathering the answers to one read into one write
+        # made dnsperf 2.10's DoH client lose all but one of them.
         self.conn.write(self.h2.data_to_send())
 
     def _flush(self) -> None:
