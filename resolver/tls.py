@@ -45,6 +45,10 @@ def load_certificate(path: Path | None) -> x509.Certificate:
         raise ValueError(f"tls.certificate: {path}: not a PEM certificate") from None
 
 
+def _no_password() -> str:
+    raise ValueError("tls.private_key: the key asks for a password: give it unencrypted")
+
+
 def server_context(
     tls: TlsSettings, alpn: list[str], on_no_sni: Callable[[], None] | None = None
 ) -> ssl.SSLContext:
@@ -57,8 +61,13 @@ def server_context(
     ctx.minimum_version = (
         ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     )
+    if b"ENCRYPTED" in key:  # OpenSSL would ask for its password on the terminal, and wait
+        raise ValueError(
+            f"tls.private_key: {tls.private_key} is encrypted: give the key unencrypted, "
+            "readable only by the service's user"
+        )
     try:
-        ctx.load_cert_chain(str(tls.certificate), str(tls.private_key))
+        ctx.load_cert_chain(str(tls.certificate), str(tls.private_key), password=_no_password)
     except ssl.SSLError as exc:
         raise ValueError(
             f"tls.private_key: {tls.private_key} does not match tls.certificate "

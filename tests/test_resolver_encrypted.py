@@ -467,6 +467,19 @@ def test_configuration_errors_name_the_key_and_the_file(world, tmp_path):
     assert "tls.private_key" in err and "not a PEM private key" in err
     err = config_error(conf, head + f'[tls]\ncertificate = "{cert}"\nprivate_key = "{other_key}"\n')
     assert "does not match tls.certificate" in err
+    from cryptography.hazmat.primitives import serialization
+
+    locked = tmp_path / "locked.key"
+    loaded = serialization.load_pem_private_key(key.read_bytes(), None)
+    locked.write_bytes(
+        loaded.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    err = config_error(conf, head + f'[tls]\ncertificate = "{cert}"\nprivate_key = "{locked}"\n')
+    assert "tls.private_key" in err and "is encrypted" in err
     err = config_error(conf, head + '[doh]\npath = "dns-query"\n')
     assert "doh.path" in err
     tls = f'[tls]\ncertificate = "{cert}"\nprivate_key = "{key}"\n'
