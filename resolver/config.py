@@ -22,10 +22,10 @@ from blocklist.config import (
     Section,
 )
 from blocklist.domains import canonical_domain, is_public_suffix
+from blocklist.hostport import parse_hostport
 from blocklist.sync.config import SyncConfig
 from resolver.check import BadName, normalize
 from resolver.dnswire import MAX_EDE_TEXT, name_to_wire
-from resolver.hostport import parse_hostport
 from resolver.rpz.config import RpzSection
 from resolver.tls import server_context
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,6 +10,7 @@ from pydantic import Field, field_validator
 from blocklist.authority.liveness import BROWSER_USER_AGENT, parse_proxy
 from blocklist.authority.sinks import SinkSection
 from blocklist.config import ProtectedNameList, Section
+from blocklist.hostport import parse_hostport
 
 
 class AuthoritySection(Section):
@@ -82,7 +82,7 @@ class LivenessSection(Section):
     @classmethod
     def _resolvers(cls, values: list[str]) -> list[str]:
         for value in values:
-            _resolver_address(value)
+            parse_hostport(value)
         return values
 
     @field_validator("proxy")
@@ -94,31 +94,7 @@ class LivenessSection(Section):
 
     @property
     def extra_resolver_addresses(self) -> list[tuple[str, int]]:
-        return [_resolver_address(v) for v in self.extra_resolvers]
-
-
-def _resolver_address(value: str) -> tuple[str, int]:
-    """ "192.0.2.53", "192.0.2.53:5353", "2001:db8::53" or "[2001:db8::53]:5353"."""
-    text = value.strip()
-    host, port = text, 53
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest:
-            if not rest.startswith(":") or not (rest[1:].isascii() and rest[1:].isdigit()):
-                raise ValueError(f"{value!r} is not ip, ip:port or [ipv6]:port")
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        if not (port_text.isascii() and port_text.isdigit()):
-            raise ValueError(f"{value!r} is not ip, ip:port or [ipv6]:port")
-        port = int(port_text)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"resolver {value!r} must be an IP address (and port)") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"resolver {value!r}: port out of range")
-    return host, port
+        return [parse_hostport(v) for v in self.extra_resolvers]
 
 
 class ComplianceSection(Section):

@@ -28,8 +28,8 @@ from blocklist.config import (
     Section,
     load_config,
 )
+from blocklist.hostport import parse_hostport
 from blocklist.sync.config import SyncConfig
-from resolver.hostport import parse_hostport
 
 Ttl = Annotated[int, Field(ge=0, le=2_147_483_647)]
 # Sections of resolver.toml that `resolver serve` reads; tolerated (and ignored) here.

@@ -1,8 +1,13 @@
-"""`address[:port]` as the configuration files write upstreams, NOTIFY targets and secondaries."""
+"""`address[:port]` as the configuration files write resolvers: the resolver's upstreams,
+NOTIFY targets and secondaries, the authority's extra liveness resolvers."""
 
 from __future__ import annotations
 
 import ipaddress
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone accepts "²"
 
 
 def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
@@ -17,12 +22,12 @@ def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
             raise ValueError(f"{text!r}: missing ']'")
         host, rest = text[1:end], text[end + 1 :]
         if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
+            if not rest.startswith(":") or not _digits(rest[1:]):
                 raise ValueError(f"{text!r}: expected ':port' after ']'")
             port = int(rest[1:])
     elif text.count(":") == 1:
         host, port_text = text.split(":")
-        if not port_text.isdigit():
+        if not _digits(port_text):
             raise ValueError(f"{text!r}: the port is not a number")
         port = int(port_text)
     try:
