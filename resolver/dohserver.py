@@ -26,7 +26,7 @@ from resolver.dnswire import MAX_TCP_MESSAGE, REFUSED, Query, error_response
 from resolver.doh import MAX_TARGET, DohError, answer_headers, dns_query, error_headers
 from resolver.engine import Resolver
 from resolver.ratelimit import ALLOW
-from resolver.server import StreamConnection, StreamLimits, over_limit
+from resolver.server import StreamConnection, StreamLimits
 
 # h2's own header checks are off: they cost a quarter of its time per request, our headers are
 # fixed and valid, and what a request carries is checked where it is read (resolver.doh: the
@@ -47,41 +47,16 @@ MAX_BUFFERED = 2 * MAX_TCP_MESSAGE
 
 class DohConnection(StreamConnection):
     def __init__(self, resolver: Resolver, acl: Acl, limits: StreamLimits, path: str) -> None:
-        self.resolver = resolver
-        self.acl = acl
-        self.limits = limits
+        super().__init__(resolver, acl, limits)
         self.path = path.encode()
-        self.transport: Any = None
-        self.host = ""
-        self.allowed = False
-        self.closed = False
-        self.activity = False
-        self.writing_paused = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task] = set()
         self.http: _Http2 | _Http1 | None = None
 
     # ------------------------------------------------------------------ connection
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        if over_limit(self.limits, transport):
-            self.closed = True
-            return
-        peer = transport.get_extra_info("peername")
-        self.host = peer[0] if peer else ""
-        self.allowed = bool(peer) and self.acl.allowed(self.host)
-        if not self.allowed and not self.resolver.refuse:
-            transport.abort()  # type: ignore[attr-defined]
-            self.closed = True
-            return
-        self.limits.counts.connections += 1
-        self.limits.connections.add(self)
-        transport.set_write_buffer_limits(high=64 * 1024)  # type: ignore[attr-defined]
-        ssl_object = transport.get_extra_info("ssl_object")
+    def _started(self) -> None:
+        ssl_object = self.transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         self.http = _Http2(self) if alpn == "h2" else _Http1(self)
-        self._arm()
 
     def _active(self) -> bool:
         return self.activity or bool(self.tasks)  # an answer still on its way counts

@@ -260,24 +260,53 @@ class StreamLimits:
         self.connections: set = set()
 
 
-def over_limit(limits: StreamLimits, transport: asyncio.BaseTransport) -> bool:
-    """Close a new connection at once when the listener has max_connections open."""
-    if len(limits.connections) < limits.max_connections:
-        return False
-    limits.counts.rejected += 1
-    transport.abort()  # type: ignore[attr-defined]
-    return True
-
-
 class StreamConnection(asyncio.Protocol):
-    """What every stream connection shares: its listener's bounds, an idle timer, teardown."""
+    """What every stream connection shares: admission (the listener's connection bound and
+    the ACL), an idle timer, teardown."""
 
-    limits: StreamLimits
-    transport: asyncio.Transport | None
-    timer: asyncio.TimerHandle | None
-    tasks: set[asyncio.Task]
-    closed: bool
-    activity: bool  # set by each query or answer; the idle timer clears it
+    def __init__(self, resolver: Resolver, acl: Acl, limits: StreamLimits) -> None:
+        self.resolver = resolver
+        self.acl = acl
+        self.limits = limits
+        self.transport: asyncio.Transport | None = None
+        self.host = ""
+        self.allowed = False
+        self.closed = False
+        self.activity = False  # set by each query or answer; the idle timer clears it
+        self.writing_paused = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        limits = self.limits
+        if len(limits.connections) >= limits.max_connections:
+            limits.counts.rejected += 1
+            transport.abort()  # type: ignore[attr-defined]
+            self.closed = True
+            return
+        peer = transport.get_extra_info("peername")
+        self.host = peer[0] if peer else ""
+        self.allowed = bool(peer) and self.acl.allowed(self.host)
+        if self._proxied():
+            self.allowed = True  # decided when the header arrives
+        if not self.allowed and not self.resolver.refuse:
+            transport.abort()  # type: ignore[attr-defined]
+            self.closed = True
+            return
+        limits.counts.connections += 1
+        limits.connections.add(self)
+        # A client that does not read must not make us buffer without end.
+        transport.set_write_buffer_limits(high=64 * 1024)  # type: ignore[attr-defined]
+        self._started()
+        self._arm()
+
+    def _proxied(self) -> bool:
+        """Whether a PROXY header from a trusted sender will name the client."""
+        return False
+
+    def _started(self) -> None:
+        """The connection is admitted: set up what reading it needs."""
 
     def _arm(self) -> None:
         self.timer = asyncio.get_running_loop().call_later(self.limits.idle_timeout, self._idle)
@@ -316,46 +345,21 @@ class TcpConnection(StreamConnection):
     def __init__(
         self, resolver: Resolver, acl: Acl, limits: StreamLimits, proxy: bool = True
     ) -> None:
-        self.resolver = resolver
+        super().__init__(resolver, acl, limits)
         self.use_proxy = proxy
-        self.acl = acl
-        self.limits = limits
-        self.transport: asyncio.Transport | None = None
         self.deframer = TcpDeframer()
-        self.allowed = False
         self.pending = 0
         self.reading_paused = False
-        self.writing_paused = False
-        self.activity = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task] = set()
-        self.closed = False
         self.eof = False
         self.proxy_head: bytes | None = None  # PROXY v2 header being read (trusted senders)
         self.first = True
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        limits = self.limits
-        if over_limit(limits, transport):
-            self.closed = True
-            return
-        peer = transport.get_extra_info("peername")
-        self.host = peer[0] if peer else ""
-        self.allowed = bool(peer) and self.acl.allowed(peer[0])
+    def _proxied(self) -> bool:
         proxy = self.resolver.proxy if self.use_proxy else None
-        if proxy is not None and proxy.senders.allowed(self.host):
-            self.proxy_head = b""  # the client is named by the header the sender sends first
-            self.allowed = True  # decided when the header arrives
-        if not self.allowed and not self.resolver.refuse:
-            transport.abort()  # type: ignore[attr-defined]
-            self.closed = True
-            return
-        limits.counts.connections += 1
-        limits.connections.add(self)
-        # A client that does not read must not make us buffer without end.
-        transport.set_write_buffer_limits(high=64 * 1024)  # type: ignore[attr-defined]
-        self._arm()
+        if proxy is None or not proxy.senders.allowed(self.host):
+            return False
+        self.proxy_head = b""  # the client is named by the header the sender sends first
+        return True
 
     def _active(self) -> bool:
         return self.activity and not self.writing_paused  # a client that does not read is idle
