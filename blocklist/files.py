@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from blocklist.crash import checkpoint
+from blocklist.errors import ArtefactError
 
 
 def fsync_dir(directory: Path) -> None:
@@ -25,6 +26,17 @@ def fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def read_stored(path: Path) -> bytes | None:
+    """A file `write_atomic` keeps: its bytes, None when there is none; ArtefactError when it
+    exists but cannot be read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ArtefactError("unreadable", f"cannot read {path}: {exc}") from None
 
 
 def write_atomic(

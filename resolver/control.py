@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from resolver.check import BadName
-from resolver.metrics import read_sync_status
+from resolver.metrics import list_facts, read_sync_status
 
 CheckSource = Callable[[str], Awaitable[dict[str, Any]]]
 LocalSource = Callable[[], Awaitable[dict[str, Any]]]
@@ -67,16 +67,7 @@ def status_view(
     logged = snap.get("logged_by_entry", {})
     return {
         "mode": local.get("mode", "enforce"),
-        "list": {
-            "serial": lst.get("serial"),
-            "entries": lst.get("entries", 0),
-            "age_seconds": None
-            if lst.get("verified_at") is None
-            else max(0, int(now - lst["verified_at"])),
-            "expires": lst.get("expires"),
-            "workers": snap.get("workers", 1),
-            "workers_with_list": snap.get("workers_with_list", 0),
-        },
+        "list": list_facts(snap, now),
         "held": (sync or {}).get("held"),
         "alarms": alarms,
         "cache": {

@@ -241,24 +241,27 @@ def render(snap: dict[str, Any], status: dict[str, Any] | None, now: float | Non
     return generate_latest(registry)
 
 
+def list_facts(snap: dict[str, Any], now: float) -> dict[str, Any]:
+    """The list in force as /healthz and `resolver status` show it (the oldest across workers)."""
+    lst = snap.get("list", {})
+    verified = lst.get("verified_at")
+    return {
+        "workers": snap.get("workers", 1),
+        "workers_with_list": snap.get("workers_with_list", 0),
+        "serial": lst.get("serial"),
+        "entries": lst.get("entries", 0),
+        "age_seconds": None if verified is None else max(0, int(now - verified)),
+        "expires": lst.get("expires"),
+    }
+
+
 def health(snap: dict[str, Any] | None, now: float | None = None) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) for /healthz: 200 when every worker answers and enforces a list."""
     now = time.time() if now is None else now
     if snap is None:
         return 503, {"status": "unavailable", "reason": "workers did not answer"}
-    lst = snap.get("list", {})
-    body: dict[str, Any] = {
-        "workers": snap.get("workers", 1),
-        "workers_with_list": snap.get("workers_with_list", 0),
-        "serial": lst.get("serial"),
-        "entries": lst.get("entries", 0),
-        "age_seconds": None
-        if lst.get("verified_at") is None
-        else max(0, int(now - lst["verified_at"])),
-        "expires": lst.get("expires"),
-        "per_worker": snap.get("per_worker", []),
-    }
-    if lst.get("serial") is None:
+    body: dict[str, Any] = {**list_facts(snap, now), "per_worker": snap.get("per_worker", [])}
+    if body["serial"] is None:
         body["status"] = "no_list"
         return 503, body
     body["status"] = "ok"

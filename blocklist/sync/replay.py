@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from blocklist.errors import ArtefactError
-from blocklist.files import write_atomic
+from blocklist.files import read_stored, write_atomic
 from blocklist.notification import Notification
 from signing import RollbackError, TrustedKeys
 from signing.trust import TrustFloor
@@ -115,12 +115,9 @@ def save(directory: Path, state: ReplayState) -> None:
 def load(directory: Path) -> ReplayState | None:
     """The stored replay state, None when there is none; ArtefactError when it is damaged."""
     path = directory / REPLAY_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = read_stored(path)
+    if raw is None:
         return None
-    except OSError as exc:
-        raise ArtefactError("unreadable", f"cannot read {path}: {exc}") from None
     try:
         obj = json.loads(raw)
         if not isinstance(obj, dict) or obj.pop("v", None) != 1:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from blocklist.artefacts import decode_snapshot, encode_snapshot
 from blocklist.errors import ArtefactError
-from blocklist.files import write_atomic
+from blocklist.files import read_stored, write_atomic
 from blocklist.notification import Notification, open_trusted_notification
 from blocklist.state import Edition, ListState
 from blocklist.sync import replay as replay_file
@@ -87,12 +87,9 @@ def load(
     """The persisted verified list, or None when there is none. Raises ArtefactError or
     SigningError when the file is damaged: the caller starts empty and says so loudly."""
     path = directory / STATE_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = read_stored(path)
+    if data is None:
         return None
-    except OSError as exc:
-        raise ArtefactError("unreadable", f"cannot read {path}: {exc}") from None
     if len(data) < _HEAD.size:
         raise ArtefactError("truncated", f"{path} is truncated")
     magic, version, verified_at, length = _HEAD.unpack_from(data)
