@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from blocklist.crash import checkpoint
 from blocklist.errors import ArtefactError
@@ -39,32 +40,29 @@ def read_stored(path: Path) -> bytes | None:
         raise ArtefactError("unreadable", f"cannot read {path}: {exc}") from None
 
 
-def write_atomic(
-    path: Path, data: bytes | Sequence[bytes], label: str = "", mode: int | None = None
-) -> None:
-    """Replace `path` with `data` (one buffer or several, written in order). An explicit `mode`
-    is set exactly, whatever the umask (group readers such as the resolver and the stop page
+@contextlib.contextmanager
+def replacing(
+    path: Path, permissions: int | None = None, label: str = "", **open_args: Any
+) -> Iterator[IO]:
+    """A file that replaces `path` when the block ends without an exception (fsynced, then
+    renamed, then the directory fsynced); otherwise nothing is left behind. Explicit `permissions`
+    are set exactly, whatever the umask (group readers such as the resolver and the stop page
     must be able to read a 0640 list under umask 077); without one, 0644 less the umask.
+    `open_args` go to `open` (default: binary, unbuffered).
 
-    Crash checkpoints: `<label>.partial` after the first of several buffers, `<label>.tmp` when
-    the temporary file is complete, `<label>` once the rename is durable.
+    Crash checkpoints: `<label>.tmp` when the temporary file is complete, `<label>` once the
+    rename is durable.
     """
-    chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644 if mode is None else mode)
+    initial = 0o644 if permissions is None else permissions
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, initial)
     try:
-        try:
-            if mode is not None:
-                os.fchmod(fd, mode)
-            for i, chunk in enumerate(chunks):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if i == 0 and len(chunks) > 1 and label:
-                    checkpoint(f"{label}.partial")
+        with open(fd, **({"mode": "wb", "buffering": 0} | open_args)) as f:
+            if permissions is not None:
+                os.fchmod(fd, permissions)
+            yield f
+            f.flush()
             os.fsync(fd)
-        finally:
-            os.close(fd)
         if label:
             checkpoint(f"{label}.tmp")
         os.replace(tmp, path)
@@ -75,3 +73,18 @@ def write_atomic(
     fsync_dir(path.parent)
     if label:
         checkpoint(label)
+
+
+def write_atomic(
+    path: Path, data: bytes | Sequence[bytes], label: str = "", mode: int | None = None
+) -> None:
+    """Replace `path` with `data` (one buffer or several, written in order); see `replacing`.
+    One more crash checkpoint: `<label>.partial` after the first of several buffers."""
+    chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
+    with replacing(path, mode, label) as f:
+        for i, chunk in enumerate(chunks):
+            view = memoryview(chunk)
+            while view:
+                view = view[f.write(view) :]
+            if i == 0 and len(chunks) > 1 and label:
+                checkpoint(f"{label}.partial")

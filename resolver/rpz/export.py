@@ -17,13 +17,12 @@ import contextlib
 import dataclasses
 import logging
 import os
-import secrets
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from blocklist.files import fsync_dir
+from blocklist.files import replacing
 from blocklist.sync.verified import VerifiedList
 from blocklist.sync.watch import StateWatcher
 from resolver.rpz.config import RpzConfig
@@ -64,20 +63,9 @@ def write_zone_file(
     path: Path, version: ZoneVersion, settings: ZoneSettings, serial_name: str = ""
 ) -> Written:
     """Replace `path` with the zone, atomically, readable by owner and group only."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        with open(fd, "w", encoding="ascii", newline="\n", buffering=_BUFFER) as f:
-            records = write_master_file(version, settings, f, serial_name)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)  # whatever the umask said
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    text = {"mode": "w", "encoding": "ascii", "newline": "\n", "buffering": _BUFFER}
+    with replacing(path, FILE_MODE, **text) as f:
+        records = write_master_file(version, settings, f, serial_name)
     stamp = file_stamp(path)
     assert stamp is not None
     return Written(path, version.list_serial, len(version), records, stamp)
