@@ -10,32 +10,30 @@ from blocklist.cli.client import client
 from blocklist.cli.errors import CliError
 from blocklist.cli.offline import load_authority_config, open_store
 from blocklist.cli.parsing import Commands, entry_id, positive
-from blocklist.cli.rendering import iso, print_json, say, table
+from blocklist.cli.rendering import iso, print_json, reply_rows, say
 
 
 def cmd_audit_log(args: argparse.Namespace) -> int:
     data = client(args).call("GET", "/v1/audit", query={"entry": args.entry, "limit": args.limit})
-    if args.json:
-        print_json(data)
-        return 0
-    records = data.get("records") or []
-    if not records:
-        print("No audit records.")
-        return 0
-    rows = [
-        [
-            r["seq"],
-            iso(r.get("time")),
-            r.get("actor"),
-            r.get("action"),
-            r.get("entry_id"),
-            r.get("reason") or "",
-            r.get("detail") or "",
-        ]
-        for r in records
+    return reply_rows(
+        args,
+        data,
+        ["seq", "time", "actor", "action", "entry", "reason", "detail"],
+        lambda d: [_record_row(r) for r in d.get("records") or []],
+        "No audit records.",
+    )
+
+
+def _record_row(r: dict) -> list:
+    return [
+        r["seq"],
+        iso(r.get("time")),
+        r.get("actor"),
+        r.get("action"),
+        r.get("entry_id"),
+        r.get("reason") or "",
+        r.get("detail") or "",
     ]
-    print(table(["seq", "time", "actor", "action", "entry", "reason", "detail"], rows))
-    return 0
 
 
 def _print_chain_report(report: dict, args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from blocklist.cli.client import IMPORT_TIMEOUT, TOKEN_HINT, client
 from blocklist.cli.errors import ApiError, CliError
 from blocklist.cli.importing import CSV_COLUMNS, Line, Refusal, progress, read_csv, read_text
 from blocklist.cli.parsing import Commands, entry_id
-from blocklist.cli.rendering import TIME_FIELDS, fields, iso, print_json, say, shorten, table
+from blocklist.cli.rendering import TIME_FIELDS, fields, iso, print_json, reply, say, shorten, table
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -116,9 +116,7 @@ def _batch_fields(batch: dict) -> str:
 
 
 def cmd_batch_show(args: argparse.Namespace) -> int:
-    data = client(args).call("GET", f"/v1/batches/{args.id}")
-    print_json(data) if args.json else print(_batch_fields(data))
-    return 0
+    return reply(args, client(args).call("GET", f"/v1/batches/{args.id}"), _batch_fields)
 
 
 def cmd_batch_accept(args: argparse.Namespace) -> int:
@@ -133,30 +131,30 @@ def cmd_batch_accept(args: argparse.Namespace) -> int:
                 f"`blocklist batch accept {args.id} --confirm-large`"
             )
         raise
-    if args.json:
-        print_json(data)
-    else:
-        counts = data.get("entries_by_status") or {}
-        active, takedown = counts.get("active", 0), counts.get("takedown", 0)
-        text = f"Batch {data['id']} accepted: {active} entries are active"
-        if active:
-            text += " (blocked from the next publication)"
-        if takedown:
-            text += f"; {takedown} hosted at home stay in takedown (not blocked)"
-        others = {s: n for s, n in counts.items() if s not in ("active", "takedown")}
-        if others:
-            text += "; " + ", ".join(f"{n} {s}" for s, n in sorted(others.items()))
-        print(text + ".")
-    return 0
+    return reply(args, data, _accepted)
+
+
+def _accepted(batch: dict) -> str:
+    counts = batch.get("entries_by_status") or {}
+    active, takedown = counts.get("active", 0), counts.get("takedown", 0)
+    text = f"Batch {batch['id']} accepted: {active} entries are active"
+    if active:
+        text += " (blocked from the next publication)"
+    if takedown:
+        text += f"; {takedown} hosted at home stay in takedown (not blocked)"
+    others = {s: n for s, n in counts.items() if s not in ("active", "takedown")}
+    if others:
+        text += "; " + ", ".join(f"{n} {s}" for s, n in sorted(others.items()))
+    return text + "."
 
 
 def cmd_batch_reject(args: argparse.Namespace) -> int:
     data = client(args).call("POST", f"/v1/batches/{args.id}/reject", {"reason": args.reason})
-    if args.json:
-        print_json(data)
-    else:
-        print(f"Batch {data['id']} rejected: its {data['size']} entries will not be listed.")
-    return 0
+    return reply(
+        args,
+        data,
+        lambda b: f"Batch {b['id']} rejected: its {b['size']} entries will not be listed.",
+    )
 
 
 def register(cmds: Commands) -> None:

@@ -6,37 +6,35 @@ import argparse
 
 from blocklist.cli.client import client
 from blocklist.cli.parsing import Commands, positive
-from blocklist.cli.rendering import fields, iso, print_json, shorten, table
+from blocklist.cli.rendering import fields, iso, reply, reply_rows, shorten
 
 
 def cmd_complaints_list(args: argparse.Namespace) -> int:
     data = client(args).call(
         "GET", "/v1/complaints", query={"status": args.status, "limit": args.limit}
     )
-    if args.json:
-        print_json(data)
-        return 0
-    items = data.get("complaints") or []
-    if not items:
-        print("No complaints.")
-        return 0
-    rows = [
-        [
-            c["complaint_id"],
-            c.get("ticket"),
-            c.get("status"),
-            c.get("entry_id"),
-            c.get("host"),
-            c.get("role"),
-            c.get("asp"),
-            iso(c.get("created")),
-            shorten(c.get("reason") or "", 40),
-        ]
-        for c in items
-    ]
     headers = ["id", "ticket", "status", "entry", "host", "role", "asp", "received", "reason"]
-    print(table(headers, rows))
-    return 0
+    return reply_rows(
+        args,
+        data,
+        headers,
+        lambda d: [_complaint_row(c) for c in d.get("complaints") or []],
+        "No complaints.",
+    )
+
+
+def _complaint_row(c: dict) -> list:
+    return [
+        c["complaint_id"],
+        c.get("ticket"),
+        c.get("status"),
+        c.get("entry_id"),
+        c.get("host"),
+        c.get("role"),
+        c.get("asp"),
+        iso(c.get("created")),
+        shorten(c.get("reason") or "", 40),
+    ]
 
 
 def _complaint_fields(c: dict) -> str:
@@ -61,21 +59,20 @@ def _complaint_fields(c: dict) -> str:
 
 
 def cmd_complaints_show(args: argparse.Namespace) -> int:
-    data = client(args).call("GET", f"/v1/complaints/{args.id}")
-    print_json(data) if args.json else print(_complaint_fields(data))
-    return 0
+    return reply(args, client(args).call("GET", f"/v1/complaints/{args.id}"), _complaint_fields)
 
 
 def cmd_complaints_decide(args: argparse.Namespace) -> int:
     body = {"decision": args.decision, "reasons": args.reasons}
     data = client(args).call("POST", f"/v1/complaints/{args.id}/decide", body)
-    if args.json:
-        print_json(data)
-    else:
-        print(f"Complaint {data['complaint_id']} {data['status']}.")
-        if data["status"] == "upheld" and data.get("entry_id") is not None:
-            print(f"Entry {data['entry_id']} is delisted; the next publication lifts the block.")
-    return 0
+
+    def decided(c: dict) -> str:
+        text = f"Complaint {c['complaint_id']} {c['status']}."
+        if c["status"] == "upheld" and c.get("entry_id") is not None:
+            text += f"\nEntry {c['entry_id']} is delisted; the next publication lifts the block."
+        return text
+
+    return reply(args, data, decided)
 
 
 def register(cmds: Commands) -> None:

@@ -10,7 +10,7 @@ from blocklist.authority.statuses import ENTRY_FILTERS
 from blocklist.cli.client import client
 from blocklist.cli.errors import CliError
 from blocklist.cli.parsing import Commands, entry_id, positive
-from blocklist.cli.rendering import TIME_FIELDS, fields, iso, print_json, table
+from blocklist.cli.rendering import TIME_FIELDS, fields, iso, print_json, reply, table
 
 ENTRY_FIELDS = (
     ("id", "id"),
@@ -52,12 +52,7 @@ def _entry_fields(entry: dict) -> str:
 
 
 def entry_call(args: argparse.Namespace, path: str, body: Any, done: Callable[[dict], str]) -> int:
-    data = client(args).call("POST", path, body)
-    if args.json:
-        print_json(data)
-    else:
-        print(done(data))
-    return 0
+    return reply(args, client(args).call("POST", path, body), done)
 
 
 def _added(e: dict) -> str:
@@ -161,9 +156,7 @@ def cmd_delist(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    data = client(args).call("GET", f"/v1/entries/{args.id}")
-    print_json(data) if args.json else print(_entry_fields(data))
-    return 0
+    return reply(args, client(args).call("GET", f"/v1/entries/{args.id}"), _entry_fields)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from blocklist.cli.client import IMPORT_TIMEOUT, client
 from blocklist.cli.errors import ApiError, CliError
 from blocklist.cli.importing import progress
 from blocklist.cli.parsing import Commands
-from blocklist.cli.rendering import fields, iso, print_json, say, shorten, table
+from blocklist.cli.rendering import fields, iso, print_json, reply, reply_rows, say, shorten, table
 
 CHUNK = 1 << 20
 
@@ -44,17 +44,17 @@ def cmd_add(args: argparse.Namespace) -> int:
         "token": token,
         "max_bytes": args.max_bytes,
     }
-    data = client(args).call("POST", "/v1/feeds", body)
-    if args.json:
-        print_json(data)
-    else:
-        print(f"Feed {data['name']} added ({data['source']}, {data['format']}, {data['policy']}).")
-        if data["policy"] == "trusted":
-            print(
-                "Its batches wait for an approver until another admin or oversight officer "
-                f"runs `blocklist feed confirm {data['name']}`."
-            )
-    return 0
+    return reply(args, client(args).call("POST", "/v1/feeds", body), _added)
+
+
+def _added(feed: dict) -> str:
+    text = f"Feed {feed['name']} added ({feed['source']}, {feed['format']}, {feed['policy']})."
+    if feed["policy"] == "trusted":
+        text += (
+            "\nIts batches wait for an approver until another admin or oversight officer "
+            f"runs `blocklist feed confirm {feed['name']}`."
+        )
+    return text
 
 
 def _row(feed: dict) -> list:
@@ -78,13 +78,7 @@ HEAD = ["feed", "source", "policy", "items", "listed", "held", "excluded", "refr
 
 def cmd_list(args: argparse.Namespace) -> int:
     data = client(args).call("GET", "/v1/feeds")
-    if args.json:
-        print_json(data)
-    elif not data["feeds"]:
-        print("No feeds.")
-    else:
-        print(table(HEAD, [_row(f) for f in data["feeds"]]))
-    return 0
+    return reply_rows(args, data, HEAD, lambda d: [_row(f) for f in d["feeds"]], "No feeds.")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -152,28 +146,26 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_confirm(args: argparse.Namespace) -> int:
     data = client(args).call("POST", f"/v1/feeds/{args.name}/confirm")
-    if args.json:
-        print_json(data)
-    else:
-        print(f"Feed {data['name']} confirmed; its {data['policy']} policy is in effect.")
-    return 0
+    return reply(
+        args, data, lambda d: f"Feed {d['name']} confirmed; its {d['policy']} policy is in effect."
+    )
 
 
 def cmd_exclude(args: argparse.Namespace) -> int:
     body = {"value": args.value, "reason": args.reason}
     data = client(args).call("POST", f"/v1/feeds/{args.name}/exclusions", body)
-    if args.json:
-        print_json(data)
-    else:
-        text = f"{data['value']} excluded from feed {args.name}"
-        request = data.get("delist_request")
+
+    def excluded(d: dict) -> str:
+        text = f"{d['value']} excluded from feed {args.name}"
+        request = d.get("delist_request")
         if request:
             text += (
                 f"; delisting of entry {request['entry_id']} requested, until another approver"
                 " confirms it"
             )
-        print(text + (" and withdrawn." if data["delisted"] else "."))
-    return 0
+        return text + (" and withdrawn." if d["delisted"] else ".")
+
+    return reply(args, data, excluded)
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -7,20 +7,20 @@ import argparse
 from blocklist.cli.client import client
 from blocklist.cli.entries import entry_call
 from blocklist.cli.parsing import Commands, entry_id, positive
-from blocklist.cli.rendering import iso, print_json, table
+from blocklist.cli.rendering import iso, print_json, reply, reply_rows, table
 
 
 def cmd_takedown(args: argparse.Namespace) -> int:
     body = {"recipient": args.recipient, "sent": args.sent}
     data = client(args).call("POST", f"/v1/entries/{args.id}/takedown", body)
-    if args.json:
-        print_json(data)
-    else:
-        print(
-            f"Takedown notice for entry {args.id} to {data['recipient']}; "
-            f"deadline {iso(data['deadline'])}."
-        )
-    return 0
+    return reply(
+        args,
+        data,
+        lambda d: (
+            f"Takedown notice for entry {args.id} to {d['recipient']}; "
+            f"deadline {iso(d['deadline'])}."
+        ),
+    )
 
 
 def cmd_escalate(args: argparse.Namespace) -> int:
@@ -35,8 +35,7 @@ def cmd_escalate(args: argparse.Namespace) -> int:
 def cmd_partner_notice(args: argparse.Namespace) -> int:
     body = {"partner": args.partner, "reference": args.reference or ""}
     data = client(args).call("POST", f"/v1/entries/{args.id}/partner-notice", body)
-    print_json(data) if args.json else print(f"Recorded notice to {args.partner}.")
-    return 0
+    return reply(args, data, lambda _: f"Recorded notice to {args.partner}.")
 
 
 def cmd_confirm_removal(args: argparse.Namespace) -> int:
@@ -50,50 +49,48 @@ def cmd_confirm_removal(args: argparse.Namespace) -> int:
 
 def cmd_reverify(args: argparse.Namespace) -> int:
     data = client(args).call("POST", f"/v1/entries/{args.id}/reverify", {"note": args.note or ""})
-    if args.json:
-        print_json(data)
-    else:
-        print(f"Entry {args.id} re-verified; next review {iso(data['review_date'])}.")
-    return 0
+    return reply(
+        args, data, lambda d: f"Entry {args.id} re-verified; next review {iso(d['review_date'])}."
+    )
 
 
 def cmd_checks(args: argparse.Namespace) -> int:
     data = client(args).call("GET", f"/v1/entries/{args.id}/checks", query={"limit": args.limit})
-    if args.json:
-        print_json(data)
-        return 0
-    rows = [
-        [iso(c["time"]), c["outcome"], c["detail"], c.get("redirect") or ""] for c in data["checks"]
-    ]
-    print(table(["time", "outcome", "detail", "redirect"], rows) if rows else "No checks yet.")
-    return 0
+    return reply_rows(
+        args,
+        data,
+        ["time", "outcome", "detail", "redirect"],
+        lambda d: [
+            [iso(c["time"]), c["outcome"], c["detail"], c.get("redirect") or ""]
+            for c in d["checks"]
+        ],
+        "No checks yet.",
+    )
 
 
 def cmd_lifecycle_run(args: argparse.Namespace) -> int:
     data = client(args).call("POST", "/v1/lifecycle/run")
-    if args.json:
-        print_json(data)
-    else:
-        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(data["outcomes"].items())) or "none"
-        moves = ", ".join(f"{k} {v}" for k, v in sorted(data["transitions"].items())) or "none"
-        print(f"Checked {data['checked']} entries ({outcomes}); transitions: {moves}.")
-    return 0
+
+    def checked(d: dict) -> str:
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(d["outcomes"].items())) or "none"
+        moves = ", ".join(f"{k} {v}" for k, v in sorted(d["transitions"].items())) or "none"
+        return f"Checked {d['checked']} entries ({outcomes}); transitions: {moves}."
+
+    return reply(args, data, checked)
 
 
 def cmd_review(args: argparse.Namespace) -> int:
     data = client(args).call("GET", "/v1/review")
-    if args.json:
-        print_json(data)
-        return 0
-    rows = [
-        [e["id"], iso(e["review_date"]), iso(e["lapses"]), e.get("last_outcome") or "-"]
-        for e in data["entries"]
-    ]
-    if not rows:
-        print("No entry is past its review date.")
-    else:
-        print(table(["entry", "review date", "lapses", "last check"], rows))
-    return 0
+    return reply_rows(
+        args,
+        data,
+        ["entry", "review date", "lapses", "last check"],
+        lambda d: [
+            [e["id"], iso(e["review_date"]), iso(e["lapses"]), e.get("last_outcome") or "-"]
+            for e in d["entries"]
+        ],
+        "No entry is past its review date.",
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from blocklist.cli.client import client
 from blocklist.cli.errors import CliError
 from blocklist.cli.offline import load_authority_config, open_store
 from blocklist.cli.parsing import Commands, entry_id
-from blocklist.cli.rendering import iso, print_json, table
+from blocklist.cli.rendering import iso, print_json, reply, reply_rows, table
 from blocklist.cli.tokens import check_token_out, show_token
 
 # Offline commands act as the authority itself, on its own state directory.
@@ -57,61 +57,54 @@ def cmd_officer_add(args: argparse.Namespace) -> int:
 
 def cmd_officer_list(args: argparse.Namespace) -> int:
     data = client(args).call("GET", "/v1/officers")
-    if args.json:
-        print_json(data)
-        return 0
-    rows = [
-        [
-            o["id"],
-            o["name"],
-            o["role"] + (f" → {o['pending_role']}" if o.get("pending_role") else ""),
-            bool(o.get("active")),
-            "awaiting confirmation"
-            if o.get("awaiting_confirmation")
-            else "deactivated"
-            if o.get("deactivated")
-            else "",
-            iso(o.get("created")),
-        ]
-        for o in data["officers"]
+    head = ["id", "name", "role", "active", "state", "created"]
+    return reply(args, data, lambda d: table(head, [_officer_row(o) for o in d["officers"]]))
+
+
+def _officer_row(o: dict) -> list:
+    return [
+        o["id"],
+        o["name"],
+        o["role"] + (f" → {o['pending_role']}" if o.get("pending_role") else ""),
+        bool(o.get("active")),
+        "awaiting confirmation"
+        if o.get("awaiting_confirmation")
+        else "deactivated"
+        if o.get("deactivated")
+        else "",
+        iso(o.get("created")),
     ]
-    print(table(["id", "name", "role", "active", "state", "created"], rows))
-    return 0
 
 
 def cmd_officer_confirm(args: argparse.Namespace) -> int:
     data = client(args).call("POST", f"/v1/officers/{args.name}/confirm")
-    if args.json:
-        print_json(data)
-    else:
-        print(f"Officer {data['name']} confirmed: {data['role']}, active.")
-    return 0
+    return reply(args, data, lambda o: f"Officer {o['name']} confirmed: {o['role']}, active.")
 
 
 def cmd_officer_role(args: argparse.Namespace) -> int:
     body = {"role": args.role, "reason": args.reason}
     data = client(args).call("POST", f"/v1/officers/{args.name}/role", body)
-    if args.json:
-        print_json(data)
-    elif data.get("pending_role"):
-        print(
-            f"Officer {data['name']} stays {data['role']} until another admin or oversight runs "
-            f"`blocklist officer confirm {data['name']}`."
+    return reply(args, data, _role_changed)
+
+
+def _role_changed(officer: dict) -> str:
+    if officer.get("pending_role"):
+        return (
+            f"Officer {officer['name']} stays {officer['role']} until another admin or oversight "
+            f"runs `blocklist officer confirm {officer['name']}`."
         )
-    else:
-        print(f"Officer {data['name']} is now {data['role']}.")
-    return 0
+    return f"Officer {officer['name']} is now {officer['role']}."
 
 
 def cmd_officer_deactivate(args: argparse.Namespace) -> int:
     data = client(args).call(
         "POST", f"/v1/officers/{args.name}/deactivate", {"reason": args.reason}
     )
-    if args.json:
-        print_json(data)
-    else:
-        print(f"Officer {data['name']} deactivated: every token of theirs is refused from now on.")
-    return 0
+    return reply(
+        args,
+        data,
+        lambda o: f"Officer {o['name']} deactivated: every token of theirs is refused from now on.",
+    )
 
 
 def cmd_officer_console_code(args: argparse.Namespace) -> int:
@@ -138,53 +131,47 @@ def cmd_asp_add(args: argparse.Namespace) -> int:
 
 def cmd_asp_list(args: argparse.Namespace) -> int:
     data = client(args).call("GET", "/v1/asps")
-    if args.json:
-        print_json(data)
-        return 0
-    if not data["asps"]:
-        print("No ASPs yet.")
-        return 0
-    rows = [
-        [
-            a["id"],
-            a["name"],
-            "plain" if a.get("plain_allowed") else "hashed",
-            bool(a.get("active")),
-            iso(a.get("created")),
-        ]
-        for a in data["asps"]
+    return reply_rows(
+        args,
+        data,
+        ["id", "name", "edition", "active", "created"],
+        lambda d: [_asp_row(a) for a in d["asps"]],
+        "No ASPs yet.",
+    )
+
+
+def _asp_row(a: dict) -> list:
+    return [
+        a["id"],
+        a["name"],
+        "plain" if a.get("plain_allowed") else "hashed",
+        bool(a.get("active")),
+        iso(a.get("created")),
     ]
-    print(table(["id", "name", "edition", "active", "created"], rows))
-    return 0
 
 
 def cmd_asp_deactivate(args: argparse.Namespace) -> int:
     data = client(args).call("POST", f"/v1/asps/{args.name}/deactivate", {"reason": args.reason})
-    if args.json:
-        print_json(data)
-    else:
-        print(f"ASP {data['name']} deactivated: its tokens are refused from now on.")
-    return 0
+    return reply(
+        args, data, lambda a: f"ASP {a['name']} deactivated: its tokens are refused from now on."
+    )
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
     data = client(args).call("GET", "/v1/tokens")
-    if args.json:
-        print_json(data)
-        return 0
-    rows = [
-        [
-            t["id"],
-            t.get("officer") or f"ASP {t.get('asp')}",
-            t.get("label"),
-            iso(t.get("created")),
-            iso(t.get("revoked")) if t.get("revoked") else "",
-            "yes" if t.get("current") else "",
-        ]
-        for t in data["tokens"]
+    head = ["id", "owner", "label", "created", "revoked", "this one"]
+    return reply(args, data, lambda d: table(head, [_token_row(t) for t in d["tokens"]]))
+
+
+def _token_row(t: dict) -> list:
+    return [
+        t["id"],
+        t.get("officer") or f"ASP {t.get('asp')}",
+        t.get("label"),
+        iso(t.get("created")),
+        iso(t.get("revoked")) if t.get("revoked") else "",
+        "yes" if t.get("current") else "",
     ]
-    print(table(["id", "owner", "label", "created", "revoked", "this one"], rows))
-    return 0
 
 
 def _issue(args: argparse.Namespace, body: dict, what: str) -> int:
@@ -210,11 +197,7 @@ def cmd_token_rotate(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     data = client(args).call("POST", f"/v1/tokens/{args.id}/revoke", {"reason": args.reason})
-    if args.json:
-        print_json(data)
-    else:
-        print(f"Token {data['id']} revoked: it is refused from now on.")
-    return 0
+    return reply(args, data, lambda t: f"Token {t['id']} revoked: it is refused from now on.")
 
 
 def register(cmds: Commands) -> None:

@@ -7,22 +7,21 @@ import argparse
 from blocklist.authority.statuses import ENTRY_STATUSES as STATUSES
 from blocklist.cli.client import client
 from blocklist.cli.parsing import Commands
-from blocklist.cli.rendering import fields, iso, print_json, table
+from blocklist.cli.rendering import fields, iso, print_json, reply, table
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    data = client(args).call("POST", "/v1/publish")
-    if args.json:
-        print_json(data)
-    elif data.get("changed"):
-        bulk = " (marked as a deliberate bulk change)" if data.get("bulk_change") else ""
-        print(
-            f"Published serial {data['serial']}: {data.get('added', 0)} added, "
-            f"{data.get('removed', 0)} removed, {data.get('entries')} entries on the list{bulk}."
-        )
-    else:
-        print(f"Nothing to publish; serial {data['serial']} ({data.get('entries')} entries).")
-    return 0
+    return reply(args, client(args).call("POST", "/v1/publish"), _published)
+
+
+def _published(data: dict) -> str:
+    if not data.get("changed"):
+        return f"Nothing to publish; serial {data['serial']} ({data.get('entries')} entries)."
+    bulk = " (marked as a deliberate bulk change)" if data.get("bulk_change") else ""
+    return (
+        f"Published serial {data['serial']}: {data.get('added', 0)} added, "
+        f"{data.get('removed', 0)} removed, {data.get('entries')} entries on the list{bulk}."
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -8,12 +8,13 @@ escapes (also valid inside JSON strings, so `--json` output stays parseable).
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 # C0 controls but tab and newline, DEL, C1 controls, and the bidi marks, embeddings, overrides
@@ -99,6 +100,31 @@ def shorten(text: str, limit: int = 60) -> str:
 
 def print_json(data: Any) -> None:
     print(safe(json.dumps(data, indent=2, ensure_ascii=False)))
+
+
+def reply(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> int:
+    """`data` as JSON with --json, else `text(data)` (may hold several lines); exit code 0."""
+    if args.json:
+        print_json(data)
+    else:
+        print(text(data))
+    return 0
+
+
+def reply_rows(
+    args: argparse.Namespace,
+    data: Any,
+    headers: Sequence[str],
+    rows: Callable[[Any], list[list[Any]]],
+    empty: str,
+) -> int:
+    """`data` as JSON with --json, else a table of `rows(data)`, or `empty` when there are none."""
+
+    def text(data: Any) -> str:
+        found = rows(data)
+        return table(headers, found) if found else empty
+
+    return reply(args, data, text)
 
 
 def say(message: str) -> None:
